@@ -1,0 +1,58 @@
+// Grouped-query causal attention with a per-sequence key range (left padding) and a KV cache.
+//   q  [B*TQ, H*D]               queries of this call, rows b*TQ + t, absolute position past + t
+//   kc, vc [B*T_CACHE, HKV*D]    keys / values, rows b*T_CACHE + j
+//   kv_start[b]                  first valid key of sequence b (left padding before it is masked)
+// Query t of sequence b attends to keys j with kv_start[b] <= j <= past + t. Query head h reads
+// key head h / (H / HKV). Output o [B*TQ, H*D] and the row log-sum-exp lse [B, H, TQ] (for the
+// backward pass). A query with no valid key (a left-pad row) outputs zeros.
+// One invocation per (b, h, t), online softmax over keys; HEAD_DIM is a define so the
+// per-invocation accumulators are fixed-size arrays.
+
+struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: u32, scale: f32, _pad: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<f32>;
+@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(4) var<storage, read> kv_start: array<u32>;
+@group(0) @binding(5) var<storage, read_write> o: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+
+const D = HEAD_DIM;
+const NEG_BIG = -3.0e38;
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = wg.x * 64u + lid.x;
+  let h = wg.y;
+  let b = wg.z;
+  if (t >= params.tq) { return; }
+  let hk = h / (params.heads / params.kv_heads);
+  let qbase = (b * params.tq + t) * params.heads * D + h * D;
+  let kvw = params.kv_heads * D;
+  var qv: array<f32, D>;
+  var acc: array<f32, D>;
+  for (var d = 0u; d < D; d++) {
+    qv[d] = q[qbase + d] * params.scale;
+    acc[d] = 0.0;
+  }
+  var mx = NEG_BIG;
+  var den = 0.0;
+  let last = params.past + t;
+  for (var j = kv_start[b]; j <= last; j++) {
+    let kb = (b * params.t_cache + j) * kvw + hk * D;
+    var s = 0.0;
+    for (var d = 0u; d < D; d++) { s = fma(qv[d], kc[kb + d], s); }
+    if (s > mx) {
+      let corr = exp(mx - s);
+      den *= corr;
+      for (var d = 0u; d < D; d++) { acc[d] *= corr; }
+      mx = s;
+    }
+    let p = exp(s - mx);
+    den += p;
+    for (var d = 0u; d < D; d++) { acc[d] = fma(p, vc[kb + d], acc[d]); }
+  }
+  let inv = select(0.0, 1.0 / den, den > 0.0);
+  for (var d = 0u; d < D; d++) { o[qbase + d] = acc[d] * inv; }
+  lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
+}

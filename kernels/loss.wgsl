@@ -1,0 +1,58 @@
+// Cross-entropy over the vocabulary with a per-token loss mask.
+//   logits [rows, V], targets[rows] (u32), mask[rows] (f32; 0 drops the token)
+//   loss[row] = mask * (logsumexp(logits[row]) - logits[row, target]);  lse[row] kept for backward.
+// One 64-wide workgroup per row.
+
+struct Params { rows: u32, vocab: u32, _p0: u32, _p1: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read> mask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+
+var<workgroup> red: array<f32, 64>;
+
+fn reduce_max(v: f32, i: u32) -> f32 {
+  red[i] = v;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (i < s) { red[i] = max(red[i], red[i + s]); }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn reduce_sum(v: f32, i: u32) -> f32 {
+  red[i] = v;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (i < s) { red[i] += red[i + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wg.y * nwg.x + wg.x;
+  if (row >= params.rows) { return; }
+  let base = row * params.vocab;
+  var m = -3.0e38;
+  for (var j = lid.x; j < params.vocab; j += 64u) { m = max(m, logits[base + j]); }
+  m = reduce_max(m, lid.x);
+  var s = 0.0;
+  for (var j = lid.x; j < params.vocab; j += 64u) { s += exp(logits[base + j] - m); }
+  s = reduce_sum(s, lid.x);
+  if (lid.x == 0u) {
+    let l = m + log(s);
+    lse[row] = l;
+    let w = mask[row];
+    loss[row] = select(0.0, w * (l - logits[base + min(targets[row], params.vocab - 1u)]), w != 0.0);
+  }
+}

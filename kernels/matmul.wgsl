@@ -1,0 +1,115 @@
+// Matrix multiply, the workhorse of forward and backward:
+//   C[m, c_off + n] = alpha * sum_k A(m, k) * W(k, n)  (+ bias[c_off + n]) (+ R[...] or + C[...])
+// A is f32: [M, K] row-major, or [K, M] with A_KM (used for weight gradients: dW = dY^T X).
+// W is a weight chunk in W_DTYPE storage (see packed.wgsl):
+//   default   [N, K] row-major, as nn.Linear.weight: W(k, n) = w[n*K + k]      (y = x W^T)
+//   W_KN      [K, N] row-major:                     W(k, n) = w[k*N + n]      (dx = dy W)
+// A weight split into row-chunks is handled by the caller: with [N, K] storage each chunk is a
+// column block of C (c_off); with W_KN each chunk is a K-block accumulated with ACCUMULATE.
+// Variants: HAS_BIAS, RESIDUAL (C = R + ...; R may not alias C), ACCUMULATE (C += ...).
+//
+// Tiling: a 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block strided by 16,
+// staging 64x16 tiles of A and W in workgroup memory.
+
+#include "packed"
+
+struct Params {
+  m: u32, n: u32, k: u32, ldc: u32,
+  c_off: u32, a_off: u32, c_row_off: u32, alpha: f32,
+}
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> amat: array<f32>;
+@group(0) @binding(3) var<storage, read_write> cmat: array<f32>;
+#ifdef HAS_BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+#endif
+#ifdef RESIDUAL
+@group(0) @binding(5) var<storage, read> rmat: array<f32>;
+#endif
+
+const BM = 64u;
+const BN = 64u;
+const BK = 16u;
+var<workgroup> a_tile: array<f32, 1024>; // [BK][BM]
+var<workgroup> w_tile: array<f32, 1024>; // [BK][BN]
+
+fn load_a(m: u32, k: u32) -> f32 {
+  if (m >= params.m || k >= params.k) { return 0.0; }
+#ifdef A_KM
+  return amat[params.a_off + k * params.m + m];
+#else
+  return amat[params.a_off + m * params.k + k];
+#endif
+}
+
+fn load_wt(k: u32, n: u32) -> f32 {
+  if (n >= params.n || k >= params.k) { return 0.0; }
+#ifdef W_KN
+  return load_w(k * params.n + n);
+#else
+  return load_w(n * params.k + k);
+#endif
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = wg.y * BM;
+  let n0 = wg.x * BN;
+  let t = lid.y * 16u + lid.x;
+  var acc: array<f32, 16>;
+  for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+
+  for (var k0 = 0u; k0 < params.k; k0 += BK) {
+    for (var i = 0u; i < 4u; i++) {
+      let e = t + i * 256u;
+#ifdef A_KM
+      let ar = e % BM; let ak = e / BM;
+#else
+      let ar = e / BK; let ak = e % BK;
+#endif
+      a_tile[ak * BM + ar] = load_a(m0 + ar, k0 + ak);
+#ifdef W_KN
+      let wc = e % BN; let wk = e / BN;
+#else
+      let wc = e / BK; let wk = e % BK;
+#endif
+      w_tile[wk * BN + wc] = load_wt(k0 + wk, n0 + wc);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      var av: array<f32, 4>;
+      var wv: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) {
+        av[i] = a_tile[kk * BM + lid.y + 16u * i];
+        wv[i] = w_tile[kk * BN + lid.x + 16u * i];
+      }
+      for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+          acc[i * 4u + j] = fma(av[i], wv[j], acc[i * 4u + j]);
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + lid.y + 16u * i;
+    if (m >= params.m) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + lid.x + 16u * j;
+      if (n >= params.n) { continue; }
+      let ci = (params.c_row_off + m) * params.ldc + params.c_off + n;
+      var v = params.alpha * acc[i * 4u + j];
+#ifdef HAS_BIAS
+      v += bias[params.c_off + n];
+#endif
+#ifdef RESIDUAL
+      v += rmat[ci];
+#endif
+#ifdef ACCUMULATE
+      v += cmat[ci];
+#endif
+      cmat[ci] = v;
+    }
+  }
+}

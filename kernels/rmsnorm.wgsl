@@ -1,0 +1,39 @@
+// RMSNorm over the last dim: y = x / sqrt(mean(x^2) + eps) * w.
+// One 64-wide workgroup per row; the reciprocal rms is stored per row for the backward pass.
+
+struct Params { rows: u32, dim: u32, eps: f32, _pad: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+fn row_of(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wg.y * nwg.x + wg.x;
+}
+
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = row_of(wg, nwg);
+  if (row >= params.rows) { return; } // uniform per workgroup, so barriers below stay uniform
+  let base = row * params.dim;
+  var s = 0.0;
+  for (var j = lid.x; j < params.dim; j += 64u) {
+    let v = x[base + j];
+    s = fma(v, v, s);
+  }
+  partial[lid.x] = s;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride >>= 1u) {
+    if (lid.x < stride) { partial[lid.x] += partial[lid.x + stride]; }
+    workgroupBarrier();
+  }
+  let r = inverseSqrt(partial[0] / f32(params.dim) + params.eps);
+  if (lid.x == 0u) { rstd[row] = r; }
+  for (var j = lid.x; j < params.dim; j += 64u) {
+    y[base + j] = x[base + j] * r * w[j];
+  }
+}

@@ -1,0 +1,55 @@
+// Split the fused q|k|v projection output [rows, (H + 2*HKV) * D] and apply rotate-half RoPE
+// (HF layout: pairs (i, i + D/2) within each head) to q and k:
+//   q -> Q [rows, H*D];  k -> K cache, v -> V cache, both [B * t_cache, HKV*D] at row b*t_cache + past + t.
+// In training the "cache" is just this step's K/V with t_cache = T and past = 0.
+// cos/sin come from a host-computed table [positions, D/2] (f64 on the host: GPU sin/cos of
+// large angles is not accurate enough), indexed by each row's position id.
+
+#include "index"
+
+struct Params { rows: u32, t: u32, t_cache: u32, past: u32, heads: u32, kv_heads: u32, head_dim: u32, _pad: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> pos: array<u32>;
+@group(0) @binding(3) var<storage, read> cos_sin: array<f32>; // [p][i]: cos at 2*(p*D/2+i), sin at +1
+@group(0) @binding(4) var<storage, read_write> q: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(6) var<storage, read_write> vc: array<f32>;
+
+@compute @workgroup_size(64)
+fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+  let half = params.head_dim / 2u;
+  let heads_all = params.heads + 2u * params.kv_heads;
+  let idx = flat_index(wg, nwg, lid, 64u);
+  if (idx >= params.rows * heads_all * half) { return; }
+  let i = idx % half;
+  let h = (idx / half) % heads_all;
+  let row = idx / (half * heads_all);
+  let src = row * heads_all * params.head_dim + h * params.head_dim + i;
+  let x1 = qkv[src];
+  let x2 = qkv[src + half];
+  let b = row / params.t;
+  let crow = b * params.t_cache + params.past + row % params.t;
+  let kvw = params.kv_heads * params.head_dim;
+  if (h >= params.heads + params.kv_heads) { // v: copy
+    let dst = crow * kvw + (h - params.heads - params.kv_heads) * params.head_dim + i;
+    vc[dst] = x1;
+    vc[dst + half] = x2;
+    return;
+  }
+  let cs = 2u * (pos[row] * half + i);
+  let c = cos_sin[cs];
+  let s = cos_sin[cs + 1u];
+  let y1 = x1 * c - x2 * s;
+  let y2 = x2 * c + x1 * s;
+  if (h < params.heads) {
+    let dst = row * params.heads * params.head_dim + h * params.head_dim + i;
+    q[dst] = y1;
+    q[dst + half] = y2;
+  } else {
+    let dst = crow * kvw + (h - params.heads) * params.head_dim + i;
+    kc[dst] = y1;
+    kc[dst + half] = y2;
+  }
+}

@@ -1,0 +1,44 @@
+import type { Gpu } from "../gpu/context.ts";
+import type { Tensor } from "../tensor.ts";
+import { check, grid1d } from "./common.ts";
+
+export interface QkvShape {
+  batch: number;
+  /** tokens per sequence in this call */
+  t: number;
+  /** rows per sequence in the K/V cache */
+  tCache: number;
+  /** absolute position of this call's first token in the cache */
+  past: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+/**
+ * Split fused qkv [B*T, (H+2HKV)*D] into q [B*T, H*D] and the K/V cache, applying rotate-half
+ * RoPE to q and k with position ids `pos` [B*T] and the cos/sin table [P, D/2, 2].
+ */
+export function qkvRope(
+  gpu: Gpu,
+  s: QkvShape,
+  qkv: Tensor,
+  pos: Tensor,
+  cosSin: Tensor,
+  q: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+): void {
+  const rows = s.batch * s.t;
+  check(s.headDim % 2 === 0, () => `rope: head_dim ${s.headDim} must be even`);
+  check(qkv.numel === rows * (s.heads + 2 * s.kvHeads) * s.headDim, () => `rope: qkv has ${qkv.numel} elements`);
+  check(s.past + s.t <= s.tCache, () => `rope: cache of ${s.tCache} rows cannot hold ${s.past}+${s.t}`);
+  const k = gpu.kernel("rope", "qkv_forward");
+  const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;
+  gpu.dispatch(
+    k,
+    [rows, s.t, s.tCache, s.past, s.heads, s.kvHeads, s.headDim, 0],
+    [qkv.buffer, pos.buffer, cosSin.buffer, q.buffer, kCache.buffer, vCache.buffer],
+    grid1d(gpu, n),
+  );
+}

@@ -1,0 +1,9 @@
+import type { Gpu } from "../gpu/context.ts";
+import type { Tensor } from "../tensor.ts";
+import { grid1d } from "./common.ts";
+
+/** out [rows, I] = silu(gu[:, :I]) * gu[:, I:], gu the fused gate|up output [rows, 2I]. */
+export function swiglu(gpu: Gpu, gu: Tensor, out: Tensor, rows: number, inter: number): void {
+  const k = gpu.kernel("swiglu", "forward");
+  gpu.dispatch(k, [rows, inter, 0, 0], [gu.buffer, out.buffer], grid1d(gpu, rows * inter));
+}

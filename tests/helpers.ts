@@ -1,0 +1,60 @@
+// Test helpers: a shared GPU per test file, a seeded RNG, and array comparison with stated tolerances.
+
+import { Gpu } from "../lib/gpu/context.ts";
+
+let shared: Promise<Gpu> | null = null;
+/** One device per test process (creating devices is slow on the software adapters). */
+export function testGpu(): Promise<Gpu> {
+  return shared ??= Gpu.create();
+}
+
+/** Deno's resource sanitizers do not understand WebGPU handles. */
+export const gpuTest = { sanitizeResources: false, sanitizeOps: false } as const;
+
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randn(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed), out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(r(), 1e-12), v = r();
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  return out;
+}
+
+/**
+ * Assert |got - want| <= atol + rtol * |want| element-wise; the message names the worst element.
+ */
+export function assertClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: { atol: number; rtol?: number },
+  what = "",
+): void {
+  if (got.length !== want.length) throw new Error(`${what}: length ${got.length} != ${want.length}`);
+  let worst = -1, worstExcess = 0;
+  for (let i = 0; i < got.length; i++) {
+    const lim = tol.atol + (tol.rtol ?? 0) * Math.abs(want[i]);
+    if (got[i] === want[i]) continue; // also inf == inf
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= lim) && (worst < 0 || err - lim > worstExcess || Number.isNaN(err))) {
+      worst = i;
+      worstExcess = err - lim;
+      if (Number.isNaN(err)) break;
+    }
+  }
+  if (worst >= 0) {
+    throw new Error(
+      `${what}: element ${worst} is ${got[worst]}, expected ${want[worst]} (atol ${tol.atol}, rtol ${tol.rtol ?? 0})`,
+    );
+  }
+}

@@ -1,0 +1,316 @@
+// Each forward kernel against its f64 CPU twin (tests/ref/ops.ts) on awkward shapes.
+// Runs on whichever backend DENO_WEBGPU_BACKEND selects; CI runs this file on vulkan and gl.
+// Tolerances: f32 GPU math vs f64 reference, stated per test (inputs ~N(0,1)).
+
+import { f32bits, Gpu } from "../lib/gpu/context.ts";
+import { f32ToBf16, f32ToF16, f16ToF32, bf16ToF32, Tensor } from "../lib/tensor.ts";
+import { linear } from "../lib/ops/matmul.ts";
+import { embedding } from "../lib/ops/embedding.ts";
+import { rmsnorm } from "../lib/ops/rmsnorm.ts";
+import { qkvRope } from "../lib/ops/rope.ts";
+import { attention } from "../lib/ops/attention.ts";
+import { swiglu } from "../lib/ops/swiglu.ts";
+import { crossEntropy } from "../lib/ops/loss.ts";
+import { addInPlace } from "../lib/ops/elementwise.ts";
+import { inverseFrequencies, ropeTable } from "../models/rope.ts";
+import * as ref from "./ref/ops.ts";
+import { assertClose, gpuTest, randn, testGpu } from "./helpers.ts";
+import assert from "node:assert/strict";
+
+function packHalf(x: Float32Array, kind: "bf16" | "f16"): { bits: Uint16Array; values: Float32Array } {
+  const bits = new Uint16Array(x.length), values = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    bits[i] = kind === "bf16" ? f32ToBf16(x[i]) : f32ToF16(x[i]);
+    values[i] = kind === "bf16" ? bf16ToF32(bits[i]) : f16ToF32(bits[i]);
+  }
+  return { bits, values };
+}
+
+Deno.test({
+  name: "matmul: f32 weights, bias, residual, odd shapes (atol 1e-4 + rtol 1e-4)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const M = 37, K = 29, N = 83;
+    const a = randn(M * K, 1), w = randn(N * K, 2), bias = randn(N, 3), res = randn(M * N, 4);
+    const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.fromF32(gpu, w, [N, K]);
+    const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);
+    const out = Tensor.empty(gpu, [M, N]);
+    linear(gpu, x, W, out, { bias: B, residual: R });
+    assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), { atol: 1e-4, rtol: 1e-4 }, "y");
+    // accumulate + alpha + column offset into a wider output
+    const wide = Tensor.fromF32(gpu, new Float32Array(M * (N + 5)).fill(1), [M, N + 5]);
+    linear(gpu, x, W, wide, { accumulate: true, colOffset: 3, alpha: 0.5 });
+    const got = await wide.read(gpu);
+    const want = ref.matmul(a, M, K, w, N, { alpha: 0.5 });
+    for (let m = 0; m < M; m++) {
+      for (let c = 0; c < N + 5; c++) {
+        const e = c >= 3 && c < N + 3 ? 1 + want[m * N + c - 3] : 1;
+        assert.ok(Math.abs(got[m * (N + 5) + c] - e) < 1e-4 + 1e-4 * Math.abs(e), `wide[${m},${c}]`);
+      }
+    }
+  },
+});
+
+for (const kind of ["bf16", "f16"] as const) {
+  Deno.test({
+    name: `matmul: packed ${kind} weights, compute in f32 (atol 1e-4 + rtol 1e-4 vs rounded weights)`,
+    ...gpuTest,
+    fn: async () => {
+      const gpu = await testGpu();
+      const M = 5, K = 66, N = 70;
+      const a = randn(M * K, 5), { bits, values } = packHalf(randn(N * K, 6), kind);
+      const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.upload(gpu, bits, [N, K], kind);
+      const out = Tensor.empty(gpu, [M, N]);
+      linear(gpu, x, W, out);
+      assertClose(await out.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, kind);
+      if (kind === "f16") {
+        // both the bit-decoding path and (when the adapter has shader-f16) native f16 reads
+        gpu.useNativeF16 = !gpu.useNativeF16;
+        const out2 = Tensor.empty(gpu, [M, N]);
+        linear(gpu, x, W, out2);
+        assertClose(await out2.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, "f16 alt");
+        gpu.useNativeF16 = !gpu.useNativeF16;
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "shader-f16 is detected: native f16 kernels compile only where the adapter has it",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
+    console.log(`  adapter: ${gpu.caps.description} (${backend}); shader-f16: ${gpu.caps.shaderF16}`);
+    const k = () => gpu.kernel("matmul", "main", { W_DTYPE: "f16n", W_BINDING: 2 });
+    if (gpu.caps.shaderF16) {
+      k();
+      await gpu.submit();
+    } else {
+      // GL (llvmpipe) has no shader-f16: the runtime must fall back to bit-decoded f16, and a native
+      // f16 kernel must be refused with an error rather than miscompute.
+      console.log("  this adapter lacks shader-f16: f16 weights are decoded from packed u32");
+      let failed = false;
+      try {
+        k();
+        await gpu.submit();
+      } catch {
+        failed = true;
+      }
+      assert.ok(failed, "native f16 kernel should be rejected without shader-f16");
+    }
+  },
+});
+
+Deno.test({
+  name: "unpack of packed f16 bits is exact on this compiler (incl. negative, subnormal, inf)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const vals = [1.5, -2.25, 0, -0, 6.1e-5, -3e-7, 65504, -1e-3, Infinity, -Infinity, 0.333];
+    const { bits, values } = packHalf(new Float32Array(vals), "f16");
+    // matmul with x = identity rows reads each weight once: y[m, n] = W[n, m]
+    const K = 2, N = vals.length / 1;
+    const wbits = new Uint16Array(N * K);
+    for (let n = 0; n < N; n++) wbits[n * K] = bits[n];
+    const x = Tensor.fromF32(gpu, [1, 0], [1, K]);
+    const out = Tensor.empty(gpu, [1, N]);
+    linear(gpu, x, Tensor.upload(gpu, wbits, [N, K], "f16"), out);
+    const got = await out.read(gpu);
+    // exact (a matmul turns -0 into +0, which assertClose treats as equal)
+    assertClose(got, values, { atol: 0 }, "f16 values");
+  },
+});
+
+Deno.test({
+  name: "matmul + embedding: weights split across bindings (forced 4 KiB binding limit)",
+  ...gpuTest,
+  fn: async () => {
+    const small = await Gpu.create({ maxBindingBytes: 4096 });
+    try {
+      const M = 3, K = 30, N = 300;
+      const a = randn(M * K, 7), { bits, values } = packHalf(randn(N * K, 8), "bf16");
+      const W = Tensor.upload(small, bits, [N, K], "bf16", "w");
+      assert.ok(W.chunks.length >= 5, `expected many chunks, got ${W.chunks.length}`);
+      const ids = [0, 299, 67, 68, 136, 3];
+      const table = Tensor.upload(small, bits, [N, K], "bf16", "table");
+      const x = Tensor.fromF32(small, a, [M, K]);
+      const out = Tensor.empty(small, [M, N]);
+      linear(small, x, W, out);
+      assertClose(await out.read(small), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, "split");
+      const emb = Tensor.empty(small, [ids.length, K]);
+      embedding(small, Tensor.fromU32(small, ids, [ids.length]), table, emb);
+      assertClose(await emb.read(small), ref.embedding(ids, values, K), { atol: 0 }, "split embedding");
+      assert.throws(() => Tensor.empty(small, [2000]), /binding limit/);
+    } finally {
+      small.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "embedding: f32 table, repeated ids (exact)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const V = 13, d = 7, ids = [3, 0, 12, 3, 5];
+    const table = randn(V * d, 9);
+    const out = Tensor.empty(gpu, [ids.length, d]);
+    embedding(gpu, Tensor.fromU32(gpu, ids, [ids.length]), Tensor.fromF32(gpu, table, [V, d]), out);
+    assertClose(await out.read(gpu), ref.embedding(ids, table, d), { atol: 0 }, "embedding");
+  },
+});
+
+Deno.test({
+  name: "rmsnorm: dims 1, 63, 130 (rtol 1e-5)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    for (const d of [1, 63, 130]) {
+      const rows = 11, x = randn(rows * d, d), w = randn(d, d + 1);
+      const y = Tensor.empty(gpu, [rows, d]), rstd = Tensor.empty(gpu, [rows]);
+      rmsnorm(gpu, Tensor.fromF32(gpu, x, [rows, d]), Tensor.fromF32(gpu, w, [d]), 1e-6, y, rstd);
+      const want = ref.rmsnorm(x, w, 1e-6);
+      assertClose(await y.read(gpu), want.y, { atol: 1e-5, rtol: 1e-5 }, `y d=${d}`);
+      assertClose(await rstd.read(gpu), want.rstd, { atol: 0, rtol: 1e-5 }, `rstd d=${d}`);
+    }
+  },
+});
+
+const attnCases = [
+  { name: "MHA (GQA ratio 1), T=67", batch: 2, t: 67, heads: 3, kvHeads: 3, headDim: 8, starts: [0, 0] },
+  { name: "GQA ratio 4, left padding", batch: 3, t: 19, heads: 8, kvHeads: 2, headDim: 16, starts: [0, 5, 18] },
+  { name: "GQA ratio 2, head_dim 6", batch: 1, t: 70, heads: 4, kvHeads: 2, headDim: 6, starts: [3] },
+];
+for (const c of attnCases) {
+  Deno.test({
+    name: `rope + attention: ${c.name} (atol 2e-5)`,
+    ...gpuTest,
+    fn: async () => {
+      const gpu = await testGpu();
+      const s = { ...c, tCache: c.t, past: 0 };
+      const rows = c.batch * c.t, all = c.heads + 2 * c.kvHeads;
+      const qkv = randn(rows * all * c.headDim, 11);
+      const pos = Array.from({ length: rows }, (_, r) => Math.max(0, (r % c.t) - c.starts[Math.floor(r / c.t)]));
+      const table = ropeTable(inverseFrequencies({ headDim: c.headDim, theta: 10000 }), c.t);
+      const q = Tensor.empty(gpu, [rows, c.heads * c.headDim]);
+      const kc = Tensor.empty(gpu, [rows, c.kvHeads * c.headDim]), vc = Tensor.empty(gpu, [rows, c.kvHeads * c.headDim]);
+      qkvRope(gpu, s, Tensor.fromF32(gpu, qkv, [rows, all * c.headDim]), Tensor.fromU32(gpu, pos, [rows]),
+        Tensor.fromF32(gpu, table, [table.length]), q, kc, vc);
+      const rkc = new Float64Array(kc.numel), rvc = new Float64Array(vc.numel);
+      const rq = ref.qkvRope(s, qkv, pos, table, rkc, rvc);
+      assertClose(await q.read(gpu), rq, { atol: 1e-5 }, "q");
+      assertClose(await kc.read(gpu), rkc, { atol: 1e-5 }, "k cache");
+      assertClose(await vc.read(gpu), rvc, { atol: 0 }, "v cache");
+      const o = Tensor.empty(gpu, [rows, c.heads * c.headDim]), lse = Tensor.empty(gpu, [c.batch * c.heads * c.t]);
+      attention(gpu, s, q, kc, vc, Tensor.fromU32(gpu, c.starts, [c.batch]), o, lse);
+      const want = ref.attention(s, rq, rkc, rvc, c.starts);
+      assertClose(await o.read(gpu), want.o, { atol: 2e-5 }, "o");
+      const gl = await lse.read(gpu);
+      const wl = Array.from(want.lse, (x) => x === -Infinity ? -3e38 : x);
+      assertClose(gl, wl, { atol: 2e-5, rtol: 1e-6 }, "lse");
+    },
+  });
+}
+
+Deno.test({
+  name: "attention with a KV cache: decoding token by token equals one full pass (atol 2e-5)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const batch = 2, T = 9, heads = 4, kvHeads = 2, headDim = 8, starts = [0, 2], tCache = 12;
+    const cache = () => Tensor.fromF32(gpu, new Float32Array(batch * tCache * kvHeads * headDim), [batch * tCache, kvHeads * headDim]);
+    const kc = cache(), vc = cache();
+    const qkvAll = randn(batch * T * (heads + 2 * kvHeads) * headDim, 21);
+    const width = (heads + 2 * kvHeads) * headDim;
+    const table = ropeTable(inverseFrequencies({ headDim, theta: 10000 }), tCache);
+    const cs = Tensor.fromF32(gpu, table, [table.length]), st = Tensor.fromU32(gpu, starts, [batch]);
+    const outs: Float32Array[] = [];
+    // prefill 6 tokens, then 3 single steps
+    const steps = [[0, 6], [6, 7], [7, 8], [8, 9]];
+    for (const [t0, t1] of steps) {
+      const t = t1 - t0;
+      const qkv = new Float32Array(batch * t * width), pos: number[] = [];
+      for (let b = 0; b < batch; b++) {
+        for (let i = 0; i < t; i++) {
+          qkv.set(qkvAll.subarray((b * T + t0 + i) * width, (b * T + t0 + i + 1) * width), (b * t + i) * width);
+          pos.push(Math.max(0, t0 + i - starts[b]));
+        }
+      }
+      const s = { batch, t, tCache, past: t0, heads, kvHeads, headDim };
+      const q = Tensor.empty(gpu, [batch * t, heads * headDim]), o = Tensor.empty(gpu, [batch * t, heads * headDim]);
+      const lse = Tensor.empty(gpu, [batch * heads * t]);
+      qkvRope(gpu, s, Tensor.fromF32(gpu, qkv, [batch * t, width]), Tensor.fromU32(gpu, pos, [batch * t]), cs, q, kc, vc);
+      attention(gpu, s, q, kc, vc, st, o, lse);
+      outs.push(await o.read(gpu));
+    }
+    // reference: full pass
+    const pos = Array.from({ length: batch * T }, (_, r) => Math.max(0, (r % T) - starts[Math.floor(r / T)]));
+    const s = { batch, t: T, tCache: T, past: 0, heads, kvHeads, headDim };
+    const rkc = new Float64Array(batch * T * kvHeads * headDim), rvc = new Float64Array(rkc.length);
+    const rq = ref.qkvRope(s, qkvAll, pos, table, rkc, rvc);
+    const want = ref.attention(s, rq, rkc, rvc, starts).o;
+    const D = heads * headDim;
+    for (let si = 0; si < steps.length; si++) {
+      const [t0, t1] = steps[si];
+      for (let b = 0; b < batch; b++) {
+        for (let i = 0; i < t1 - t0; i++) {
+          const got = outs[si].subarray((b * (t1 - t0) + i) * D, (b * (t1 - t0) + i + 1) * D);
+          assertClose(got, want.subarray((b * T + t0 + i) * D, (b * T + t0 + i + 1) * D), { atol: 2e-5 }, `step ${si} b${b}`);
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "swiglu and residual add (rtol 1e-5)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const rows = 7, inter = 43, gu = randn(rows * 2 * inter, 31);
+    const out = Tensor.empty(gpu, [rows, inter]);
+    swiglu(gpu, Tensor.fromF32(gpu, gu, [rows, 2 * inter]), out, rows, inter);
+    assertClose(await out.read(gpu), ref.swiglu(gu, rows, inter), { atol: 1e-6, rtol: 1e-5 }, "swiglu");
+    const a = randn(101, 32), b = randn(101, 33);
+    const ta = Tensor.fromF32(gpu, a, [101]);
+    addInPlace(gpu, ta, Tensor.fromF32(gpu, b, [101]), -0.5);
+    assertClose(await ta.read(gpu), a.map((x, i) => x - 0.5 * b[i]), { atol: 1e-6 }, "add");
+  },
+});
+
+Deno.test({
+  name: "cross-entropy with loss mask, V=1000 and V=3 (atol 1e-5 + rtol 1e-5)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    for (const V of [1000, 3]) {
+      const rows = 6, logits = randn(rows * V, V, 3), targets = [0, V - 1, 1, 2, 0, 1], mask = [1, 0, 1, 1, 0.5, 1];
+      const loss = Tensor.empty(gpu, [rows]), lse = Tensor.empty(gpu, [rows]);
+      crossEntropy(gpu, Tensor.fromF32(gpu, logits, [rows, V]), Tensor.fromU32(gpu, targets, [rows]),
+        Tensor.fromF32(gpu, mask, [rows]), loss, lse);
+      const want = ref.crossEntropy(logits, targets, mask);
+      assertClose(await loss.read(gpu), want.loss, { atol: 1e-5, rtol: 1e-5 }, `loss V=${V}`);
+      assertClose(await lse.read(gpu), want.lse, { atol: 1e-5, rtol: 1e-5 }, `lse V=${V}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "a shader error names the kernel",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    let msg = "";
+    try {
+      // W_BINDING missing: the include's binding attribute is invalid WGSL
+      gpu.kernel("matmul", "main", { W_DTYPE: "f32", W_BINDING: "x" });
+      await gpu.submit();
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert.match(msg, /matmul:main/);
+    void f32bits;
+  },
+});

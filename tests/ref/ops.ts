@@ -1,0 +1,166 @@
+// Plain-TypeScript f64 twins of the GPU ops, written for clarity, not speed.
+// Each mirrors the signature of its lib/ops wrapper on flat row-major arrays.
+
+export type Arr = ArrayLike<number>;
+
+/** C[m, n] = alpha * sum_k A(m,k) W(k,n) + bias[n] + residual[m, n] (W as [N,K] unless wKN). */
+export function matmul(
+  a: Arr,
+  M: number,
+  K: number,
+  w: Arr,
+  N: number,
+  o: { aKM?: boolean; wKN?: boolean; bias?: Arr; residual?: Arr; alpha?: number } = {},
+): Float64Array {
+  const c = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) {
+        const av = o.aKM ? a[k * M + m] : a[m * K + k];
+        const wv = o.wKN ? w[k * N + n] : w[n * K + k];
+        s += av * wv;
+      }
+      c[m * N + n] = (o.alpha ?? 1) * s + (o.bias ? o.bias[n] : 0) + (o.residual ? o.residual[m * N + n] : 0);
+    }
+  }
+  return c;
+}
+
+export function embedding(ids: Arr, table: Arr, d: number): Float64Array {
+  const out = new Float64Array(ids.length * d);
+  for (let t = 0; t < ids.length; t++) for (let j = 0; j < d; j++) out[t * d + j] = table[ids[t] * d + j];
+  return out;
+}
+
+export function rmsnorm(x: Arr, w: Arr, eps: number): { y: Float64Array; rstd: Float64Array } {
+  const d = w.length, rows = x.length / d;
+  const y = new Float64Array(x.length), rstd = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += x[r * d + j] ** 2;
+    const inv = 1 / Math.sqrt(s / d + eps);
+    rstd[r] = inv;
+    for (let j = 0; j < d; j++) y[r * d + j] = x[r * d + j] * inv * w[j];
+  }
+  return { y, rstd };
+}
+
+export interface Shape {
+  batch: number;
+  t: number;
+  tCache: number;
+  past: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+/** cos/sin of position p, frequency i: table[2*(p*D/2+i)], [..+1] (same layout as the GPU table). */
+export function qkvRope(
+  s: Shape,
+  qkv: Arr,
+  pos: Arr,
+  cosSin: Arr,
+  kc: Float64Array,
+  vc: Float64Array,
+): Float64Array {
+  const { heads: H, kvHeads: HK, headDim: D } = s;
+  const half = D / 2, all = H + 2 * HK, rows = s.batch * s.t;
+  const q = new Float64Array(rows * H * D);
+  for (let r = 0; r < rows; r++) {
+    const b = Math.floor(r / s.t), crow = b * s.tCache + s.past + (r % s.t);
+    for (let h = 0; h < all; h++) {
+      for (let i = 0; i < half; i++) {
+        const src = r * all * D + h * D + i;
+        const x1 = qkv[src], x2 = qkv[src + half];
+        if (h >= H + HK) {
+          const dst = crow * HK * D + (h - H - HK) * D + i;
+          vc[dst] = x1;
+          vc[dst + half] = x2;
+          continue;
+        }
+        const c = cosSin[2 * (pos[r] * half + i)], sn = cosSin[2 * (pos[r] * half + i) + 1];
+        const y1 = x1 * c - x2 * sn, y2 = x2 * c + x1 * sn;
+        if (h < H) {
+          q[r * H * D + h * D + i] = y1;
+          q[r * H * D + h * D + i + half] = y2;
+        } else {
+          kc[crow * HK * D + (h - H) * D + i] = y1;
+          kc[crow * HK * D + (h - H) * D + i + half] = y2;
+        }
+      }
+    }
+  }
+  return q;
+}
+
+export function attention(
+  s: Shape,
+  q: Arr,
+  kc: Arr,
+  vc: Arr,
+  kvStart: Arr,
+): { o: Float64Array; lse: Float64Array } {
+  const { heads: H, kvHeads: HK, headDim: D } = s;
+  const o = new Float64Array(s.batch * s.t * H * D);
+  const lse = new Float64Array(s.batch * H * s.t);
+  const scale = 1 / Math.sqrt(D);
+  for (let b = 0; b < s.batch; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / (H / HK));
+      for (let t = 0; t < s.t; t++) {
+        const qb = (b * s.t + t) * H * D + h * D;
+        const scores: number[] = [], idx: number[] = [];
+        for (let j = kvStart[b]; j <= s.past + t; j++) {
+          const kb = (b * s.tCache + j) * HK * D + hk * D;
+          let sc = 0;
+          for (let d = 0; d < D; d++) sc += q[qb + d] * kc[kb + d];
+          scores.push(sc * scale);
+          idx.push(kb);
+        }
+        if (!scores.length) {
+          lse[(b * H + h) * s.t + t] = -Infinity;
+          continue;
+        }
+        const mx = Math.max(...scores);
+        const den = scores.reduce((a, x) => a + Math.exp(x - mx), 0);
+        lse[(b * H + h) * s.t + t] = mx + Math.log(den);
+        for (let n = 0; n < scores.length; n++) {
+          const p = Math.exp(scores[n] - mx) / den;
+          for (let d = 0; d < D; d++) o[qb + d] += p * vc[idx[n] + d];
+        }
+      }
+    }
+  }
+  return { o, lse };
+}
+
+export function swiglu(gu: Arr, rows: number, inter: number): Float64Array {
+  const out = new Float64Array(rows * inter);
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < inter; i++) {
+      const g = gu[r * 2 * inter + i], u = gu[r * 2 * inter + inter + i];
+      out[r * inter + i] = g / (1 + Math.exp(-g)) * u;
+    }
+  }
+  return out;
+}
+
+export function crossEntropy(
+  logits: Arr,
+  targets: Arr,
+  mask: Arr,
+): { loss: Float64Array; lse: Float64Array } {
+  const rows = targets.length, V = logits.length / rows;
+  const loss = new Float64Array(rows), lse = new Float64Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let mx = -Infinity;
+    for (let j = 0; j < V; j++) mx = Math.max(mx, logits[r * V + j]);
+    let s = 0;
+    for (let j = 0; j < V; j++) s += Math.exp(logits[r * V + j] - mx);
+    lse[r] = mx + Math.log(s);
+    loss[r] = mask[r] === 0 ? 0 : mask[r] * (lse[r] - logits[r * V + targets[r]]);
+  }
+  return { loss, lse };
+}
