@@ -24,6 +24,7 @@ export class Tensor {
     readonly chunks: Chunk[],
     readonly name = "",
     private readonly pooled: Gpu | null = null,
+    private readonly owner: Gpu | null = null,
   ) {}
 
   get rows(): number {
@@ -47,10 +48,11 @@ export class Tensor {
     return this.chunks[0].buffer;
   }
 
-  /** Give pooled buffers back (activations); uploaded weights are destroyed. */
+  /** Give pooled buffers back (activations); uploaded buffers are destroyed after the next submit. */
   dispose(): void {
     for (const c of this.chunks) {
       if (this.pooled) this.pooled.pool.release(c.buffer);
+      else if (this.owner) this.owner.retire(c.buffer);
       else c.buffer.destroy();
     }
     this.chunks.length = 0;
@@ -100,7 +102,7 @@ export class Tensor {
       chunks.push({ buffer: buf, rowStart: r0, rows: r1 - r0 });
       if (shape[0] === 0) break;
     }
-    return new Tensor(shape, dtype, chunks, name);
+    return new Tensor(shape, dtype, chunks, name, null, gpu);
   }
 
   static rowsPerChunk(gpu: Gpu, shape: number[], dtype: DType, name: string): number {

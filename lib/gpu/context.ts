@@ -38,6 +38,7 @@ export class Gpu {
   private scopeOpen = false;
   private recorded: string[] = [];
   private pendingReads: PendingRead[] = [];
+  private retired: GPUBuffer[] = [];
   private paramsCpu = new Uint32Array(PARAM_SLOT_WORDS * PARAM_SLOTS);
   private paramsGpu: GPUBuffer;
   private slotWords: number;
@@ -211,6 +212,9 @@ export class Gpu {
       this.device.queue.submit([this.encoder.finish()]);
       this.encoder = null;
     }
+    // destroying after submit is safe: the implementation keeps them alive until the GPU is done
+    for (const b of this.retired) b.destroy();
+    this.retired = [];
     const reads = this.pendingReads;
     this.pendingReads = [];
     return reads;
@@ -256,6 +260,12 @@ export class Gpu {
       size: Math.max(16, Math.ceil(size / 16) * 16),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
     });
+  }
+
+  /** Destroy a buffer once the commands recorded so far are submitted (it may still be in use by them). */
+  retire(buf: GPUBuffer): void {
+    if (this.encoder) this.retired.push(buf);
+    else buf.destroy();
   }
 
   writeBuffer(buf: GPUBuffer, offset: number, data: ArrayBufferView): void {

@@ -29,6 +29,8 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
       "WebGPU is not available in this runtime: run Deno with --unstable-webgpu (the deno tasks do).",
     );
   }
+  // Mesa's Vulkan WSI layer complains on every start when XDG_RUNTIME_DIR is unset (headless servers, CI).
+  if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new NoAdapterError(

@@ -1,0 +1,39 @@
+// `generate`: sample a continuation of a prompt (optionally through the chat template).
+
+import { loadModel } from "../models/model.ts";
+import { generate } from "../lib/generate.ts";
+import { need, parseNumber, startGpu, UsageError } from "./common.ts";
+
+export async function generateCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
+  const dir = need(a.model as string, "model", "generate");
+  const prompt = a.prompt as string | undefined;
+  if (prompt === undefined) throw new UsageError("generate: --prompt is required");
+  const maxNew = parseNumber(a["max-new-tokens"] as string, "max-new-tokens", 128, { int: true, min: 1 });
+  const temperature = parseNumber(a.temperature as string, "temperature", 0, { min: 0 });
+  const topP = parseNumber(a["top-p"] as string, "top-p", 1, { min: 0 });
+  const seed = parseNumber(a.seed as string, "seed", 0, { int: true });
+  const gpu = await startGpu();
+  const model = await loadModel(gpu, dir);
+  const tok = model.tokenizer!;
+  const ids = a.chat ? tok.encodeChat([{ role: "user", content: prompt }], true) : tok.encode(prompt, true);
+  const t0 = performance.now();
+  const streaming = !a.json && Deno.stdout.isTerminal();
+  const res = await generate(model.decoder, [ids], {
+    maxNewTokens: maxNew,
+    temperature,
+    topP,
+    seed,
+    stopIds: tok.stopIds,
+    padId: tok.tokenToId("<|endoftext|>") ?? 0,
+  });
+  const secs = (performance.now() - t0) / 1000;
+  const out = res.tokens[0];
+  const shown = out.filter((t) => !tok.stopIds.includes(t));
+  const text = tok.decode(shown);
+  if (a.json) {
+    console.log(JSON.stringify({ prompt, prompt_tokens: ids, tokens: out, text, finish: res.finish[0], seconds: secs }));
+  } else {
+    console.log(a.chat ? text : tok.decode([...ids, ...shown]));
+    if (!streaming) console.error(`generate: ${out.length} tokens in ${secs.toFixed(2)} s (${res.finish[0]})`);
+  }
+}

@@ -1,0 +1,23 @@
+// Seeded, serialisable RNG (mulberry32). Its whole state is one u32, so it can go into checkpoints.
+
+export class Rng {
+  constructor(public state: number) {
+    this.state = state >>> 0;
+  }
+  /** uniform in [0, 1) */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** standard normal (Box–Muller) */
+  normal(): number {
+    const u = Math.max(this.next(), 1e-300), v = this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}

@@ -1,0 +1,64 @@
+// inoculum command line: parses arguments and dispatches to cli/*. No logic lives here.
+
+import { parseArgs } from "node:util";
+import { UsageError } from "./cli/common.ts";
+import { forwardCommand } from "./cli/forward.ts";
+import { generateCommand } from "./cli/generate.ts";
+import { convertCommand } from "./cli/convert.ts";
+import { mainJob } from "./cli/main_job.ts";
+
+const USAGE = `usage: deno task <command> [flags]
+  forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
+  generate         --model DIR --prompt STR [--chat] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
+  convert-llama2c  <model.bin> <tok.bin> <out-dir>
+  main             convert ../shared/models/stories260K and generate from it [--out DIR]`;
+
+const COMMANDS: Record<string, { run: (a: Record<string, string | boolean | undefined>, pos: string[]) => Promise<void>; flags: Record<string, "string" | "boolean"> }> = {
+  forward: { run: forwardCommand, flags: { model: "string", text: "string", tokens: "string", out: "string" } },
+  generate: {
+    run: generateCommand,
+    flags: {
+      model: "string",
+      prompt: "string",
+      chat: "boolean",
+      "max-new-tokens": "string",
+      temperature: "string",
+      "top-p": "string",
+      seed: "string",
+      json: "boolean",
+    },
+  },
+  "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },
+  main: { run: mainJob, flags: { out: "string", shared: "string" } },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === "help" || cmd === "--help") {
+    console.log(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const c = COMMANDS[cmd];
+  if (!c) {
+    console.error(`unknown command '${cmd}'\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const options = Object.fromEntries(Object.entries(c.flags).map(([k, type]) => [k, { type }]));
+    const { values, positionals } = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
+    await c.run(values as Record<string, string | boolean | undefined>, positionals);
+    return 0;
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (e instanceof UsageError || err.code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`error: ${err.message}`);
+      return 2;
+    }
+    // Errors from our loaders already name the file and field; print them without a stack.
+    console.error(`error: ${err.message}`);
+    if (Deno.env.get("INOCULUM_DEBUG")) console.error(err.stack);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,156 @@
+// Load a Hugging Face model directory: config.json, model.safetensors or a sharded
+// model.safetensors.index.json. Weights stay in their storage dtype on the GPU (bf16/f16 packed);
+// q|k|v and gate|up are fused row-wise at load so a layer needs two fewer matmul dispatches.
+
+import { join } from "node:path";
+import type { Gpu } from "../lib/gpu/context.ts";
+import { exists, readJson } from "../lib/fsutil.ts";
+import { type SafeDType, SafetensorsFile, type TensorInfo, toF32 } from "../lib/safetensors.ts";
+import { type DType, Tensor } from "../lib/tensor.ts";
+import { expectedTensors, type ModelConfig, parseConfig } from "./config.ts";
+
+export interface LayerWeights {
+  inputNorm: Tensor;
+  postNorm: Tensor;
+  /** [(H + 2 HKV) * D, d]: rows of q_proj, then k_proj, then v_proj */
+  qkv: Tensor;
+  qkvBias: Tensor | null;
+  o: Tensor;
+  /** [2 I, d]: rows of gate_proj, then up_proj */
+  gateUp: Tensor;
+  down: Tensor;
+}
+
+export interface ModelWeights {
+  embed: Tensor;
+  /** the same Tensor as embed when embeddings are tied */
+  lmHead: Tensor;
+  finalNorm: Tensor;
+  layers: LayerWeights[];
+}
+
+export interface LoadOptions {
+  /** Store matrices as f32 regardless of the file's dtype. */
+  forceF32?: boolean;
+}
+
+/** Opens all shards of a checkpoint and maps tensor names to their file. */
+export class Checkpoint {
+  private constructor(readonly dir: string, readonly files: SafetensorsFile[], readonly where: Map<string, SafetensorsFile>) {}
+
+  static async open(dir: string): Promise<Checkpoint> {
+    const single = join(dir, "model.safetensors"), index = join(dir, "model.safetensors.index.json");
+    let names: string[];
+    if (await exists(index)) {
+      const idx = await readJson(index, "safetensors index");
+      const map = idx.weight_map as Record<string, string> | undefined;
+      if (!map || typeof map !== "object") throw new Error(`${index}: field 'weight_map' missing or not an object`);
+      names = [...new Set(Object.values(map))];
+    } else if (await exists(single)) {
+      names = ["model.safetensors"];
+    } else {
+      throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json found`);
+    }
+    const files: SafetensorsFile[] = [];
+    const where = new Map<string, SafetensorsFile>();
+    for (const n of names) {
+      const f = await SafetensorsFile.open(join(dir, n));
+      files.push(f);
+      for (const t of f.tensors.keys()) where.set(t, f);
+    }
+    return new Checkpoint(dir, files, where);
+  }
+
+  info(name: string): TensorInfo & { file: SafetensorsFile } {
+    const f = this.where.get(name);
+    if (!f) throw new Error(`${this.dir}: tensor '${name}' is missing from the checkpoint`);
+    return { ...f.info(name), file: f };
+  }
+
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+}
+
+export async function loadConfig(dir: string): Promise<ModelConfig> {
+  const path = join(dir, "config.json");
+  return parseConfig(await readJson(path, "model config"), path);
+}
+
+const STORAGE: Partial<Record<SafeDType, DType>> = { F32: "f32", BF16: "bf16", F16: "f16" };
+
+/** Check names, shapes and dtypes of every tensor the config implies. */
+export function validateCheckpoint(ck: Checkpoint, cfg: ModelConfig): void {
+  for (const [name, shape] of expectedTensors(cfg)) {
+    const t = ck.info(name);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new Error(
+        `${t.file.path}: tensor '${name}' has shape [${t.shape}], but config.json implies [${shape}]`,
+      );
+    }
+    if (!STORAGE[t.dtype]) {
+      throw new Error(`${t.file.path}: tensor '${name}' has dtype ${t.dtype}; expected F32, F16 or BF16`);
+    }
+  }
+}
+
+export async function loadWeights(gpu: Gpu, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions = {}): Promise<ModelWeights> {
+  validateCheckpoint(ck, cfg);
+  const vec = async (name: string) => {
+    const t = ck.info(name);
+    return Tensor.fromF32(gpu, toF32(await t.file.read(name), t.dtype, name), [t.shape[0]], name);
+  };
+  /** Row-concatenation of matrices, kept in their common storage dtype (f32 if they differ). */
+  const matrix = async (names: string[], label: string) => {
+    const infos = names.map((n) => ck.info(n));
+    const same = infos.every((i) => i.dtype === infos[0].dtype);
+    const dtype: DType = opts.forceF32 || !same ? "f32" : STORAGE[infos[0].dtype]!;
+    const cols = infos[0].shape[1];
+    const rows = infos.reduce((a, i) => a + i.shape[0], 0);
+    const parts: Uint8Array[] = [];
+    for (const i of infos) {
+      const raw = await i.file.read(i.name);
+      parts.push(dtype === "f32" && i.dtype !== "F32" ? new Uint8Array(toF32(raw, i.dtype, i.name).buffer) : raw);
+    }
+    const all = parts.length === 1 ? parts[0] : concat(parts);
+    const rowBytes = all.byteLength / rows;
+    return Tensor.uploadRows(gpu, [rows, cols], dtype, label, (r0, r1) => all.subarray(r0 * rowBytes, r1 * rowBytes));
+  };
+  const embed = await matrix(["model.embed_tokens.weight"], "embed_tokens");
+  const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(["lm_head.weight"], "lm_head");
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    let qkvBias: Tensor | null = null;
+    if (cfg.qkvBias) {
+      const parts = await Promise.all(["q", "k", "v"].map(async (x) => {
+        const n = `${p}self_attn.${x}_proj.bias`, t = ck.info(n);
+        return toF32(await t.file.read(n), t.dtype, n);
+      }));
+      const b = new Float32Array(parts.reduce((a, x) => a + x.length, 0));
+      let o = 0;
+      for (const x of parts) b.set(x, (o += x.length) - x.length);
+      qkvBias = Tensor.fromF32(gpu, b, [b.length], `${p}qkv_bias`);
+    }
+    layers.push({
+      inputNorm: await vec(p + "input_layernorm.weight"),
+      postNorm: await vec(p + "post_attention_layernorm.weight"),
+      qkv: await matrix([`${p}self_attn.q_proj.weight`, `${p}self_attn.k_proj.weight`, `${p}self_attn.v_proj.weight`], `${p}qkv`),
+      qkvBias,
+      o: await matrix([`${p}self_attn.o_proj.weight`], `${p}o_proj`),
+      gateUp: await matrix([`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], `${p}gate_up`),
+      down: await matrix([`${p}mlp.down_proj.weight`], `${p}down_proj`),
+    });
+  }
+  return { embed, lmHead, finalNorm: await vec("model.norm.weight"), layers };
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.byteLength;
+  }
+  return out;
+}

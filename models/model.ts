@@ -1,0 +1,30 @@
+// A loaded model: config, GPU weights, the decoder and (when present) the tokenizer.
+
+import type { Gpu } from "../lib/gpu/context.ts";
+import { TextTokenizer } from "../lib/text/tokenizer.ts";
+import type { ModelConfig } from "./config.ts";
+import { Decoder } from "./decoder.ts";
+import { Checkpoint, type LoadOptions, loadConfig, loadWeights } from "./loader.ts";
+
+export interface Model {
+  dir: string;
+  cfg: ModelConfig;
+  decoder: Decoder;
+  tokenizer: TextTokenizer | null;
+}
+
+export async function loadModel(
+  gpu: Gpu,
+  dir: string,
+  opts: LoadOptions & { tokenizer?: boolean } = {},
+): Promise<Model> {
+  const cfg = await loadConfig(dir);
+  const ck = await Checkpoint.open(dir);
+  try {
+    const weights = await loadWeights(gpu, ck, cfg, opts);
+    const tokenizer = opts.tokenizer === false ? null : await TextTokenizer.load(dir, cfg.eosTokenIds);
+    return { dir, cfg, decoder: new Decoder(gpu, cfg, weights), tokenizer };
+  } finally {
+    ck.close();
+  }
+}
