@@ -123,8 +123,16 @@ export class SafetensorsFile {
     return t;
   }
 
-  /** Raw bytes of rows [r0, r1) of a tensor (dim 0), or all of it. */
-  async read(name: string, r0 = 0, r1?: number): Promise<Uint8Array> {
+  private lock: Promise<unknown> = Promise.resolve();
+
+  /** Raw bytes of rows [r0, r1) of a tensor (dim 0), or all of it. Reads are serialised (seek + read). */
+  read(name: string, r0 = 0, r1?: number): Promise<Uint8Array> {
+    const p = this.lock.then(() => this.readNow(name, r0, r1));
+    this.lock = p.catch(() => {});
+    return p;
+  }
+
+  private async readNow(name: string, r0: number, r1?: number): Promise<Uint8Array> {
     const t = this.info(name);
     const rows = t.shape[0] ?? 1;
     const rowBytes = rows ? t.byteLength / rows : 0;
