@@ -13,8 +13,17 @@ const USAGE = `usage: deno task <command> [flags]
   convert-llama2c  <model.bin> <tok.bin> <out-dir>
   main             convert ../shared/models/stories260K and generate from it [--out DIR]`;
 
-const COMMANDS: Record<string, { run: (a: Record<string, string | boolean | undefined>, pos: string[]) => Promise<void>; flags: Record<string, "string" | "boolean"> }> = {
-  forward: { run: forwardCommand, flags: { model: "string", text: "string", tokens: "string", out: "string" } },
+const COMMANDS: Record<
+  string,
+  {
+    run: (a: Record<string, string | boolean | undefined>, pos: string[]) => Promise<void>;
+    flags: Record<string, "string" | "boolean">;
+  }
+> = {
+  forward: {
+    run: forwardCommand,
+    flags: { model: "string", text: "string", tokens: "string", out: "string" },
+  },
   generate: {
     run: generateCommand,
     flags: {

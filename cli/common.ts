@@ -10,11 +10,20 @@ export function need<T>(v: T | undefined, flag: string, cmd: string): T {
   return v;
 }
 
-export function parseNumber(v: string | undefined, flag: string, dflt: number, opts: { int?: boolean; min?: number } = {}): number {
+export function parseNumber(
+  v: string | undefined,
+  flag: string,
+  dflt: number,
+  opts: { int?: boolean; min?: number } = {},
+): number {
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
-    throw new UsageError(`--${flag}: expected ${opts.int ? "an integer" : "a number"}${opts.min !== undefined ? ` >= ${opts.min}` : ""}, got '${v}'`);
+    throw new UsageError(
+      `--${flag}: expected ${opts.int ? "an integer" : "a number"}${
+        opts.min !== undefined ? ` >= ${opts.min}` : ""
+      }, got '${v}'`,
+    );
   }
   return n;
 }
@@ -22,8 +31,10 @@ export function parseNumber(v: string | undefined, flag: string, dflt: number, o
 export function parseTokenList(v: string, flag: string): number[] {
   const ids = v.split(",").map((s) => s.trim()).filter((s) => s.length);
   const out = ids.map((s) => Number(s));
-  const bad = ids.find((s, i) => !Number.isInteger(out[i]) || out[i] < 0);
-  if (bad !== undefined || !out.length) throw new UsageError(`--${flag}: expected comma-separated token ids, got '${v}'`);
+  const bad = ids.find((_s, i) => !Number.isInteger(out[i]) || out[i] < 0);
+  if (bad !== undefined || !out.length) {
+    throw new UsageError(`--${flag}: expected comma-separated token ids, got '${v}'`);
+  }
   return out;
 }
 

@@ -8,9 +8,10 @@ export async function forwardCommand(a: Record<string, string | boolean | undefi
   const dir = need(a.model as string, "model", "forward");
   const outPath = need(a.out as string, "out", "forward");
   if (!!a.text === !!a.tokens) throw new UsageError("forward: give exactly one of --text or --tokens");
+  const given = a.tokens ? parseTokenList(a.tokens as string, "tokens") : null;
   const gpu = await startGpu();
   const model = await loadModel(gpu, dir, { tokenizer: !!a.text });
-  const tokens = a.text ? model.tokenizer!.encode(a.text as string, true) : parseTokenList(a.tokens as string, "tokens");
+  const tokens = given ?? model.tokenizer!.encode(a.text as string, true);
   const dec = model.decoder;
   const { normed } = dec.forward({ ids: Uint32Array.from(tokens), batch: 1, t: tokens.length });
   const rows: number[][] = [];

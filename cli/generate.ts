@@ -31,9 +31,13 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   const shown = out.filter((t) => !tok.stopIds.includes(t));
   const text = tok.decode(shown);
   if (a.json) {
-    console.log(JSON.stringify({ prompt, prompt_tokens: ids, tokens: out, text, finish: res.finish[0], seconds: secs }));
+    console.log(
+      JSON.stringify({ prompt, prompt_tokens: ids, tokens: out, text, finish: res.finish[0], seconds: secs }),
+    );
   } else {
     console.log(a.chat ? text : tok.decode([...ids, ...shown]));
-    if (!streaming) console.error(`generate: ${out.length} tokens in ${secs.toFixed(2)} s (${res.finish[0]})`);
+    if (!streaming) {
+      console.error(`generate: ${out.length} tokens in ${secs.toFixed(2)} s (${res.finish[0]})`);
+    }
   }
 }

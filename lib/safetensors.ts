@@ -4,7 +4,19 @@
 
 import { atomicWrite } from "./fsutil.ts";
 
-export type SafeDType = "F32" | "F16" | "BF16" | "I32" | "I64" | "U8" | "I8" | "F64" | "U32" | "BOOL" | "I16" | "U16";
+export type SafeDType =
+  | "F32"
+  | "F16"
+  | "BF16"
+  | "I32"
+  | "I64"
+  | "U8"
+  | "I8"
+  | "F64"
+  | "U32"
+  | "BOOL"
+  | "I16"
+  | "U16";
 const DTYPE_BYTES: Record<string, number> = {
   F64: 8,
   F32: 4,
@@ -48,7 +60,9 @@ export class SafetensorsFile {
     }
     try {
       const size = (await file.stat()).size;
-      if (size < 8) throw new SafetensorsError(`${path}: file is ${size} bytes, too short for a safetensors header`);
+      if (size < 8) {
+        throw new SafetensorsError(`${path}: file is ${size} bytes, too short for a safetensors header`);
+      }
       const lenBuf = new Uint8Array(8);
       await readExact(file, lenBuf, 0, path);
       const n = Number(new DataView(lenBuf.buffer).getBigUint64(0, true));
@@ -80,26 +94,35 @@ export class SafetensorsFile {
         const where = `${path}: tensor '${name}'`;
         if (typeof info?.dtype !== "string" || !(info.dtype in DTYPE_BYTES)) {
           throw new SafetensorsError(
-            `${where}: unknown dtype ${JSON.stringify(info?.dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(", ")})`,
+            `${where}: unknown dtype ${JSON.stringify(info?.dtype)} (expected one of ${
+              Object.keys(DTYPE_BYTES).join(", ")
+            })`,
           );
         }
         if (!Array.isArray(info.shape) || !info.shape.every((d) => Number.isInteger(d) && d >= 0)) {
           throw new SafetensorsError(`${where}: 'shape' must be an array of non-negative integers`);
         }
         const off = info.data_offsets;
-        if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isInteger(d) && d >= 0) || off[1] < off[0]) {
+        if (
+          !Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isInteger(d) && d >= 0) ||
+          off[1] < off[0]
+        ) {
           throw new SafetensorsError(`${where}: 'data_offsets' must be [begin, end] with 0 <= begin <= end`);
         }
         const numel = (info.shape as number[]).reduce((a, b) => a * b, 1);
         const bytes = numel * DTYPE_BYTES[info.dtype];
         if (off[1] - off[0] !== bytes) {
           throw new SafetensorsError(
-            `${where}: data_offsets span ${off[1] - off[0]} bytes but ${info.dtype} [${info.shape}] needs ${bytes}`,
+            `${where}: data_offsets span ${
+              off[1] - off[0]
+            } bytes but ${info.dtype} [${info.shape}] needs ${bytes}`,
           );
         }
         if (off[1] > dataSize) {
           throw new SafetensorsError(
-            `${where}: data ends at byte ${off[1]} past the end of the data section (${dataSize} bytes): file truncated?`,
+            `${where}: data ends at byte ${
+              off[1]
+            } past the end of the data section (${dataSize} bytes): file truncated?`,
           );
         }
         tensors.set(name, {
@@ -166,12 +189,14 @@ async function readExact(file: Deno.FsFile, buf: Uint8Array, pos: number, what: 
 
 export function toF32(raw: Uint8Array, dtype: SafeDType, what: string): Float32Array {
   const aligned = raw.byteOffset % 4 === 0 ? raw : raw.slice();
-  if (dtype === "F32") return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4).slice();
+  if (dtype === "F32") {
+    return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4).slice();
+  }
   if (dtype === "BF16" || dtype === "F16") {
     const h = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
     const out = new Float32Array(h.length);
     const u = new Uint32Array(out.buffer);
-    if (dtype === "BF16") for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+    if (dtype === "BF16") { for (let i = 0; i < h.length; i++) u[i] = h[i] << 16; }
     else for (let i = 0; i < h.length; i++) out[i] = f16(h[i]);
     return out;
   }
@@ -193,7 +218,10 @@ export interface TensorToWrite {
 }
 
 /** Serialize tensors (sorted by name, as the reference implementation does) to safetensors bytes. */
-export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array {
+export function encodeSafetensors(
+  tensors: Record<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): Uint8Array {
   const names = Object.keys(tensors).sort();
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
@@ -203,7 +231,9 @@ export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metada
     const numel = t.shape.reduce((a, b) => a * b, 1);
     const bytes = numel * DTYPE_BYTES[t.dtype];
     if (t.data.byteLength !== bytes) {
-      throw new SafetensorsError(`tensor '${n}': ${t.data.byteLength} bytes given, ${t.dtype} [${t.shape}] needs ${bytes}`);
+      throw new SafetensorsError(
+        `tensor '${n}': ${t.data.byteLength} bytes given, ${t.dtype} [${t.shape}] needs ${bytes}`,
+      );
     }
     header[n] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
     off += bytes;

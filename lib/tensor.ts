@@ -43,7 +43,9 @@ export class Tensor {
   /** The one buffer of an unsplit tensor; activations are never split. */
   get buffer(): GPUBuffer {
     if (this.chunks.length !== 1) {
-      throw new Error(`tensor '${this.name}' is split into ${this.chunks.length} chunks; this op needs one buffer`);
+      throw new Error(
+        `tensor '${this.name}' is split into ${this.chunks.length} chunks; this op needs one buffer`,
+      );
     }
     return this.chunks[0].buffer;
   }
@@ -67,7 +69,13 @@ export class Tensor {
           `storage binding limit of this adapter: use a smaller batch or sequence length`,
       );
     }
-    return new Tensor(shape, dtype, [{ buffer: gpu.pool.acquire(bytes, name), rowStart: 0, rows: shape[0] }], name, gpu);
+    return new Tensor(
+      shape,
+      dtype,
+      [{ buffer: gpu.pool.acquire(bytes, name), rowStart: 0, rows: shape[0] }],
+      name,
+      gpu,
+    );
   }
 
   /**
@@ -78,10 +86,18 @@ export class Tensor {
     const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * bytesPerElement(dtype);
     const total = shape[0] * rowBytes;
     if (data.byteLength !== total) {
-      throw new Error(`tensor '${name}': ${data.byteLength} bytes given, shape [${shape}] ${dtype} needs ${total}`);
+      throw new Error(
+        `tensor '${name}': ${data.byteLength} bytes given, shape [${shape}] ${dtype} needs ${total}`,
+      );
     }
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    return Tensor.uploadRows(gpu, shape, dtype, name, (r0, r1) => bytes.subarray(r0 * rowBytes, r1 * rowBytes));
+    return Tensor.uploadRows(
+      gpu,
+      shape,
+      dtype,
+      name,
+      (r0, r1) => bytes.subarray(r0 * rowBytes, r1 * rowBytes),
+    );
   }
 
   /** Upload chunk by chunk from a row-range reader, so a huge tensor never sits whole in host memory. */
@@ -108,7 +124,9 @@ export class Tensor {
   static rowsPerChunk(gpu: Gpu, shape: number[], dtype: DType, name: string): number {
     const rowBytes = shape.slice(1).reduce((a, b) => a * b, 1) * bytesPerElement(dtype);
     if ((dtype === "bf16" || dtype === "f16") && (rowBytes % 4) !== 0 && shape[0] > 1) {
-      throw new Error(`tensor '${name}': packed ${dtype} rows need an even number of elements, shape [${shape}]`);
+      throw new Error(
+        `tensor '${name}': packed ${dtype} rows need an even number of elements, shape [${shape}]`,
+      );
     }
     const rows = Math.floor(gpu.caps.maxBindingBytes / Math.max(rowBytes, 1));
     if (rows < 1) throw new Error(`tensor '${name}': one row of ${rowBytes} bytes exceeds the binding limit`);
@@ -116,7 +134,13 @@ export class Tensor {
   }
 
   static fromF32(gpu: Gpu, data: Float32Array | number[], shape: number[], name = ""): Tensor {
-    return Tensor.upload(gpu, data instanceof Float32Array ? data : new Float32Array(data), shape, "f32", name);
+    return Tensor.upload(
+      gpu,
+      data instanceof Float32Array ? data : new Float32Array(data),
+      shape,
+      "f32",
+      name,
+    );
   }
 
   static fromU32(gpu: Gpu, data: Uint32Array | number[], shape: number[], name = ""): Tensor {
@@ -135,7 +159,9 @@ export class Tensor {
       const buf = await p;
       if (this.dtype === "bf16" || this.dtype === "f16") {
         const h = new Uint16Array(buf);
-        for (let i = 0; i < h.length; i++) out[o + i] = this.dtype === "bf16" ? bf16ToF32(h[i]) : f16ToF32(h[i]);
+        for (let i = 0; i < h.length; i++) {
+          out[o + i] = this.dtype === "bf16" ? bf16ToF32(h[i]) : f16ToF32(h[i]);
+        }
         o += h.length;
       } else {
         const f = new Float32Array(buf);

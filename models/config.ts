@@ -26,7 +26,9 @@ export interface ModelConfig {
 export function parseConfig(raw: Record<string, unknown>, path = "config.json"): ModelConfig {
   const archs = raw.architectures;
   if (!Array.isArray(archs) || typeof archs[0] !== "string") {
-    throw new Error(`${path}: field 'architectures' must be a list naming the model class (e.g. ["Qwen2ForCausalLM"])`);
+    throw new Error(
+      `${path}: field 'architectures' must be a list naming the model class (e.g. ["Qwen2ForCausalLM"])`,
+    );
   }
   const arch = archs[0] as string;
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
@@ -37,7 +39,9 @@ export function parseConfig(raw: Record<string, unknown>, path = "config.json"):
   const int = (key: string, dflt?: number): number => {
     const v = raw[key] ?? dflt;
     if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
-      throw new Error(`${path}: field '${key}' must be a positive integer, found ${JSON.stringify(raw[key])}`);
+      throw new Error(
+        `${path}: field '${key}' must be a positive integer, found ${JSON.stringify(raw[key])}`,
+      );
     }
     return v;
   };
@@ -49,23 +53,31 @@ export function parseConfig(raw: Record<string, unknown>, path = "config.json"):
     return v;
   };
   const act = raw.hidden_act ?? "silu";
-  if (act !== "silu") throw new Error(`${path}: field 'hidden_act' is '${act}'; only 'silu' (SwiGLU) is supported`);
+  if (act !== "silu") {
+    throw new Error(`${path}: field 'hidden_act' is '${act}'; only 'silu' (SwiGLU) is supported`);
+  }
   if (raw.mlp_bias === true) throw new Error(`${path}: field 'mlp_bias' true is not supported`);
   const hiddenSize = int("hidden_size");
   const numHeads = int("num_attention_heads");
   const numKvHeads = int("num_key_value_heads", numHeads);
   if (numHeads % numKvHeads !== 0) {
-    throw new Error(`${path}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+    throw new Error(
+      `${path}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`,
+    );
   }
   const headDim = raw.head_dim == null ? hiddenSize / numHeads : int("head_dim");
   if (!Number.isInteger(headDim) || headDim % 2) {
-    throw new Error(`${path}: head dimension ${headDim} must be an even integer (hidden_size / num_attention_heads)`);
+    throw new Error(
+      `${path}: head dimension ${headDim} must be an even integer (hidden_size / num_attention_heads)`,
+    );
   }
   const isQwen = arch === "Qwen2ForCausalLM";
   const eos = raw.eos_token_id;
   const eosTokenIds = Array.isArray(eos) ? eos.map(Number) : typeof eos === "number" ? [eos] : [];
   const scaling = raw.rope_scaling;
-  if (scaling != null && typeof scaling !== "object") throw new Error(`${path}: field 'rope_scaling' must be an object or null`);
+  if (scaling != null && typeof scaling !== "object") {
+    throw new Error(`${path}: field 'rope_scaling' must be an object or null`);
+  }
   if (isQwen && raw.use_sliding_window === true) {
     throw new Error(`${path}: use_sliding_window true is not supported (Qwen2.5 ships it false)`);
   }

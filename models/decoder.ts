@@ -19,10 +19,19 @@ import { inverseFrequencies, ropeTable } from "./rope.ts";
 
 /** Per-layer K/V for generation: [B * capacity, HKV * D] each. */
 export class KVCache {
-  constructor(readonly batch: number, readonly capacity: number, readonly k: Tensor[], readonly v: Tensor[]) {}
+  constructor(
+    readonly batch: number,
+    readonly capacity: number,
+    readonly k: Tensor[],
+    readonly v: Tensor[],
+  ) {}
   static create(gpu: Gpu, cfg: ModelConfig, batch: number, capacity: number): KVCache {
     const w = cfg.numKvHeads * cfg.headDim;
-    const mk = (n: string) => Array.from({ length: cfg.numLayers }, (_, l) => Tensor.empty(gpu, [batch * capacity, w], "f32", `${n}${l}`));
+    const mk = (n: string) =>
+      Array.from(
+        { length: cfg.numLayers },
+        (_, l) => Tensor.empty(gpu, [batch * capacity, w], "f32", `${n}${l}`),
+      );
     return new KVCache(batch, capacity, mk("k_cache"), mk("v_cache"));
   }
   dispose(): void {
@@ -53,7 +62,11 @@ export class Decoder {
   private readonly invFreq: Float32Array;
 
   constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, readonly w: ModelWeights) {
-    this.invFreq = inverseFrequencies({ headDim: cfg.headDim, theta: cfg.ropeTheta, scaling: cfg.ropeScaling });
+    this.invFreq = inverseFrequencies({
+      headDim: cfg.headDim,
+      theta: cfg.ropeTheta,
+      scaling: cfg.ropeScaling,
+    });
   }
 
   private cosSin(positions: number): Tensor {
@@ -76,17 +89,31 @@ export class Decoder {
     const kvStart = inp.kvStart ?? new Array(B).fill(0);
     if (inp.ids.length !== rows) throw new Error(`forward: ${inp.ids.length} ids for a ${B}x${T} batch`);
     for (const id of inp.ids) {
-      if (id >= cfg.vocabSize) throw new Error(`forward: token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
+      if (id >= cfg.vocabSize) {
+        throw new Error(`forward: token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
+      }
     }
     const tCache = inp.cache ? inp.cache.capacity : T;
-    if (past + T > tCache) throw new Error(`forward: ${past}+${T} tokens exceed the KV cache capacity ${tCache}`);
+    if (past + T > tCache) {
+      throw new Error(`forward: ${past}+${T} tokens exceed the KV cache capacity ${tCache}`);
+    }
     const pos = new Uint32Array(rows);
-    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) pos[b * T + t] = Math.max(0, past + t - kvStart[b]);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) pos[b * T + t] = Math.max(0, past + t - kvStart[b]);
+    }
     const posT = Tensor.fromU32(gpu, pos, [rows], "positions");
     const startT = Tensor.fromU32(gpu, kvStart, [B], "kv_start");
     const idsT = Tensor.fromU32(gpu, inp.ids, [rows], "ids");
     const cosSin = this.cosSin(past + T);
-    const s: QkvShape = { batch: B, t: T, tCache, past, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim };
+    const s: QkvShape = {
+      batch: B,
+      t: T,
+      tCache,
+      past,
+      heads: cfg.numHeads,
+      kvHeads: cfg.numKvHeads,
+      headDim: cfg.headDim,
+    };
 
     const qDim = cfg.numHeads * cfg.headDim, kvDim = cfg.numKvHeads * cfg.headDim, I = cfg.intermediateSize;
     const h = Tensor.empty(gpu, [rows, d], "f32", "h");

@@ -20,16 +20,25 @@ export interface Llama2cHeader {
   shared: boolean;
 }
 
-export function parseLlama2c(bytes: Uint8Array, path: string): { header: Llama2cHeader; tensors: Record<string, TensorToWrite> } {
-  if (bytes.byteLength < 28) throw new Error(`${path}: ${bytes.byteLength} bytes is too short for a llama2.c header (28 bytes)`);
+export function parseLlama2c(
+  bytes: Uint8Array,
+  path: string,
+): { header: Llama2cHeader; tensors: Record<string, TensorToWrite> } {
+  if (bytes.byteLength < 28) {
+    throw new Error(`${path}: ${bytes.byteLength} bytes is too short for a llama2.c header (28 bytes)`);
+  }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const h = Array.from({ length: 7 }, (_, i) => dv.getInt32(i * 4, true));
   const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabRaw, seqLen] = h;
   const names = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
   h.forEach((v, i) => {
-    if (i !== 5 && !(v > 0 && v < 1 << 20)) throw new Error(`${path}: header field ${names[i]} = ${v} is not a plausible size`);
+    if (i !== 5 && !(v > 0 && v < 1 << 20)) {
+      throw new Error(`${path}: header field ${names[i]} = ${v} is not a plausible size`);
+    }
   });
-  if (dim % nHeads || nHeads % nKvHeads) throw new Error(`${path}: dim ${dim}, n_heads ${nHeads}, n_kv_heads ${nKvHeads} are inconsistent`);
+  if (dim % nHeads || nHeads % nKvHeads) {
+    throw new Error(`${path}: dim ${dim}, n_heads ${nHeads}, n_kv_heads ${nKvHeads} are inconsistent`);
+  }
   const shared = vocabRaw > 0, vocab = Math.abs(vocabRaw), hd = dim / nHeads, kvDim = nKvHeads * hd;
   const sizes: [string, number[]][] = [
     ["tok", [vocab, dim]],
@@ -49,7 +58,9 @@ export function parseLlama2c(bytes: Uint8Array, path: string): { header: Llama2c
   if (!shared) sizes.push(["wcls", [vocab, dim]]);
   const total = 28 + sizes.reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1) * 4, 0);
   if (bytes.byteLength !== total) {
-    throw new Error(`${path}: file is ${bytes.byteLength} bytes but its header implies ${total} (truncated or not llama2.c format)`);
+    throw new Error(
+      `${path}: file is ${bytes.byteLength} bytes but its header implies ${total} (truncated or not llama2.c format)`,
+    );
   }
   const all = new Float32Array(bytes.slice(28).buffer);
   const arr: Record<string, Float32Array> = {};
@@ -60,7 +71,8 @@ export function parseLlama2c(bytes: Uint8Array, path: string): { header: Llama2c
     off += len;
   }
   const t: Record<string, TensorToWrite> = {};
-  const layer = (a: Float32Array, l: number, rows: number, cols: number) => a.slice(l * rows * cols, (l + 1) * rows * cols);
+  const layer = (a: Float32Array, l: number, rows: number, cols: number) =>
+    a.slice(l * rows * cols, (l + 1) * rows * cols);
   t["model.embed_tokens.weight"] = f32Tensor(arr.tok.slice(), [vocab, dim]);
   t["model.norm.weight"] = f32Tensor(arr.rms_final.slice(), [dim]);
   if (!shared) t["lm_head.weight"] = f32Tensor(arr.wcls.slice(), [vocab, dim]);
@@ -68,15 +80,24 @@ export function parseLlama2c(bytes: Uint8Array, path: string): { header: Llama2c
     const p = `model.layers.${l}.`;
     t[p + "input_layernorm.weight"] = f32Tensor(layer(arr.rms_att, l, 1, dim), [dim]);
     t[p + "post_attention_layernorm.weight"] = f32Tensor(layer(arr.rms_ffn, l, 1, dim), [dim]);
-    t[p + "self_attn.q_proj.weight"] = f32Tensor(permuteRotary(layer(arr.wq, l, dim, dim), nHeads, hd, dim), [dim, dim]);
-    t[p + "self_attn.k_proj.weight"] = f32Tensor(permuteRotary(layer(arr.wk, l, kvDim, dim), nKvHeads, hd, dim), [kvDim, dim]);
+    t[p + "self_attn.q_proj.weight"] = f32Tensor(permuteRotary(layer(arr.wq, l, dim, dim), nHeads, hd, dim), [
+      dim,
+      dim,
+    ]);
+    t[p + "self_attn.k_proj.weight"] = f32Tensor(
+      permuteRotary(layer(arr.wk, l, kvDim, dim), nKvHeads, hd, dim),
+      [kvDim, dim],
+    );
     t[p + "self_attn.v_proj.weight"] = f32Tensor(layer(arr.wv, l, kvDim, dim), [kvDim, dim]);
     t[p + "self_attn.o_proj.weight"] = f32Tensor(layer(arr.wo, l, dim, dim), [dim, dim]);
     t[p + "mlp.gate_proj.weight"] = f32Tensor(layer(arr.w1, l, hiddenDim, dim), [hiddenDim, dim]);
     t[p + "mlp.down_proj.weight"] = f32Tensor(layer(arr.w2, l, dim, hiddenDim), [dim, hiddenDim]);
     t[p + "mlp.up_proj.weight"] = f32Tensor(layer(arr.w3, l, hiddenDim, dim), [hiddenDim, dim]);
   }
-  return { header: { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize: vocab, seqLen, shared }, tensors: t };
+  return {
+    header: { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize: vocab, seqLen, shared },
+    tensors: t,
+  };
 }
 
 /** Rows of each head reordered from interleaved pairs to halves: [0, 2, 4, …, 1, 3, 5, …]. */
@@ -104,11 +125,15 @@ export function parseLlama2cTokenizer(bytes: Uint8Array, vocabSize: number, path
   const pieces: string[] = [], scores: number[] = [];
   let off = 4;
   for (let i = 0; i < vocabSize; i++) {
-    if (off + 8 > bytes.byteLength) throw new Error(`${path}: ends after ${i} of ${vocabSize} tokens (truncated?)`);
+    if (off + 8 > bytes.byteLength) {
+      throw new Error(`${path}: ends after ${i} of ${vocabSize} tokens (truncated?)`);
+    }
     scores.push(dv.getFloat32(off, true));
     const len = dv.getInt32(off + 4, true);
     off += 8;
-    if (len < 0 || off + len > bytes.byteLength) throw new Error(`${path}: token ${i} has an invalid length ${len}`);
+    if (len < 0 || off + len > bytes.byteLength) {
+      throw new Error(`${path}: token ${i} has an invalid length ${len}`);
+    }
     pieces.push(dec.decode(bytes.subarray(off, off + len)));
     off += len;
   }
@@ -156,7 +181,11 @@ export function buildTokenizerJson(v: Llama2cVocab): Record<string, unknown> {
     added_tokens: added,
     normalizer: {
       type: "Sequence",
-      normalizers: [{ type: "Prepend", prepend: SP }, { type: "Replace", pattern: { String: " " }, content: SP }],
+      normalizers: [{ type: "Prepend", prepend: SP }, {
+        type: "Replace",
+        pattern: { String: " " },
+        content: SP,
+      }],
     },
     pre_tokenizer: null,
     post_processor: {
@@ -194,7 +223,11 @@ export function buildTokenizerJson(v: Llama2cVocab): Record<string, unknown> {
   };
 }
 
-export async function convertLlama2c(modelPath: string, tokPath: string, outDir: string): Promise<Llama2cHeader> {
+export async function convertLlama2c(
+  modelPath: string,
+  tokPath: string,
+  outDir: string,
+): Promise<Llama2cHeader> {
   const read = async (p: string) => {
     try {
       return await Deno.readFile(p);

@@ -36,7 +36,11 @@ export interface LoadOptions {
 
 /** Opens all shards of a checkpoint and maps tensor names to their file. */
 export class Checkpoint {
-  private constructor(readonly dir: string, readonly files: SafetensorsFile[], readonly where: Map<string, SafetensorsFile>) {}
+  private constructor(
+    readonly dir: string,
+    readonly files: SafetensorsFile[],
+    readonly where: Map<string, SafetensorsFile>,
+  ) {}
 
   static async open(dir: string): Promise<Checkpoint> {
     const single = join(dir, "model.safetensors"), index = join(dir, "model.safetensors.index.json");
@@ -44,7 +48,9 @@ export class Checkpoint {
     if (await exists(index)) {
       const idx = await readJson(index, "safetensors index");
       const map = idx.weight_map as Record<string, string> | undefined;
-      if (!map || typeof map !== "object") throw new Error(`${index}: field 'weight_map' missing or not an object`);
+      if (!map || typeof map !== "object") {
+        throw new Error(`${index}: field 'weight_map' missing or not an object`);
+      }
       names = [...new Set(Object.values(map))];
     } else if (await exists(single)) {
       names = ["model.safetensors"];
@@ -94,7 +100,12 @@ export function validateCheckpoint(ck: Checkpoint, cfg: ModelConfig): void {
   }
 }
 
-export async function loadWeights(gpu: Gpu, ck: Checkpoint, cfg: ModelConfig, opts: LoadOptions = {}): Promise<ModelWeights> {
+export async function loadWeights(
+  gpu: Gpu,
+  ck: Checkpoint,
+  cfg: ModelConfig,
+  opts: LoadOptions = {},
+): Promise<ModelWeights> {
   validateCheckpoint(ck, cfg);
   const vec = async (name: string) => {
     const t = ck.info(name);
@@ -110,11 +121,19 @@ export async function loadWeights(gpu: Gpu, ck: Checkpoint, cfg: ModelConfig, op
     const parts: Uint8Array[] = [];
     for (const i of infos) {
       const raw = await i.file.read(i.name);
-      parts.push(dtype === "f32" && i.dtype !== "F32" ? new Uint8Array(toF32(raw, i.dtype, i.name).buffer) : raw);
+      parts.push(
+        dtype === "f32" && i.dtype !== "F32" ? new Uint8Array(toF32(raw, i.dtype, i.name).buffer) : raw,
+      );
     }
     const all = parts.length === 1 ? parts[0] : concat(parts);
     const rowBytes = all.byteLength / rows;
-    return Tensor.uploadRows(gpu, [rows, cols], dtype, label, (r0, r1) => all.subarray(r0 * rowBytes, r1 * rowBytes));
+    return Tensor.uploadRows(
+      gpu,
+      [rows, cols],
+      dtype,
+      label,
+      (r0, r1) => all.subarray(r0 * rowBytes, r1 * rowBytes),
+    );
   };
   const embed = await matrix(["model.embed_tokens.weight"], "embed_tokens");
   const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(["lm_head.weight"], "lm_head");
@@ -135,7 +154,11 @@ export async function loadWeights(gpu: Gpu, ck: Checkpoint, cfg: ModelConfig, op
     layers.push({
       inputNorm: await vec(p + "input_layernorm.weight"),
       postNorm: await vec(p + "post_attention_layernorm.weight"),
-      qkv: await matrix([`${p}self_attn.q_proj.weight`, `${p}self_attn.k_proj.weight`, `${p}self_attn.v_proj.weight`], `${p}qkv`),
+      qkv: await matrix([
+        `${p}self_attn.q_proj.weight`,
+        `${p}self_attn.k_proj.weight`,
+        `${p}self_attn.v_proj.weight`,
+      ], `${p}qkv`),
       qkvBias,
       o: await matrix([`${p}self_attn.o_proj.weight`], `${p}o_proj`),
       gateUp: await matrix([`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], `${p}gate_up`),

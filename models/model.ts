@@ -4,7 +4,7 @@ import type { Gpu } from "../lib/gpu/context.ts";
 import { TextTokenizer } from "../lib/text/tokenizer.ts";
 import type { ModelConfig } from "./config.ts";
 import { Decoder } from "./decoder.ts";
-import { Checkpoint, type LoadOptions, loadConfig, loadWeights } from "./loader.ts";
+import { Checkpoint, loadConfig, type LoadOptions, loadWeights } from "./loader.ts";
 
 export interface Model {
   dir: string;

@@ -12,14 +12,18 @@ export interface RopeConfig {
 export function inverseFrequencies(c: RopeConfig, where = "config.json"): Float32Array {
   const half = c.headDim / 2;
   const inv = new Float32Array(half);
-  for (let i = 0; i < half; i++) inv[i] = Math.fround(1 / Math.fround(c.theta ** Math.fround((2 * i) / c.headDim)));
+  for (let i = 0; i < half; i++) {
+    inv[i] = Math.fround(1 / Math.fround(c.theta ** Math.fround((2 * i) / c.headDim)));
+  }
   const sc = c.scaling;
   if (!sc) return inv;
   const type = String(sc.rope_type ?? sc.type ?? "");
   if (type === "default") return inv;
   if (type === "linear") {
     const f = Number(sc.factor);
-    if (!(f > 0)) throw new Error(`${where}: rope_scaling.factor must be a positive number for linear scaling`);
+    if (!(f > 0)) {
+      throw new Error(`${where}: rope_scaling.factor must be a positive number for linear scaling`);
+    }
     return inv.map((x) => x / f);
   }
   if (type === "llama3") {

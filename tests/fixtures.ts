@@ -2,7 +2,14 @@
 
 import { join } from "node:path";
 import { atomicWriteJson } from "../lib/fsutil.ts";
-import { encodeSafetensors, type SafeDType, SafetensorsFile, type TensorToWrite, toF32, writeSafetensors } from "../lib/safetensors.ts";
+import {
+  encodeSafetensors,
+  type SafeDType,
+  SafetensorsFile,
+  type TensorToWrite,
+  toF32,
+  writeSafetensors,
+} from "../lib/safetensors.ts";
 import { f32ToBf16, f32ToF16 } from "../lib/tensor.ts";
 import { expectedTensors, parseConfig } from "../models/config.ts";
 import { convertLlama2c } from "../models/llama2c.ts";
@@ -33,14 +40,18 @@ export const TINY_QWEN2_CONFIG = {
 };
 
 /** Random tensors for a config; norms around 1, matrices ~N(0, 0.3^2), biases ~N(0, 0.1^2). */
-export function randomTensors(cfgRaw: Record<string, unknown>, dtype: SafeDType, seed = 1): Record<string, TensorToWrite> {
+export function randomTensors(
+  cfgRaw: Record<string, unknown>,
+  dtype: SafeDType,
+  seed = 1,
+): Record<string, TensorToWrite> {
   const cfg = parseConfig(cfgRaw);
   const out: Record<string, TensorToWrite> = {};
   let i = 0;
   for (const [name, shape] of expectedTensors(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
     const x = randn(n, seed * 1000 + i++, name.endsWith("bias") ? 0.1 : 0.3);
-    if (name.includes("norm")) for (let j = 0; j < n; j++) x[j] = 1 + x[j];
+    if (name.includes("norm")) { for (let j = 0; j < n; j++) x[j] = 1 + x[j]; }
     out[name] = encodeAs(x, shape, dtype);
   }
   return out;

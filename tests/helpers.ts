@@ -54,7 +54,9 @@ export function assertClose(
   }
   if (worst >= 0) {
     throw new Error(
-      `${what}: element ${worst} is ${got[worst]}, expected ${want[worst]} (atol ${tol.atol}, rtol ${tol.rtol ?? 0})`,
+      `${what}: element ${worst} is ${got[worst]}, expected ${want[worst]} (atol ${tol.atol}, rtol ${
+        tol.rtol ?? 0
+      })`,
     );
   }
 }

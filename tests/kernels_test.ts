@@ -3,7 +3,7 @@
 // Tolerances: f32 GPU math vs f64 reference, stated per test (inputs ~N(0,1)).
 
 import { f32bits, Gpu } from "../lib/gpu/context.ts";
-import { f32ToBf16, f32ToF16, f16ToF32, bf16ToF32, Tensor } from "../lib/tensor.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, Tensor } from "../lib/tensor.ts";
 import { linear } from "../lib/ops/matmul.ts";
 import { embedding } from "../lib/ops/embedding.ts";
 import { rmsnorm } from "../lib/ops/rmsnorm.ts";
@@ -37,7 +37,10 @@ Deno.test({
     const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);
     const out = Tensor.empty(gpu, [M, N]);
     linear(gpu, x, W, out, { bias: B, residual: R });
-    assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), { atol: 1e-4, rtol: 1e-4 }, "y");
+    assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), {
+      atol: 1e-4,
+      rtol: 1e-4,
+    }, "y");
     // accumulate + alpha + column offset into a wider output
     const wide = Tensor.fromF32(gpu, new Float32Array(M * (N + 5)).fill(1), [M, N + 5]);
     linear(gpu, x, W, wide, { accumulate: true, colOffset: 3, alpha: 0.5 });
@@ -69,7 +72,12 @@ for (const kind of ["bf16", "f16"] as const) {
         gpu.useNativeF16 = !gpu.useNativeF16;
         const out2 = Tensor.empty(gpu, [M, N]);
         linear(gpu, x, W, out2);
-        assertClose(await out2.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, "f16 alt");
+        assertClose(
+          await out2.read(gpu),
+          ref.matmul(a, M, K, values, N),
+          { atol: 1e-4, rtol: 1e-4 },
+          "f16 alt",
+        );
         gpu.useNativeF16 = !gpu.useNativeF16;
       }
     },
@@ -180,7 +188,15 @@ Deno.test({
 
 const attnCases = [
   { name: "MHA (GQA ratio 1), T=67", batch: 2, t: 67, heads: 3, kvHeads: 3, headDim: 8, starts: [0, 0] },
-  { name: "GQA ratio 4, left padding", batch: 3, t: 19, heads: 8, kvHeads: 2, headDim: 16, starts: [0, 5, 18] },
+  {
+    name: "GQA ratio 4, left padding",
+    batch: 3,
+    t: 19,
+    heads: 8,
+    kvHeads: 2,
+    headDim: 16,
+    starts: [0, 5, 18],
+  },
   { name: "GQA ratio 2, head_dim 6", batch: 1, t: 70, heads: 4, kvHeads: 2, headDim: 6, starts: [3] },
 ];
 for (const c of attnCases) {
@@ -192,18 +208,31 @@ for (const c of attnCases) {
       const s = { ...c, tCache: c.t, past: 0 };
       const rows = c.batch * c.t, all = c.heads + 2 * c.kvHeads;
       const qkv = randn(rows * all * c.headDim, 11);
-      const pos = Array.from({ length: rows }, (_, r) => Math.max(0, (r % c.t) - c.starts[Math.floor(r / c.t)]));
+      const pos = Array.from(
+        { length: rows },
+        (_, r) => Math.max(0, (r % c.t) - c.starts[Math.floor(r / c.t)]),
+      );
       const table = ropeTable(inverseFrequencies({ headDim: c.headDim, theta: 10000 }), c.t);
       const q = Tensor.empty(gpu, [rows, c.heads * c.headDim]);
-      const kc = Tensor.empty(gpu, [rows, c.kvHeads * c.headDim]), vc = Tensor.empty(gpu, [rows, c.kvHeads * c.headDim]);
-      qkvRope(gpu, s, Tensor.fromF32(gpu, qkv, [rows, all * c.headDim]), Tensor.fromU32(gpu, pos, [rows]),
-        Tensor.fromF32(gpu, table, [table.length]), q, kc, vc);
+      const kc = Tensor.empty(gpu, [rows, c.kvHeads * c.headDim]),
+        vc = Tensor.empty(gpu, [rows, c.kvHeads * c.headDim]);
+      qkvRope(
+        gpu,
+        s,
+        Tensor.fromF32(gpu, qkv, [rows, all * c.headDim]),
+        Tensor.fromU32(gpu, pos, [rows]),
+        Tensor.fromF32(gpu, table, [table.length]),
+        q,
+        kc,
+        vc,
+      );
       const rkc = new Float64Array(kc.numel), rvc = new Float64Array(vc.numel);
       const rq = ref.qkvRope(s, qkv, pos, table, rkc, rvc);
       assertClose(await q.read(gpu), rq, { atol: 1e-5 }, "q");
       assertClose(await kc.read(gpu), rkc, { atol: 1e-5 }, "k cache");
       assertClose(await vc.read(gpu), rvc, { atol: 0 }, "v cache");
-      const o = Tensor.empty(gpu, [rows, c.heads * c.headDim]), lse = Tensor.empty(gpu, [c.batch * c.heads * c.t]);
+      const o = Tensor.empty(gpu, [rows, c.heads * c.headDim]),
+        lse = Tensor.empty(gpu, [c.batch * c.heads * c.t]);
       attention(gpu, s, q, kc, vc, Tensor.fromU32(gpu, c.starts, [c.batch]), o, lse);
       const want = ref.attention(s, rq, rkc, rvc, c.starts);
       assertClose(await o.read(gpu), want.o, { atol: 2e-5 }, "o");
@@ -220,7 +249,11 @@ Deno.test({
   fn: async () => {
     const gpu = await testGpu();
     const batch = 2, T = 9, heads = 4, kvHeads = 2, headDim = 8, starts = [0, 2], tCache = 12;
-    const cache = () => Tensor.fromF32(gpu, new Float32Array(batch * tCache * kvHeads * headDim), [batch * tCache, kvHeads * headDim]);
+    const cache = () =>
+      Tensor.fromF32(gpu, new Float32Array(batch * tCache * kvHeads * headDim), [
+        batch * tCache,
+        kvHeads * headDim,
+      ]);
     const kc = cache(), vc = cache();
     const qkvAll = randn(batch * T * (heads + 2 * kvHeads) * headDim, 21);
     const width = (heads + 2 * kvHeads) * headDim;
@@ -234,14 +267,27 @@ Deno.test({
       const qkv = new Float32Array(batch * t * width), pos: number[] = [];
       for (let b = 0; b < batch; b++) {
         for (let i = 0; i < t; i++) {
-          qkv.set(qkvAll.subarray((b * T + t0 + i) * width, (b * T + t0 + i + 1) * width), (b * t + i) * width);
+          qkv.set(
+            qkvAll.subarray((b * T + t0 + i) * width, (b * T + t0 + i + 1) * width),
+            (b * t + i) * width,
+          );
           pos.push(Math.max(0, t0 + i - starts[b]));
         }
       }
       const s = { batch, t, tCache, past: t0, heads, kvHeads, headDim };
-      const q = Tensor.empty(gpu, [batch * t, heads * headDim]), o = Tensor.empty(gpu, [batch * t, heads * headDim]);
+      const q = Tensor.empty(gpu, [batch * t, heads * headDim]),
+        o = Tensor.empty(gpu, [batch * t, heads * headDim]);
       const lse = Tensor.empty(gpu, [batch * heads * t]);
-      qkvRope(gpu, s, Tensor.fromF32(gpu, qkv, [batch * t, width]), Tensor.fromU32(gpu, pos, [batch * t]), cs, q, kc, vc);
+      qkvRope(
+        gpu,
+        s,
+        Tensor.fromF32(gpu, qkv, [batch * t, width]),
+        Tensor.fromU32(gpu, pos, [batch * t]),
+        cs,
+        q,
+        kc,
+        vc,
+      );
       attention(gpu, s, q, kc, vc, st, o, lse);
       outs.push(await o.read(gpu));
     }
@@ -257,7 +303,12 @@ Deno.test({
       for (let b = 0; b < batch; b++) {
         for (let i = 0; i < t1 - t0; i++) {
           const got = outs[si].subarray((b * (t1 - t0) + i) * D, (b * (t1 - t0) + i + 1) * D);
-          assertClose(got, want.subarray((b * T + t0 + i) * D, (b * T + t0 + i + 1) * D), { atol: 2e-5 }, `step ${si} b${b}`);
+          assertClose(
+            got,
+            want.subarray((b * T + t0 + i) * D, (b * T + t0 + i + 1) * D),
+            { atol: 2e-5 },
+            `step ${si} b${b}`,
+          );
         }
       }
     }
@@ -286,10 +337,19 @@ Deno.test({
   fn: async () => {
     const gpu = await testGpu();
     for (const V of [1000, 3]) {
-      const rows = 6, logits = randn(rows * V, V, 3), targets = [0, V - 1, 1, 2, 0, 1], mask = [1, 0, 1, 1, 0.5, 1];
+      const rows = 6,
+        logits = randn(rows * V, V, 3),
+        targets = [0, V - 1, 1, 2, 0, 1],
+        mask = [1, 0, 1, 1, 0.5, 1];
       const loss = Tensor.empty(gpu, [rows]), lse = Tensor.empty(gpu, [rows]);
-      crossEntropy(gpu, Tensor.fromF32(gpu, logits, [rows, V]), Tensor.fromU32(gpu, targets, [rows]),
-        Tensor.fromF32(gpu, mask, [rows]), loss, lse);
+      crossEntropy(
+        gpu,
+        Tensor.fromF32(gpu, logits, [rows, V]),
+        Tensor.fromU32(gpu, targets, [rows]),
+        Tensor.fromF32(gpu, mask, [rows]),
+        loss,
+        lse,
+      );
       const want = ref.crossEntropy(logits, targets, mask);
       assertClose(await loss.read(gpu), want.loss, { atol: 1e-5, rtol: 1e-5 }, `loss V=${V}`);
       assertClose(await lse.read(gpu), want.lse, { atol: 1e-5, rtol: 1e-5 }, `lse V=${V}`);

@@ -52,7 +52,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "tiny random Qwen2 (qkv bias, untied, GQA 3, bf16 via our writer) matches the f64 reference (atol 1e-4 + rtol 1e-4)",
+  name:
+    "tiny random Qwen2 (qkv bias, untied, GQA 3, bf16 via our writer) matches the f64 reference (atol 1e-4 + rtol 1e-4)",
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();
@@ -67,7 +68,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "sharded checkpoint, f16 storage and a forced 8 KiB binding limit give the same logits as the reference",
+  name:
+    "sharded checkpoint, f16 storage and a forced 8 KiB binding limit give the same logits as the reference",
   ...gpuTest,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "tiny-qwen2-sharded-" });
@@ -80,7 +82,9 @@ Deno.test({
       // reference from all shards
       const W = new Map();
       for (const e of Deno.readDirSync(dir)) {
-        if (e.name.endsWith(".safetensors")) for (const [k, v] of await readAllF32(join(dir, e.name))) W.set(k, v);
+        if (e.name.endsWith(".safetensors")) {
+          for (const [k, v] of await readAllF32(join(dir, e.name))) W.set(k, v);
+        }
       }
       assertClose(await logitsOf(m, ids), refLogits(m.cfg, W, ids), { atol: 1e-4, rtol: 1e-4 }, "logits");
     } finally {

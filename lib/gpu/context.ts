@@ -98,7 +98,9 @@ export class Gpu {
   /** The compute pipeline for `file`'s `entry` under `defines`, compiled once and cached. */
   kernel(file: string, entry: string, defines: Defines = {}): Kernel {
     const keyDefs = Object.entries(defines).filter(([, v]) => v !== false).sort(([a], [b]) => a < b ? -1 : 1);
-    const name = `${file}:${entry}${keyDefs.length ? "{" + keyDefs.map(([k, v]) => `${k}=${v}`).join(",") + "}" : ""}`;
+    const name = `${file}:${entry}${
+      keyDefs.length ? "{" + keyDefs.map(([k, v]) => `${k}=${v}`).join(",") + "}" : ""
+    }`;
     let k = this.kernels.get(name);
     if (k) return k;
     const code = this.wgsl(file, defines);
@@ -155,13 +157,20 @@ export class Gpu {
       if (params.length > this.slotWords) throw new Error(`${k.name}: too many params`);
       const slot = this.paramSlots++;
       this.paramsCpu.set(params, slot * this.slotWords);
-      entries.push({ binding: 0, resource: { buffer: this.paramsGpu, offset: slot * this.slotWords * 4, size: 256 } });
+      entries.push({
+        binding: 0,
+        resource: { buffer: this.paramsGpu, offset: slot * this.slotWords * 4, size: 256 },
+      });
     }
     buffers.forEach((b, i) => {
       if (b) entries.push({ binding: i + 1, resource: b instanceof GPUBuffer ? { buffer: b } : b });
     });
     const pass = this.ensurePass();
-    const bg = this.device.createBindGroup({ label: k.name, layout: k.pipeline.getBindGroupLayout(0), entries });
+    const bg = this.device.createBindGroup({
+      label: k.name,
+      layout: k.pipeline.getBindGroupLayout(0),
+      entries,
+    });
     pass.setPipeline(k.pipeline);
     pass.setBindGroup(0, bg);
     pass.dispatchWorkgroups(gx, gy, gz);

@@ -30,7 +30,9 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
     );
   }
   // Mesa's Vulkan WSI layer complains on every start when XDG_RUNTIME_DIR is unset (headless servers, CI).
-  if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+  if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
+    Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+  }
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) {
     throw new NoAdapterError(

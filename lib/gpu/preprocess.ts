@@ -21,7 +21,9 @@ export function preprocess(
   const defs = new Map<string, string>();
   for (const [k, v] of Object.entries(defines)) {
     if (v === false) continue; // `false` means "not defined", so flags can be passed as booleans
-    if (!/^[A-Z_][A-Z0-9_]*$/.test(k)) throw new Error(`${fileName}: define name '${k}' must be UPPER_SNAKE_CASE`);
+    if (!/^[A-Z_][A-Z0-9_]*$/.test(k)) {
+      throw new Error(`${fileName}: define name '${k}' must be UPPER_SNAKE_CASE`);
+    }
     defs.set(k, v === true ? "1" : String(v));
   }
   const included = new Set<string>();
@@ -47,7 +49,9 @@ export function preprocess(
           let cond: boolean;
           if (dir === "if") {
             const c = /^([A-Z_][A-Z0-9_]*)\s*(==|!=)\s*(\S+)$/.exec(rest.trim());
-            if (!c) throw new Error(`${where}: expected '#if NAME == VALUE' or '#if NAME != VALUE', got '${t}'`);
+            if (!c) {
+              throw new Error(`${where}: expected '#if NAME == VALUE' or '#if NAME != VALUE', got '${t}'`);
+            }
             const eq = defs.get(c[1]) === c[3];
             cond = c[2] === "==" ? eq : !eq;
           } else {

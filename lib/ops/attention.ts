@@ -17,7 +17,10 @@ export function attention(
   o: Tensor,
   lse: Tensor,
 ): void {
-  check(s.heads % s.kvHeads === 0, () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`);
+  check(
+    s.heads % s.kvHeads === 0,
+    () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`,
+  );
   const k = gpu.kernel("attention", "forward", { HEAD_DIM: s.headDim });
   gpu.dispatch(
     k,

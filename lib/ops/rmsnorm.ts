@@ -7,5 +7,10 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, eps: number, y: Tensor, 
   const d = w.numel, rows = x.numel / d;
   check(Number.isInteger(rows), () => `rmsnorm '${w.name}': input size ${x.numel} is not a multiple of ${d}`);
   const k = gpu.kernel("rmsnorm", "forward");
-  gpu.dispatch(k, [rows, d, f32bits(eps), 0], [x.buffer, w.buffer, y.buffer, rstd.buffer], gridRows(gpu, rows));
+  gpu.dispatch(
+    k,
+    [rows, d, f32bits(eps), 0],
+    [x.buffer, w.buffer, y.buffer, rstd.buffer],
+    gridRows(gpu, rows),
+  );
 }

@@ -31,7 +31,10 @@ export function qkvRope(
 ): void {
   const rows = s.batch * s.t;
   check(s.headDim % 2 === 0, () => `rope: head_dim ${s.headDim} must be even`);
-  check(qkv.numel === rows * (s.heads + 2 * s.kvHeads) * s.headDim, () => `rope: qkv has ${qkv.numel} elements`);
+  check(
+    qkv.numel === rows * (s.heads + 2 * s.kvHeads) * s.headDim,
+    () => `rope: qkv has ${qkv.numel} elements`,
+  );
   check(s.past + s.t <= s.tCache, () => `rope: cache of ${s.tCache} rows cannot hold ${s.past}+${s.t}`);
   const k = gpu.kernel("rope", "qkv_forward");
   const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;

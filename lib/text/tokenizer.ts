@@ -23,12 +23,18 @@ export class TextTokenizer {
     readonly bosId: number | null,
   ) {
     const t = config.chat_template;
-    const src = typeof t === "string" ? t : Array.isArray(t) ? (t.find((x) => x?.name === "default")?.template ?? null) : null;
+    const src = typeof t === "string"
+      ? t
+      : Array.isArray(t)
+      ? (t.find((x) => x?.name === "default")?.template ?? null)
+      : null;
     if (src) {
       try {
         this.template = new Template(src);
       } catch (e) {
-        throw new Error(`${join(dir, "tokenizer_config.json")}: chat_template does not parse: ${(e as Error).message}`);
+        throw new Error(
+          `${join(dir, "tokenizer_config.json")}: chat_template does not parse: ${(e as Error).message}`,
+        );
       }
     }
   }
@@ -82,11 +88,18 @@ export class TextTokenizer {
   }
 
   /** Render a conversation with the model's own chat template. */
-  renderChat(messages: ChatMessage[], addGenerationPrompt: boolean, extra: Record<string, unknown> = {}): string {
+  renderChat(
+    messages: ChatMessage[],
+    addGenerationPrompt: boolean,
+    extra: Record<string, unknown> = {},
+  ): string {
     if (!this.template) {
-      throw new Error(`${join(this.dir, "tokenizer_config.json")}: no chat_template, so --chat cannot be used`);
+      throw new Error(
+        `${join(this.dir, "tokenizer_config.json")}: no chat_template, so --chat cannot be used`,
+      );
     }
-    const tokenText = (v: unknown) => typeof v === "string" ? v : (v as { content?: string } | null)?.content ?? "";
+    const tokenText = (v: unknown) =>
+      typeof v === "string" ? v : (v as { content?: string } | null)?.content ?? "";
     return this.template.render({
       messages,
       add_generation_prompt: addGenerationPrompt,
@@ -97,7 +110,11 @@ export class TextTokenizer {
   }
 
   /** Token ids of a rendered chat; the template writes any BOS itself, so no specials are added. */
-  encodeChat(messages: ChatMessage[], addGenerationPrompt: boolean, extra: Record<string, unknown> = {}): number[] {
+  encodeChat(
+    messages: ChatMessage[],
+    addGenerationPrompt: boolean,
+    extra: Record<string, unknown> = {},
+  ): number[] {
     return this.encode(this.renderChat(messages, addGenerationPrompt, extra), false);
   }
 }

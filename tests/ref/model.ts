@@ -8,14 +8,22 @@ export type Weights = Map<string, Float32Array>;
 
 /** Logits [T, V] for one sequence (positions 0..T-1). */
 export function refLogits(cfg: ModelConfig, W: Weights, ids: number[]): Float64Array {
-  const T = ids.length, d = cfg.hiddenSize, H = cfg.numHeads, HK = cfg.numKvHeads, D = cfg.headDim, I = cfg.intermediateSize;
+  const T = ids.length,
+    d = cfg.hiddenSize,
+    H = cfg.numHeads,
+    HK = cfg.numKvHeads,
+    D = cfg.headDim,
+    I = cfg.intermediateSize;
   const get = (n: string) => {
     const w = W.get(n);
     if (!w) throw new Error(`reference: weight ${n} missing`);
     return w;
   };
   let h = ref.embedding(ids, get("model.embed_tokens.weight"), d);
-  const table = ropeTable(inverseFrequencies({ headDim: D, theta: cfg.ropeTheta, scaling: cfg.ropeScaling }), T);
+  const table = ropeTable(
+    inverseFrequencies({ headDim: D, theta: cfg.ropeTheta, scaling: cfg.ropeScaling }),
+    T,
+  );
   const pos = ids.map((_, i) => i);
   const s = { batch: 1, t: T, tCache: T, past: 0, heads: H, kvHeads: HK, headDim: D };
   for (let l = 0; l < cfg.numLayers; l++) {
