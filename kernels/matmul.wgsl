@@ -8,8 +8,13 @@
 // column block of C (c_off); with W_KN each chunk is a K-block accumulated with ACCUMULATE.
 // Variants: HAS_BIAS, RESIDUAL (C = R + ...; R may not alias C), ACCUMULATE (C += ...).
 //
-// Tiling: a 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block strided by 16,
-// staging 64x16 tiles of A and W in workgroup memory.
+// Two tilings, chosen by the op wrapper:
+//   main     (default) a 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block
+//            strided by 16, staging 64x16 tiles of A and W in workgroup memory (for GPUs);
+//   regtile  (REGTILE; [M,K] x [N,K] layouts, K % 4 == 0) each invocation computes an RM x RN block
+//            straight from memory with vec4 loads and no barriers — on CPU adapters (llvmpipe,
+//            lavapipe) barriers are expensive and "workgroup memory" is just cache, so this runs
+//            about 5-10x faster there.
 
 #include "packed"
 
@@ -18,7 +23,11 @@ struct Params {
   c_off: u32, a_off: u32, c_row_off: u32, alpha: f32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
+#ifdef REGTILE
+@group(0) @binding(1) var<storage, read> amat: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> amat: array<f32>;
+#endif
 @group(0) @binding(3) var<storage, read_write> cmat: array<f32>;
 #ifdef HAS_BIAS
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
@@ -27,6 +36,22 @@ struct Params {
 @group(0) @binding(5) var<storage, read> rmat: array<f32>;
 #endif
 
+fn store_c(m: u32, n: u32, acc: f32) {
+  let ci = (params.c_row_off + m) * params.ldc + params.c_off + n;
+  var v = params.alpha * acc;
+#ifdef HAS_BIAS
+  v += bias[params.c_off + n];
+#endif
+#ifdef RESIDUAL
+  v += rmat[ci];
+#endif
+#ifdef ACCUMULATE
+  v += cmat[ci];
+#endif
+  cmat[ci] = v;
+}
+
+#ifndef REGTILE
 const BM = 64u;
 const BN = 64u;
 const BK = 16u;
@@ -97,19 +122,41 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (m >= params.m) { continue; }
     for (var j = 0u; j < 4u; j++) {
       let n = n0 + lid.x + 16u * j;
-      if (n >= params.n) { continue; }
-      let ci = (params.c_row_off + m) * params.ldc + params.c_off + n;
-      var v = params.alpha * acc[i * 4u + j];
-#ifdef HAS_BIAS
-      v += bias[params.c_off + n];
-#endif
-#ifdef RESIDUAL
-      v += rmat[ci];
-#endif
-#ifdef ACCUMULATE
-      v += cmat[ci];
-#endif
-      cmat[ci] = v;
+      if (n < params.n) { store_c(m, n, acc[i * 4u + j]); }
     }
   }
 }
+#else
+// RM x RN outputs per invocation; TX x TY invocations per workgroup.
+const RM = 8u;
+const RN = 8u;
+
+@compute @workgroup_size(8, 4)
+fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.y * RM;
+  let n0 = gid.x * RN;
+  let k4 = params.k / 4u;
+  var acc: array<array<f32, RN>, RM>;
+  var arow: array<u32, RM>;
+  var wrow: array<u32, RN>;
+  // clamp rows instead of branching in the inner loop; out-of-range results are not stored
+  for (var i = 0u; i < RM; i++) { arow[i] = params.a_off / 4u + min(m0 + i, params.m - 1u) * k4; }
+  for (var j = 0u; j < RN; j++) { wrow[j] = min(n0 + j, params.n - 1u) * k4; }
+  for (var kk = 0u; kk < k4; kk++) {
+    var wv: array<vec4<f32>, RN>;
+    for (var j = 0u; j < RN; j++) { wv[j] = load_w4(wrow[j] + kk); }
+    for (var i = 0u; i < RM; i++) {
+      let av = amat[arow[i] + kk];
+      for (var j = 0u; j < RN; j++) { acc[i][j] += dot(av, wv[j]); }
+    }
+  }
+  for (var i = 0u; i < RM; i++) {
+    let m = m0 + i;
+    if (m >= params.m) { break; }
+    for (var j = 0u; j < RN; j++) {
+      let n = n0 + j;
+      if (n < params.n) { store_c(m, n, acc[i][j]); }
+    }
+  }
+}
+#endif

@@ -26,62 +26,76 @@ function packHalf(x: Float32Array, kind: "bf16" | "f16"): { bits: Uint16Array; v
   return { bits, values };
 }
 
-Deno.test({
-  name: "matmul: f32 weights, bias, residual, odd shapes (atol 1e-4 + rtol 1e-4)",
-  ...gpuTest,
-  fn: async () => {
-    const gpu = await testGpu();
-    const M = 37, K = 29, N = 83;
-    const a = randn(M * K, 1), w = randn(N * K, 2), bias = randn(N, 3), res = randn(M * N, 4);
-    const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.fromF32(gpu, w, [N, K]);
-    const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);
-    const out = Tensor.empty(gpu, [M, N]);
-    linear(gpu, x, W, out, { bias: B, residual: R });
-    assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), {
-      atol: 1e-4,
-      rtol: 1e-4,
-    }, "y");
-    // accumulate + alpha + column offset into a wider output
-    const wide = Tensor.fromF32(gpu, new Float32Array(M * (N + 5)).fill(1), [M, N + 5]);
-    linear(gpu, x, W, wide, { accumulate: true, colOffset: 3, alpha: 0.5 });
-    const got = await wide.read(gpu);
-    const want = ref.matmul(a, M, K, w, N, { alpha: 0.5 });
-    for (let m = 0; m < M; m++) {
-      for (let c = 0; c < N + 5; c++) {
-        const e = c >= 3 && c < N + 3 ? 1 + want[m * N + c - 3] : 1;
-        assert.ok(Math.abs(got[m * (N + 5) + c] - e) < 1e-4 + 1e-4 * Math.abs(e), `wide[${m},${c}]`);
-      }
-    }
-  },
-});
-
-for (const kind of ["bf16", "f16"] as const) {
+for (const tiling of ["workgroup", "register"] as const) {
   Deno.test({
-    name: `matmul: packed ${kind} weights, compute in f32 (atol 1e-4 + rtol 1e-4 vs rounded weights)`,
+    name:
+      `matmul (${tiling} tiling): f32 weights, bias, residual, accumulate, odd shapes (atol 1e-4 + rtol 1e-4)`,
     ...gpuTest,
     fn: async () => {
       const gpu = await testGpu();
-      const M = 5, K = 66, N = 70;
-      const a = randn(M * K, 5), { bits, values } = packHalf(randn(N * K, 6), kind);
-      const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.upload(gpu, bits, [N, K], kind);
-      const out = Tensor.empty(gpu, [M, N]);
-      linear(gpu, x, W, out);
-      assertClose(await out.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, kind);
-      if (kind === "f16") {
-        // both the bit-decoding path and (when the adapter has shader-f16) native f16 reads
-        gpu.useNativeF16 = !gpu.useNativeF16;
-        const out2 = Tensor.empty(gpu, [M, N]);
-        linear(gpu, x, W, out2);
-        assertClose(
-          await out2.read(gpu),
-          ref.matmul(a, M, K, values, N),
-          { atol: 1e-4, rtol: 1e-4 },
-          "f16 alt",
-        );
-        gpu.useNativeF16 = !gpu.useNativeF16;
+      gpu.matmulTiling = tiling;
+      try {
+        for (const [M, K, N] of [[37, 29, 83], [37, 28, 83], [1, 64, 130]]) {
+          const a = randn(M * K, 1), w = randn(N * K, 2), bias = randn(N, 3), res = randn(M * N, 4);
+          const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.fromF32(gpu, w, [N, K]);
+          const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);
+          const out = Tensor.empty(gpu, [M, N]);
+          linear(gpu, x, W, out, { bias: B, residual: R });
+          assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), {
+            atol: 1e-4,
+            rtol: 1e-4,
+          }, "y");
+          // accumulate + alpha + column offset into a wider output
+          const wide = Tensor.fromF32(gpu, new Float32Array(M * (N + 5)).fill(1), [M, N + 5]);
+          linear(gpu, x, W, wide, { accumulate: true, colOffset: 3, alpha: 0.5 });
+          const got = await wide.read(gpu);
+          const want = ref.matmul(a, M, K, w, N, { alpha: 0.5 });
+          for (let m = 0; m < M; m++) {
+            for (let c = 0; c < N + 5; c++) {
+              const e = c >= 3 && c < N + 3 ? 1 + want[m * N + c - 3] : 1;
+              assert.ok(Math.abs(got[m * (N + 5) + c] - e) < 1e-4 + 1e-4 * Math.abs(e), `wide[${m},${c}]`);
+            }
+          }
+        }
+      } finally {
+        gpu.matmulTiling = gpu.caps.cpuAdapter ? "register" : "workgroup";
       }
     },
   });
+}
+
+for (const kind of ["bf16", "f16"] as const) {
+  for (const tiling of ["workgroup", "register"] as const) {
+    Deno.test({
+      name:
+        `matmul (${tiling} tiling): packed ${kind} weights, compute in f32 (atol 1e-4 + rtol 1e-4 vs rounded weights)`,
+      ...gpuTest,
+      fn: async () => {
+        const gpu = await testGpu();
+        gpu.matmulTiling = tiling;
+        const M = 5, K = tiling === "register" ? 68 : 66, N = 70;
+        const a = randn(M * K, 5), { bits, values } = packHalf(randn(N * K, 6), kind);
+        const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.upload(gpu, bits, [N, K], kind);
+        const out = Tensor.empty(gpu, [M, N]);
+        linear(gpu, x, W, out);
+        assertClose(await out.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, kind);
+        if (kind === "f16") {
+          // both the bit-decoding path and (when the adapter has shader-f16) native f16 reads
+          gpu.useNativeF16 = !gpu.useNativeF16;
+          const out2 = Tensor.empty(gpu, [M, N]);
+          linear(gpu, x, W, out2);
+          assertClose(
+            await out2.read(gpu),
+            ref.matmul(a, M, K, values, N),
+            { atol: 1e-4, rtol: 1e-4 },
+            "f16 alt",
+          );
+          gpu.useNativeF16 = !gpu.useNativeF16;
+        }
+        gpu.matmulTiling = gpu.caps.cpuAdapter ? "register" : "workgroup";
+      },
+    });
+  }
 }
 
 Deno.test({

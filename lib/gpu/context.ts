@@ -47,9 +47,17 @@ export class Gpu {
   dispatchCount = 0;
   /** Read f16 weights as native f16 when the device has shader-f16 (else bit-decoded from u32). */
   useNativeF16 = true;
+  /** Matmul tiling: workgroup-memory tiles for GPUs, register tiles for CPU adapters. */
+  matmulTiling: "workgroup" | "register";
 
   private constructor(readonly device: GPUDevice, readonly caps: GpuCaps) {
     this.pool = new BufferPool(device);
+    const forced = Deno.env.get("INOCULUM_MATMUL");
+    this.matmulTiling = forced === "workgroup" || forced === "register"
+      ? forced
+      : caps.cpuAdapter
+      ? "register"
+      : "workgroup";
     this.slotWords = Math.max(PARAM_SLOT_WORDS, caps.uniformAlign / 4);
     this.paramsCpu = new Uint32Array(this.slotWords * PARAM_SLOTS);
     this.paramsGpu = device.createBuffer({

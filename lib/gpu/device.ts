@@ -19,6 +19,8 @@ export interface GpuCaps {
   workgroupStorageBytes: number;
   shaderF16: boolean;
   uniformAlign: number;
+  /** A CPU implementation (llvmpipe, lavapipe, SwiftShader, WARP): kernels pick CPU-friendly tilings. */
+  cpuAdapter: boolean;
 }
 
 export class NoAdapterError extends Error {}
@@ -73,6 +75,8 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
     workgroupStorageBytes: device.limits.maxComputeWorkgroupStorageSize,
     shaderF16: device.features.has("shader-f16"),
     uniformAlign: Math.max(256, device.limits.minUniformBufferOffsetAlignment),
+    cpuAdapter: !!adapter.info?.isFallbackAdapter ||
+      /llvmpipe|lavapipe|swiftshader|warp|software/i.test(adapter.info?.description ?? ""),
   };
   device.addEventListener("uncapturederror", (e) => {
     // Errors outside our error scopes: report loudly rather than continue with garbage.

@@ -15,6 +15,8 @@ export interface LinearOptions {
   /** Row offset into out, in rows. */
   rowOffset?: number;
   alpha?: number;
+  /** Override the device's default tiling (tests run both). */
+  tiling?: "workgroup" | "register";
 }
 
 /**
@@ -30,18 +32,23 @@ export function linear(gpu: Gpu, x: Tensor, w: Tensor, out: Tensor, opts: Linear
   check(colOff + N <= ldc, () => `linear '${w.name}': output columns ${colOff}+${N} exceed ${ldc}`);
   check(rowOff + M <= out.rows, () => `linear '${w.name}': output rows ${rowOff}+${M} exceed ${out.rows}`);
   if (opts.bias) check(opts.bias.numel >= N, () => `linear '${w.name}': bias shorter than ${N}`);
-  const k = gpu.kernel("matmul", "main", {
+  const regtile = (opts.tiling ?? gpu.matmulTiling) === "register" && K % 4 === 0;
+  const k = gpu.kernel("matmul", regtile ? "regtile" : "main", {
     W_DTYPE: weightDtype(gpu, w),
     W_BINDING: 2,
+    W_VEC4: regtile,
+    REGTILE: regtile,
     HAS_BIAS: !!opts.bias,
     RESIDUAL: !!opts.residual,
     ACCUMULATE: !!opts.accumulate,
   });
+  // workgroup tiles: 64x64 outputs; register tiles: 8x4 invocations of 8x8 outputs = 64 (n) x 32 (m)
+  const [tn, tm] = regtile ? [64, 32] : [64, 64];
   for (const c of w.chunks) {
     const params = [M, c.rows, K, ldc, colOff + c.rowStart, 0, rowOff, f32bits(opts.alpha ?? 1)];
     gpu.dispatch(k, params, [x.buffer, c.buffer, out.buffer, opts.bias?.buffer, opts.residual?.buffer], [
-      Math.ceil(c.rows / 64),
-      Math.ceil(M / 64),
+      Math.ceil(c.rows / tn),
+      Math.ceil(M / tm),
     ]);
   }
 }
