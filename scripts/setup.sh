@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything inoculum needs on Debian 12 / 13 (as root, or with sudo):
+#   Mesa's software WebGPU drivers (lavapipe for Vulkan; llvmpipe for GL ships with the base image),
+#   Deno from the npm package `deno` (pinned), and the npm dependencies from package-lock.json.
+# Optional: INOCULUM_BENCH_REF=1 also installs python3-torch, the same-run reference of `deno task bench`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DENO_VERSION=2.9.6
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+pkgs=(mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri)
+[ "${INOCULUM_BENCH_REF:-0}" = 1 ] && pkgs+=(python3-torch)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v deno >/dev/null || [ "$(deno --version | head -1 | cut -d' ' -f2)" != "$DENO_VERSION" ]; then
+  echo "setup: npm install -g deno@$DENO_VERSION"
+  $SUDO npm install -g --no-fund --no-audit "deno@$DENO_VERSION" >/dev/null
+fi
+echo "setup: npm ci"
+npm ci --no-fund --no-audit >/dev/null
+deno --version | head -1
