@@ -19,7 +19,7 @@ export async function forwardCommand(a: Record<string, string | boolean | undefi
   for (let r0 = 0; r0 < tokens.length; r0 += block) {
     const idx = Array.from({ length: Math.min(block, tokens.length - r0) }, (_, i) => r0 + i);
     const logits = dec.logits(normed, idx);
-    const data = new Float32Array(await gpu.read(logits.buffer, 0, logits.byteSize));
+    const data = await logits.read(gpu);
     logits.dispose();
     for (let i = 0; i < idx.length; i++) rows.push(Array.from(data.subarray(i * V, (i + 1) * V)));
   }

@@ -1,30 +1,37 @@
 // Matrix multiply, the workhorse of forward and backward:
-//   C[m, c_off + n] = alpha * sum_k A(m, k) * W(k, n)  (+ bias[c_off + n]) (+ R[...] or + C[...])
-// A is f32: [M, K] row-major, or [K, M] with A_KM (used for weight gradients: dW = dY^T X).
-// W is a weight chunk in W_DTYPE storage (see packed.wgsl):
-//   default   [N, K] row-major, as nn.Linear.weight: W(k, n) = w[n*K + k]      (y = x W^T)
-//   W_KN      [K, N] row-major:                     W(k, n) = w[k*N + n]      (dx = dy W)
+//   C[c_row_off + m, c_off + n] = alpha * sum_k A(m, k) * W(k, n)  (+ bias[c_off + n]) (+ R or + C)
+// A is f32 with leading dimension lda, starting at element a_off:
+//   default [M, K]: A(m, k) = a[a_off + m*lda + k]      A_KM [K, M]: A(m, k) = a[a_off + k*lda + m]
+// W is a weight chunk in W_DTYPE storage (see packed.wgsl), or an f32 activation:
+//   default [N, K] (nn.Linear.weight): W(k, n) = w[n*K + k]   (y = x W^T)
+//   W_KN    [K, N]:                     W(k, n) = w[k*N + n]   (dx = dy W, dW = dy^T x)
 // A weight split into row-chunks is handled by the caller: with [N, K] storage each chunk is a
-// column block of C (c_off); with W_KN each chunk is a K-block accumulated with ACCUMULATE.
+// column block of C (c_off); with W_KN each chunk is a K-block, accumulated with ACCUMULATE.
 // Variants: HAS_BIAS, RESIDUAL (C = R + ...; R may not alias C), ACCUMULATE (C += ...).
 //
-// Two tilings, chosen by the op wrapper:
-//   main     (default) a 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block
-//            strided by 16, staging 64x16 tiles of A and W in workgroup memory (for GPUs);
-//   regtile  (REGTILE; [M,K] x [N,K] layouts, K % 4 == 0) each invocation computes an RM x RN block
-//            straight from memory with vec4 loads and no barriers — on CPU adapters (llvmpipe,
-//            lavapipe) barriers are expensive and "workgroup memory" is just cache, so this runs
-//            about 5-10x faster there.
+// Three tilings, chosen by the op wrapper:
+//   main        a 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block strided
+//               by 16, staging 64x16 tiles of A and W in workgroup memory (for GPUs; any layout);
+//   regtile     (REGTILE, [M,K] x [N,K], K, lda, a_off % 4 == 0) each invocation computes 8x8
+//               outputs straight from memory with vec4 loads along k and no barriers;
+//   regtile_kn  (REGTILE, W_KN, N % 4 == 0) the same with vec4 loads along n.
+// On CPU adapters (llvmpipe, lavapipe) barriers are expensive and workgroup memory is just cache,
+// so the register tilings run 5-10x faster there.
 
 #include "packed"
 
 struct Params {
   m: u32, n: u32, k: u32, ldc: u32,
   c_off: u32, a_off: u32, c_row_off: u32, alpha: f32,
+  lda: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
 #ifdef REGTILE
-@group(0) @binding(1) var<storage, read> amat: array<vec4<f32>>;
+#ifndef W_KN
+@group(0) @binding(1) var<storage, read> amat4: array<vec4<f32>>;
+#else
+@group(0) @binding(1) var<storage, read> amat: array<f32>;
+#endif
 #else
 @group(0) @binding(1) var<storage, read> amat: array<f32>;
 #endif
@@ -61,9 +68,9 @@ var<workgroup> w_tile: array<f32, 1024>; // [BK][BN]
 fn load_a(m: u32, k: u32) -> f32 {
   if (m >= params.m || k >= params.k) { return 0.0; }
 #ifdef A_KM
-  return amat[params.a_off + k * params.m + m];
+  return amat[params.a_off + k * params.lda + m];
 #else
-  return amat[params.a_off + m * params.k + k];
+  return amat[params.a_off + m * params.lda + k];
 #endif
 }
 
@@ -126,11 +133,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
   }
 }
-#else
-// RM x RN outputs per invocation; TX x TY invocations per workgroup.
+#endif
+
+#ifdef REGTILE
 const RM = 8u;
 const RN = 8u;
 
+#ifndef W_KN
 @compute @workgroup_size(8, 4)
 fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.y * RM;
@@ -140,13 +149,13 @@ fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
   var arow: array<u32, RM>;
   var wrow: array<u32, RN>;
   // clamp rows instead of branching in the inner loop; out-of-range results are not stored
-  for (var i = 0u; i < RM; i++) { arow[i] = params.a_off / 4u + min(m0 + i, params.m - 1u) * k4; }
+  for (var i = 0u; i < RM; i++) { arow[i] = (params.a_off + min(m0 + i, params.m - 1u) * params.lda) / 4u; }
   for (var j = 0u; j < RN; j++) { wrow[j] = min(n0 + j, params.n - 1u) * k4; }
   for (var kk = 0u; kk < k4; kk++) {
     var wv: array<vec4<f32>, RN>;
     for (var j = 0u; j < RN; j++) { wv[j] = load_w4(wrow[j] + kk); }
     for (var i = 0u; i < RM; i++) {
-      let av = amat[arow[i] + kk];
+      let av = amat4[arow[i] + kk];
       for (var j = 0u; j < RN; j++) { acc[i][j] += dot(av, wv[j]); }
     }
   }
@@ -159,4 +168,42 @@ fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
 }
+#else
+fn load_a(m: u32, k: u32) -> f32 {
+#ifdef A_KM
+  return amat[params.a_off + k * params.lda + m];
+#else
+  return amat[params.a_off + m * params.lda + k];
+#endif
+}
+
+@compute @workgroup_size(8, 4)
+fn regtile_kn(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m0 = gid.y * RM;
+  let n0 = gid.x * RN;
+  let n4 = params.n / 4u;
+  let q0 = min(n0 / 4u, n4 - 1u);
+  let q1 = min(n0 / 4u + 1u, n4 - 1u);
+  var acc: array<array<vec4<f32>, 2>, RM>;
+  var mrow: array<u32, RM>;
+  for (var i = 0u; i < RM; i++) { mrow[i] = min(m0 + i, params.m - 1u); }
+  for (var k = 0u; k < params.k; k++) {
+    let w0 = load_w4(k * n4 + q0);
+    let w1 = load_w4(k * n4 + q1);
+    for (var i = 0u; i < RM; i++) {
+      let a = load_a(mrow[i], k);
+      acc[i][0] = fma(vec4<f32>(a), w0, acc[i][0]);
+      acc[i][1] = fma(vec4<f32>(a), w1, acc[i][1]);
+    }
+  }
+  for (var i = 0u; i < RM; i++) {
+    let m = m0 + i;
+    if (m >= params.m) { break; }
+    for (var j = 0u; j < RN; j++) {
+      let n = n0 + j;
+      if (n < params.n) { store_c(m, n, acc[i][j / 4u][j % 4u]); }
+    }
+  }
+}
+#endif
 #endif

@@ -44,7 +44,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
       const { normed } = dec.forward({ ids, batch: B, t, kvStart, past, cache });
       const logits = dec.logits(normed, Array.from({ length: B }, (_, b) => b * t + t - 1));
       normed.dispose();
-      const rows = new Float32Array(await gpu.read(logits.buffer, 0, logits.byteSize));
+      const rows = await logits.read(gpu);
       logits.dispose();
       const V = dec.cfg.vocabSize;
       const next = new Uint32Array(B).fill(pad);

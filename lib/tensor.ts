@@ -15,6 +15,8 @@ export interface Chunk {
   buffer: GPUBuffer;
   rowStart: number;
   rows: number;
+  /** byte offset of the chunk in its buffer (views into a flat buffer; 256-aligned) */
+  offset?: number;
 }
 
 export class Tensor {
@@ -40,18 +42,35 @@ export class Tensor {
   get byteSize(): number {
     return this.numel * bytesPerElement(this.dtype);
   }
-  /** The one buffer of an unsplit tensor; activations are never split. */
-  get buffer(): GPUBuffer {
+  /** The binding of an unsplit tensor (activations are never split); a view binds its byte range. */
+  get buffer(): GPUBufferBinding {
     if (this.chunks.length !== 1) {
       throw new Error(
         `tensor '${this.name}' is split into ${this.chunks.length} chunks; this op needs one buffer`,
       );
     }
-    return this.chunks[0].buffer;
+    const c = this.chunks[0];
+    if (!this.isView) return { buffer: c.buffer };
+    return { buffer: c.buffer, offset: c.offset ?? 0, size: Math.max(16, Math.ceil(this.byteSize / 16) * 16) };
   }
+
+  /** The GPU buffer and byte offset of an unsplit tensor (for copies and readback). */
+  get raw(): { buffer: GPUBuffer; offset: number } {
+    const b = this.buffer;
+    return { buffer: b.buffer, offset: b.offset ?? 0 };
+  }
+
+  /** A view of `shape` at byte `offset` of `buffer` (not owned: disposing it does nothing). */
+  static view(buffer: GPUBuffer, offset: number, shape: number[], dtype: DType = "f32", name = ""): Tensor {
+    const t = new Tensor(shape, dtype, [{ buffer, rowStart: 0, rows: shape[0], offset }], name);
+    t.isView = true;
+    return t;
+  }
+  private isView = false;
 
   /** Give pooled buffers back (activations); uploaded buffers are destroyed after the next submit. */
   dispose(): void {
+    if (this.isView) return;
     for (const c of this.chunks) {
       if (this.pooled) this.pooled.pool.release(c.buffer);
       else if (this.owner) this.owner.retire(c.buffer);
@@ -150,7 +169,7 @@ export class Tensor {
   /** Read back (all chunks) as f32 (or raw u32 for u32 tensors). Submits. */
   async read(gpu: Gpu): Promise<Float32Array> {
     const parts = this.chunks.map((c) =>
-      gpu.readLater(c.buffer, 0, c.rows * this.rowElems * bytesPerElement(this.dtype))
+      gpu.readLater(c.buffer, c.offset ?? 0, c.rows * this.rowElems * bytesPerElement(this.dtype))
     );
     await gpu.submit();
     const out = new Float32Array(this.numel);

@@ -160,7 +160,7 @@ export class Decoder {
     for (let i = 0; i < rowIndices.length;) {
       let j = i + 1;
       while (j < rowIndices.length && rowIndices[j] === rowIndices[j - 1] + 1) j++;
-      gpu.copy(normed.buffer, rowIndices[i] * d * 4, sel.buffer, i * d * 4, (j - i) * d * 4);
+      gpu.copy(normed.raw.buffer, normed.raw.offset + rowIndices[i] * d * 4, sel.raw.buffer, i * d * 4, (j - i) * d * 4);
       i = j;
     }
     const out = Tensor.empty(gpu, [rowIndices.length, cfg.vocabSize], "f32", "logits");

@@ -171,7 +171,7 @@ export class Gpu {
       });
     }
     buffers.forEach((b, i) => {
-      if (b) entries.push({ binding: i + 1, resource: b instanceof GPUBuffer ? { buffer: b } : b });
+      if (b) entries.push({ binding: i + 1, resource: b instanceof GPUBuffer ? { buffer: b } : b as GPUBufferBinding });
     });
     const pass = this.ensurePass();
     const bg = this.device.createBindGroup({

@@ -1,54 +1,97 @@
-// Matmul op wrappers over kernels/matmul.wgsl.
+// Matmul op wrappers over kernels/matmul.wgsl: `linear` (y = x W^T, the forward projection) and
+// the general `matmul` used by the backward pass (dx = dy W, dW = dy^T x, LoRA products).
 
 import { f32bits, type Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, weightDtype } from "./common.ts";
 
-export interface LinearOptions {
-  bias?: Tensor;
-  /** out = residual + x W^T (residual must be a different buffer from out). */
-  residual?: Tensor;
-  /** out += x W^T */
-  accumulate?: boolean;
-  /** Write into columns [colOffset, colOffset + N) of a wider output. */
+export interface MatmulSpec {
+  /** f32 activations: [M, K] ("mk", default) or [K, M] ("km") with leading dimension lda */
+  a: Tensor;
+  aLayout?: "mk" | "km";
+  lda?: number;
+  /** element offset into a */
+  aOff?: number;
+  /** weights: [N, K] ("nk", nn.Linear) or [K, N] ("kn"); may be split into row chunks */
+  w: Tensor;
+  wLayout?: "nk" | "kn";
+  M: number;
+  out: Tensor;
+  /** output leading dimension (default: out's row width) */
+  ldc?: number;
   colOffset?: number;
-  /** Row offset into out, in rows. */
   rowOffset?: number;
+  bias?: Tensor;
+  /** out = residual + ... (residual must be a different buffer from out) */
+  residual?: Tensor;
+  /** out += ... */
+  accumulate?: boolean;
   alpha?: number;
   /** Override the device's default tiling (tests run both). */
   tiling?: "workgroup" | "register";
 }
 
-/**
- * y = x W^T (+ bias): x [M, K] f32, W [N, K] (nn.Linear layout, any weight dtype, possibly split
- * into row chunks), out [*, ldc] f32 with ldc = out's row width.
- */
-export function linear(gpu: Gpu, x: Tensor, w: Tensor, out: Tensor, opts: LinearOptions = {}): void {
-  const M = x.rows, K = x.rowElems, N = w.rows;
-  check(w.rowElems === K, () => `linear '${w.name}': x has ${K} columns but the weight is [${w.shape}]`);
-  const ldc = out.rowElems;
-  const colOff = opts.colOffset ?? 0;
-  const rowOff = opts.rowOffset ?? 0;
-  check(colOff + N <= ldc, () => `linear '${w.name}': output columns ${colOff}+${N} exceed ${ldc}`);
-  check(rowOff + M <= out.rows, () => `linear '${w.name}': output rows ${rowOff}+${M} exceed ${out.rows}`);
-  if (opts.bias) check(opts.bias.numel >= N, () => `linear '${w.name}': bias shorter than ${N}`);
-  const regtile = (opts.tiling ?? gpu.matmulTiling) === "register" && K % 4 === 0;
-  const k = gpu.kernel("matmul", regtile ? "regtile" : "main", {
-    W_DTYPE: weightDtype(gpu, w),
+export function matmul(gpu: Gpu, s: MatmulSpec): void {
+  const aKM = s.aLayout === "km", wKN = s.wLayout === "kn";
+  const M = s.M;
+  const N = wKN ? s.w.rowElems : s.w.rows;
+  const K = wKN ? s.w.rows : s.w.rowElems;
+  const lda = s.lda ?? (aKM ? M : K);
+  const aOff = s.aOff ?? 0;
+  const ldc = s.ldc ?? s.out.rowElems;
+  const colOff = s.colOffset ?? 0, rowOff = s.rowOffset ?? 0;
+  const name = s.w.name || "matmul";
+  check(colOff + N <= ldc, () => `${name}: output columns ${colOff}+${N} exceed ${ldc}`);
+  check((rowOff + M) * ldc <= s.out.numel, () => `${name}: output rows ${rowOff}+${M} exceed the output`);
+  const lastA = aKM ? aOff + (K - 1) * lda + M : aOff + (M - 1) * lda + K;
+  check(lastA <= s.a.numel, () => `${name}: A needs ${lastA} elements, has ${s.a.numel} (shape [${s.a.shape}])`);
+  if (s.bias) check(s.bias.numel >= colOff + N, () => `${name}: bias shorter than ${colOff + N}`);
+  const register = (s.tiling ?? gpu.matmulTiling) === "register" &&
+    (wKN ? N % 4 === 0 : !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0);
+  const defs = {
+    W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
-    W_VEC4: regtile,
-    REGTILE: regtile,
-    HAS_BIAS: !!opts.bias,
-    RESIDUAL: !!opts.residual,
-    ACCUMULATE: !!opts.accumulate,
-  });
-  // workgroup tiles: 64x64 outputs; register tiles: 8x4 invocations of 8x8 outputs = 64 (n) x 32 (m)
-  const [tn, tm] = regtile ? [64, 32] : [64, 64];
-  for (const c of w.chunks) {
-    const params = [M, c.rows, K, ldc, colOff + c.rowStart, 0, rowOff, f32bits(opts.alpha ?? 1)];
-    gpu.dispatch(k, params, [x.buffer, c.buffer, out.buffer, opts.bias?.buffer, opts.residual?.buffer], [
-      Math.ceil(c.rows / tn),
+    W_VEC4: register,
+    REGTILE: register,
+    A_KM: aKM,
+    W_KN: wKN,
+    HAS_BIAS: !!s.bias,
+    RESIDUAL: !!s.residual,
+  };
+  // register tiles: 8x4 invocations of 8x8 outputs = 64 (n) x 32 (m); workgroup tiles: 64x64
+  const [tn, tm] = register ? [64, 32] : [64, 64];
+  const entry = register ? (wKN ? "regtile_kn" : "regtile") : "main";
+  const alpha = f32bits(s.alpha ?? 1);
+  s.w.chunks.forEach((c, i) => {
+    // [N,K] chunks are column blocks of C; [K,N] chunks are K-blocks summed into C
+    const first = i === 0 || !wKN;
+    const k = gpu.kernel("matmul", entry, { ...defs, ACCUMULATE: !!s.accumulate || !first, RESIDUAL: first && !!s.residual });
+    const n = wKN ? N : c.rows, kk = wKN ? c.rows : K;
+    const cOff = wKN ? colOff : colOff + c.rowStart;
+    const aO = wKN ? aOff + (aKM ? c.rowStart * lda : c.rowStart) : aOff;
+    const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
+    const residual = first ? s.residual?.buffer : undefined;
+    gpu.dispatch(k, params, [s.a.buffer, c.buffer, s.out.buffer, first ? s.bias?.buffer : undefined, residual], [
+      Math.ceil(n / tn),
       Math.ceil(M / tm),
     ]);
-  }
+    check(!wKN || !s.bias || i === 0, () => `${name}: bias with a split K`);
+  });
+}
+
+export interface LinearOptions {
+  bias?: Tensor;
+  residual?: Tensor;
+  accumulate?: boolean;
+  /** Write into columns [colOffset, colOffset + N) of a wider output. */
+  colOffset?: number;
+  rowOffset?: number;
+  alpha?: number;
+  tiling?: "workgroup" | "register";
+}
+
+/** y = x W^T (+ bias): x [M, K] f32, W [N, K] (nn.Linear layout, any weight dtype, maybe chunked). */
+export function linear(gpu: Gpu, x: Tensor, w: Tensor, out: Tensor, opts: LinearOptions = {}): void {
+  check(w.rowElems === x.rowElems, () => `linear '${w.name}': x has ${x.rowElems} columns but the weight is [${w.shape}]`);
+  matmul(gpu, { a: x, w, M: x.rows, out, ...opts });
 }
