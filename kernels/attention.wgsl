@@ -56,3 +56,100 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   for (var d = 0u; d < D; d++) { o[qbase + d] = acc[d] * inv; }
   lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
 }
+
+// ---- Backward (training: past = 0, t_cache = TQ). With P = softmax(scale * q k^T) over valid keys,
+// dP = dO v^T and Dsum_t = sum_j P_tj dP_tj = dO_t · O_t:
+//   dq_t = scale * sum_j P_tj (dP_tj - Dsum_t) k_j
+//   dk_j = scale * sum_{h in group, t >= j} P_tj (dP_tj - Dsum_t) q_t,   dv_j = sum P_tj dO_t
+// Two passes without atomics: one invocation per query (dq, Dsum), then one per key (dk, dv).
+@group(0) @binding(7) var<storage, read> o_in: array<f32>;
+@group(0) @binding(8) var<storage, read> lse_in: array<f32>;
+@group(0) @binding(9) var<storage, read> d_o: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dsum: array<f32>;
+@group(0) @binding(12) var<storage, read> dsum_in: array<f32>;
+@group(0) @binding(13) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(14) var<storage, read_write> dv: array<f32>;
+
+@compute @workgroup_size(64)
+fn backward_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = wg.x * 64u + lid.x;
+  let h = wg.y;
+  let b = wg.z;
+  if (t >= params.tq) { return; }
+  let hk = h / (params.heads / params.kv_heads);
+  let qbase = (b * params.tq + t) * params.heads * D + h * D;
+  let kvw = params.kv_heads * D;
+  let li = (b * params.heads + h) * params.tq + t;
+  var qv: array<f32, D>;
+  var dov: array<f32, D>;
+  var acc: array<f32, D>;
+  var dsum_t = 0.0;
+  for (var d = 0u; d < D; d++) {
+    qv[d] = q[qbase + d] * params.scale;
+    dov[d] = d_o[qbase + d];
+    dsum_t = fma(dov[d], o_in[qbase + d], dsum_t);
+    acc[d] = 0.0;
+  }
+  dsum[li] = dsum_t;
+  let l = lse_in[li];
+  let last = params.past + t;
+  for (var j = kv_start[b]; j <= last; j++) {
+    let kb = (b * params.t_cache + j) * kvw + hk * D;
+    var s = 0.0;
+    var dp = 0.0;
+    for (var d = 0u; d < D; d++) {
+      s = fma(qv[d], kc[kb + d], s);
+      dp = fma(dov[d], vc[kb + d], dp);
+    }
+    let ds = exp(s - l) * (dp - dsum_t) * params.scale;
+    for (var d = 0u; d < D; d++) { acc[d] = fma(ds, kc[kb + d], acc[d]); }
+  }
+  for (var d = 0u; d < D; d++) { dq[qbase + d] = acc[d]; }
+}
+
+@compute @workgroup_size(64)
+fn backward_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let j = wg.x * 64u + lid.x;
+  let hk = wg.y;
+  let b = wg.z;
+  if (j >= params.tq) { return; }
+  let kvw = params.kv_heads * D;
+  let kb = (b * params.t_cache + j) * kvw + hk * D;
+  var kv: array<f32, D>;
+  var vv: array<f32, D>;
+  var dka: array<f32, D>;
+  var dva: array<f32, D>;
+  for (var d = 0u; d < D; d++) {
+    kv[d] = kc[kb + d];
+    vv[d] = vc[kb + d];
+    dka[d] = 0.0;
+    dva[d] = 0.0;
+  }
+  if (j >= kv_start[b]) {
+    let group = params.heads / params.kv_heads;
+    for (var g = 0u; g < group; g++) {
+      let h = hk * group + g;
+      for (var t = j; t < params.tq; t++) {
+        let qbase = (b * params.tq + t) * params.heads * D + h * D;
+        let li = (b * params.heads + h) * params.tq + t;
+        var s = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < D; d++) {
+          s = fma(q[qbase + d], kv[d], s);
+          dp = fma(d_o[qbase + d], vv[d], dp);
+        }
+        let p = exp(s * params.scale - lse_in[li]);
+        let ds = p * (dp - dsum_in[li]) * params.scale;
+        for (var d = 0u; d < D; d++) {
+          dva[d] = fma(p, d_o[qbase + d], dva[d]);
+          dka[d] = fma(ds, q[qbase + d], dka[d]);
+        }
+      }
+    }
+  }
+  for (var d = 0u; d < D; d++) {
+    dk[kb + d] = dka[d];
+    dv[kb + d] = dva[d];
+  }
+}

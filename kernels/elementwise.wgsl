@@ -15,3 +15,34 @@ fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
   if (i >= params.n) { return; }
   dst[i] += params.alpha * src[i];
 }
+
+// Column sums, accumulated: dst[j] += sum_r src[r * cols + j]  (bias gradients). n = rows.
+@compute @workgroup_size(64)
+fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;
+  if (j >= params.cols) { return; }
+  var s = 0.0;
+  for (var r = 0u; r < params.n; r++) { s += src[r * params.cols + j]; }
+  dst[j] += params.alpha * s;
+}
+
+// Inverted dropout with a counter-based hash (deterministic from seed and index, no RNG state):
+// dst = src * keep / (1 - p), keep with probability 1 - p. alpha = p, cols = seed.
+fn hash_u32(x: u32) -> u32 {
+  var h = x * 0x9e3779b9u;
+  h ^= h >> 16u;
+  h *= 0x7feb352du;
+  h ^= h >> 15u;
+  h *= 0x846ca68bu;
+  h ^= h >> 16u;
+  return h;
+}
+
+@compute @workgroup_size(64)
+fn dropout(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = flat_index(wg, nwg, lid, 64u);
+  if (i >= params.n) { return; }
+  let u = f32(hash_u32(i ^ hash_u32(params.cols)) >> 8u) / 16777216.0;
+  dst[i] = select(0.0, src[i] / (1.0 - params.alpha), u >= params.alpha);
+}

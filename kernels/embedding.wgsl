@@ -21,3 +21,25 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   if (id < params.row_start || id >= params.row_start + params.rows) { return; }
   out[i] = load_w((id - params.row_start) * params.dim + j);
 }
+
+// Backward (full-parameter training), deterministic without float atomics: the host sorts the
+// token positions by id (CSR: `order`, with `starts[u]..starts[u+1]` the positions of unique id
+// `uniq[u]`), and one invocation per (unique id, column) sums its rows into the table gradient.
+// params.n_tok holds the number of unique ids here.
+@group(0) @binding(5) var<storage, read> grad: array<f32>;
+@group(0) @binding(6) var<storage, read> order: array<u32>;
+@group(0) @binding(7) var<storage, read> starts: array<u32>;
+@group(0) @binding(8) var<storage, read> uniq: array<u32>;
+@group(0) @binding(9) var<storage, read_write> dtable: array<f32>;
+
+@compute @workgroup_size(64)
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = flat_index(wg, nwg, lid, 64u);
+  if (i >= params.n_tok * params.dim) { return; }
+  let u = i / params.dim;
+  let j = i % params.dim;
+  var s = 0.0;
+  for (var p = starts[u]; p < starts[u + 1u]; p++) { s += grad[order[p] * params.dim + j]; }
+  dtable[uniq[u] * params.dim + j] += s;
+}

@@ -3,7 +3,7 @@
 //   loss[row] = mask * (logsumexp(logits[row]) - logits[row, target]);  lse[row] kept for backward.
 // One 64-wide workgroup per row.
 
-struct Params { rows: u32, vocab: u32, _p0: u32, _p1: u32 }
+struct Params { rows: u32, vocab: u32, scale: f32, _p1: u32 } // scale: backward only
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
@@ -54,5 +54,36 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     lse[row] = l;
     let w = mask[row];
     loss[row] = select(0.0, w * (l - logits[base + min(targets[row], params.vocab - 1u)]), w != 0.0);
+  }
+}
+
+// Fused forward + backward for training: loss and lse as above, then the logits are overwritten in
+// place by their gradient  scale * mask * (softmax - onehot(target)).
+@group(0) @binding(6) var<storage, read_write> logits_rw: array<f32>;
+
+@compute @workgroup_size(64)
+fn forward_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wg.y * nwg.x + wg.x;
+  if (row >= params.rows) { return; }
+  let base = row * params.vocab;
+  var m = -3.0e38;
+  for (var j = lid.x; j < params.vocab; j += 64u) { m = max(m, logits_rw[base + j]); }
+  m = reduce_max(m, lid.x);
+  var s = 0.0;
+  for (var j = lid.x; j < params.vocab; j += 64u) { s += exp(logits_rw[base + j] - m); }
+  s = reduce_sum(s, lid.x);
+  let l = m + log(s);
+  let w = mask[row];
+  let tgt = min(targets[row], params.vocab - 1u);
+  if (lid.x == 0u) {
+    lse[row] = l;
+    loss[row] = select(0.0, w * (l - logits_rw[base + tgt]), w != 0.0);
+  }
+  workgroupBarrier();
+  let c = w * params.scale;
+  for (var j = lid.x; j < params.vocab; j += 64u) {
+    let p = exp(logits_rw[base + j] - l);
+    logits_rw[base + j] = c * (p - select(0.0, 1.0, j == tgt));
   }
 }

@@ -37,3 +37,51 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     y[base + j] = x[base + j] * r * w[j];
   }
 }
+
+// Backward: with x_hat = x * rstd and g = dy * w,  dx = rstd * (g - x_hat * mean(g * x_hat)).
+// ACCUMULATE adds into dx (the residual stream's gradient already holds the skip path).
+@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(6) var<storage, read> rstd_in: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(64)
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = row_of(wg, nwg);
+  if (row >= params.rows) { return; }
+  let base = row * params.dim;
+  let r = rstd_in[row];
+  var s = 0.0;
+  for (var j = lid.x; j < params.dim; j += 64u) {
+    s = fma(dy[base + j] * w[j], x[base + j] * r, s);
+  }
+  partial[lid.x] = s;
+  workgroupBarrier();
+  for (var stride = 32u; stride > 0u; stride >>= 1u) {
+    if (lid.x < stride) { partial[lid.x] += partial[lid.x + stride]; }
+    workgroupBarrier();
+  }
+  let c = partial[0] / f32(params.dim);
+  for (var j = lid.x; j < params.dim; j += 64u) {
+    let v = r * (dy[base + j] * w[j] - x[base + j] * r * c);
+#ifdef ACCUMULATE
+    dx[base + j] += v;
+#else
+    dx[base + j] = v;
+#endif
+  }
+}
+
+// Weight gradient, accumulated: dw[j] += sum_rows dy[r, j] * x[r, j] * rstd[r]. One invocation per column.
+@group(0) @binding(8) var<storage, read_write> dw: array<f32>;
+
+@compute @workgroup_size(64)
+fn weight_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let j = gid.x;
+  if (j >= params.dim) { return; }
+  var s = 0.0;
+  for (var r = 0u; r < params.rows; r++) {
+    s = fma(dy[r * params.dim + j], x[r * params.dim + j] * rstd_in[r], s);
+  }
+  dw[j] += s;
+}

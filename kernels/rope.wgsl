@@ -53,3 +53,48 @@ fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     kc[dst + half] = y2;
   }
 }
+
+// Backward: the transpose of the forward — gather dq, dk, dv (K/V in the cache layout of the forward
+// pass) into dqkv [rows, (H + 2*HKV) * D], rotating q and k gradients by -angle.
+@group(0) @binding(7) var<storage, read> dq: array<f32>;
+@group(0) @binding(8) var<storage, read> dk: array<f32>;
+@group(0) @binding(9) var<storage, read> dv: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dqkv: array<f32>;
+
+@compute @workgroup_size(64)
+fn qkv_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+  let half = params.head_dim / 2u;
+  let heads_all = params.heads + 2u * params.kv_heads;
+  let idx = flat_index(wg, nwg, lid, 64u);
+  if (idx >= params.rows * heads_all * half) { return; }
+  let i = idx % half;
+  let h = (idx / half) % heads_all;
+  let row = idx / (half * heads_all);
+  let dst = row * heads_all * params.head_dim + h * params.head_dim + i;
+  let b = row / params.t;
+  let crow = b * params.t_cache + params.past + row % params.t;
+  let kvw = params.kv_heads * params.head_dim;
+  if (h >= params.heads + params.kv_heads) {
+    let src = crow * kvw + (h - params.heads - params.kv_heads) * params.head_dim + i;
+    dqkv[dst] = dv[src];
+    dqkv[dst + half] = dv[src + half];
+    return;
+  }
+  var g1: f32;
+  var g2: f32;
+  if (h < params.heads) {
+    let src = row * params.heads * params.head_dim + h * params.head_dim + i;
+    g1 = dq[src];
+    g2 = dq[src + half];
+  } else {
+    let src = crow * kvw + (h - params.heads) * params.head_dim + i;
+    g1 = dk[src];
+    g2 = dk[src + half];
+  }
+  let cs = 2u * (pos[row] * half + i);
+  let c = cos_sin[cs];
+  let s = cos_sin[cs + 1u];
+  dqkv[dst] = g1 * c + g2 * s;
+  dqkv[dst + half] = g2 * c - g1 * s;
+}

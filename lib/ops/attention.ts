@@ -29,3 +29,48 @@ export function attention(
     [Math.ceil(s.t / 64), s.heads, s.batch],
   );
 }
+
+/**
+ * Attention backward (past = 0, tCache = T): dq [B*T, H*D], dk/dv [B*T, HKV*D]; dsum [B*H*T] is scratch.
+ */
+export function attentionBackward(
+  gpu: Gpu,
+  s: QkvShape,
+  t: { q: Tensor; k: Tensor; v: Tensor; kvStart: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
+  g: { dq: Tensor; dk: Tensor; dv: Tensor; dsum: Tensor },
+): void {
+  check(s.past === 0 && s.tCache === s.t, () => "attention backward: only full sequences (no KV cache)");
+  const defs = { HEAD_DIM: s.headDim };
+  const params = [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0];
+  const kq = gpu.kernel("attention", "backward_dq", defs);
+  gpu.dispatch(kq, params, [
+    t.q.buffer,
+    t.k.buffer,
+    t.v.buffer,
+    t.kvStart.buffer,
+    undefined,
+    undefined,
+    t.o.buffer,
+    t.lse.buffer,
+    t.dO.buffer,
+    g.dq.buffer,
+    g.dsum.buffer,
+  ], [Math.ceil(s.t / 64), s.heads, s.batch]);
+  const kkv = gpu.kernel("attention", "backward_dkv", defs);
+  gpu.dispatch(kkv, params, [
+    t.q.buffer,
+    t.k.buffer,
+    t.v.buffer,
+    t.kvStart.buffer,
+    undefined,
+    undefined,
+    undefined,
+    t.lse.buffer,
+    t.dO.buffer,
+    undefined,
+    undefined,
+    g.dsum.buffer,
+    g.dk.buffer,
+    g.dv.buffer,
+  ], [Math.ceil(s.t / 64), s.kvHeads, s.batch]);
+}

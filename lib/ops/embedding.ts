@@ -1,5 +1,5 @@
 import type { Gpu } from "../gpu/context.ts";
-import type { Tensor } from "../tensor.ts";
+import { Tensor } from "../tensor.ts";
 import { check, grid1d, weightDtype } from "./common.ts";
 
 /** out[t, :] = table[ids[t], :]; ids u32 [n], table [V, d] (any weight dtype, chunked), out f32 [n, d]. */
@@ -10,4 +10,29 @@ export function embedding(gpu: Gpu, ids: Tensor, table: Tensor, out: Tensor): vo
   for (const c of table.chunks) {
     gpu.dispatch(k, [n, d, c.rowStart, c.rows], [ids.buffer, c.buffer, out.buffer], grid1d(gpu, n * d));
   }
+}
+
+/** dtable [V, d] += scatter of grad [n, d] by ids (host-sorted, deterministic, no atomics). */
+export function embeddingBackward(gpu: Gpu, ids: ArrayLike<number>, grad: Tensor, dtable: Tensor): void {
+  const d = dtable.rowElems;
+  const order = Array.from({ length: ids.length }, (_, i) => i).sort((a, b) => ids[a] - ids[b] || a - b);
+  const uniq: number[] = [], starts: number[] = [];
+  order.forEach((p, i) => {
+    if (i === 0 || ids[p] !== ids[order[i - 1]]) {
+      uniq.push(ids[p]);
+      starts.push(i);
+    }
+  });
+  starts.push(order.length);
+  const o = Tensor.fromU32(gpu, order, [order.length], "emb_order");
+  const st = Tensor.fromU32(gpu, starts, [starts.length], "emb_starts");
+  const u = Tensor.fromU32(gpu, uniq, [uniq.length], "emb_uniq");
+  const k = gpu.kernel("embedding", "backward", { W_DTYPE: "f32", W_BINDING: 2 });
+  gpu.dispatch(
+    k,
+    [uniq.length, d, 0, 0],
+    [undefined, undefined, undefined, undefined, grad.buffer, o.buffer, st.buffer, u.buffer, dtable.buffer],
+    grid1d(gpu, uniq.length * d),
+  );
+  for (const t of [o, st, u]) t.dispose();
 }

@@ -1,4 +1,4 @@
-import type { Gpu } from "../gpu/context.ts";
+import { f32bits, type Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, gridRows } from "./common.ts";
 
@@ -18,6 +18,29 @@ export function crossEntropy(
     k,
     [rows, vocab, 0, 0],
     [logits.buffer, targets.buffer, mask.buffer, loss.buffer, lse.buffer],
+    gridRows(gpu, rows),
+  );
+}
+
+/**
+ * Training: loss and lse as crossEntropy, and logits overwritten in place by
+ * d(sum of scale * loss)/d logits = scale * mask * (softmax - onehot).
+ */
+export function crossEntropyBackward(
+  gpu: Gpu,
+  logits: Tensor,
+  targets: Tensor,
+  mask: Tensor,
+  loss: Tensor,
+  lse: Tensor,
+  scale: number,
+): void {
+  const rows = targets.numel, vocab = logits.numel / rows;
+  const k = gpu.kernel("loss", "forward_backward");
+  gpu.dispatch(
+    k,
+    [rows, vocab, f32bits(scale), 0],
+    [undefined, targets.buffer, mask.buffer, loss.buffer, lse.buffer, logits.buffer],
     gridRows(gpu, rows),
   );
 }

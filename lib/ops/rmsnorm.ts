@@ -14,3 +14,30 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, eps: number, y: Tensor, 
     gridRows(gpu, rows),
   );
 }
+
+/** dx (=, or += with accumulate) = RMSNorm backward of dy, given x, w and the forward's rstd. */
+export function rmsnormBackward(
+  gpu: Gpu,
+  x: Tensor,
+  w: Tensor,
+  dy: Tensor,
+  rstd: Tensor,
+  dx: Tensor,
+  accumulate = false,
+): void {
+  const d = w.numel, rows = x.numel / d;
+  const k = gpu.kernel("rmsnorm", "backward", { ACCUMULATE: accumulate });
+  gpu.dispatch(k, [rows, d, 0, 0], [x.buffer, w.buffer, undefined, undefined, dy.buffer, rstd.buffer, dx.buffer], gridRows(gpu, rows));
+}
+
+/** dw += sum over rows of dy * x * rstd. */
+export function rmsnormWeightGrad(gpu: Gpu, x: Tensor, dy: Tensor, rstd: Tensor, dw: Tensor): void {
+  const d = dw.numel, rows = x.numel / d;
+  const k = gpu.kernel("rmsnorm", "weight_grad");
+  gpu.dispatch(
+    k,
+    [rows, d, 0, 0],
+    [x.buffer, undefined, undefined, undefined, dy.buffer, rstd.buffer, undefined, dw.buffer],
+    [Math.ceil(d / 64)],
+  );
+}

@@ -45,3 +45,36 @@ export function qkvRope(
     grid1d(gpu, n),
   );
 }
+
+/** dqkv [B*T, (H+2HKV)*D] from dq and dk/dv (cache layout of the forward), un-rotating q and k. */
+export function qkvRopeBackward(
+  gpu: Gpu,
+  s: QkvShape,
+  dq: Tensor,
+  dk: Tensor,
+  dv: Tensor,
+  pos: Tensor,
+  cosSin: Tensor,
+  dqkv: Tensor,
+): void {
+  const rows = s.batch * s.t;
+  const k = gpu.kernel("rope", "qkv_backward");
+  const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;
+  gpu.dispatch(
+    k,
+    [rows, s.t, s.tCache, s.past, s.heads, s.kvHeads, s.headDim, 0],
+    [
+      undefined,
+      pos.buffer,
+      cosSin.buffer,
+      undefined,
+      undefined,
+      undefined,
+      dq.buffer,
+      dk.buffer,
+      dv.buffer,
+      dqkv.buffer,
+    ],
+    grid1d(gpu, n),
+  );
+}
