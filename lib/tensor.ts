@@ -51,7 +51,18 @@ export class Tensor {
     }
     const c = this.chunks[0];
     if (!this.isView) return { buffer: c.buffer };
-    return { buffer: c.buffer, offset: c.offset ?? 0, size: Math.max(16, Math.ceil(this.byteSize / 16) * 16) };
+    return {
+      buffer: c.buffer,
+      offset: c.offset ?? 0,
+      size: Math.max(16, Math.ceil(this.byteSize / 16) * 16),
+    };
+  }
+
+  /** The binding of one row-chunk (weights may be split; views carry an offset). */
+  chunkBinding(c: Chunk): GPUBufferBinding {
+    if (!c.offset && !this.isView) return { buffer: c.buffer };
+    const bytes = c.rows * this.rowElems * bytesPerElement(this.dtype);
+    return { buffer: c.buffer, offset: c.offset ?? 0, size: Math.max(16, Math.ceil(bytes / 16) * 16) };
   }
 
   /** The GPU buffer and byte offset of an unsplit tensor (for copies and readback). */

@@ -49,11 +49,81 @@ export interface ForwardInput {
   /** tokens already in the cache (generation); default 0 */
   past?: number;
   cache?: KVCache;
+  /** keep every activation for a backward pass */
+  save?: boolean;
+  extras?: ForwardExtras;
+}
+
+export type ProjectionName =
+  | "q_proj"
+  | "k_proj"
+  | "v_proj"
+  | "o_proj"
+  | "gate_proj"
+  | "up_proj"
+  | "down_proj";
+
+/** What the training engine plugs into the forward pass (adapters, steering). */
+export interface ForwardExtras {
+  /** After a base projection: add to `out` columns [colOffset, colOffset + out_features) (LoRA). */
+  project?(layer: number, module: ProjectionName, input: Tensor, out: Tensor, colOffset: number): void;
+  /** At each residual-stream boundary l = 0..L (0 = embedding output): hooks such as steering. */
+  boundary?(layer: number, h: Tensor): void;
+}
+
+/** Activations of one decoder layer kept for the backward pass. */
+export interface LayerActs {
+  hIn: Tensor;
+  rstd1: Tensor;
+  normed1: Tensor;
+  qkv: Tensor;
+  q: Tensor;
+  /** this call's K/V (null when a KV cache holds them) */
+  k: Tensor | null;
+  v: Tensor | null;
+  o: Tensor;
+  lse: Tensor;
+  hMid: Tensor;
+  rstd2: Tensor;
+  normed2: Tensor;
+  gu: Tensor;
+  act: Tensor;
+}
+
+export interface ForwardInputs {
+  shape: QkvShape;
+  idsHost: Uint32Array;
+  ids: Tensor;
+  pos: Tensor;
+  kvStart: Tensor;
+  cosSin: Tensor;
+}
+
+export interface SavedForward {
+  inputs: ForwardInputs;
+  layers: LayerActs[];
+  /** residual stream h_0..h_L (h_l after any boundary hook) */
+  hs: Tensor[];
+  rstdF: Tensor;
+}
+
+export function disposeActs(a: LayerActs, withInput: boolean): void {
+  const { hIn, ...rest } = a;
+  if (withInput) hIn.dispose();
+  for (const t of Object.values(rest)) (t as Tensor | null)?.dispose();
+}
+
+export function disposeSaved(s: SavedForward): void {
+  for (const a of s.layers) disposeActs(a, false);
+  for (const h of s.hs) h.dispose();
+  for (const t of [s.inputs.ids, s.inputs.pos, s.inputs.kvStart, s.rstdF]) t.dispose();
 }
 
 export interface ForwardOutput {
   /** final hidden states after the last norm, [B*T, d] (pooled; dispose when done) */
   normed: Tensor;
+  /** with `save`: everything the backward pass needs (dispose with disposeSaved) */
+  saved?: SavedForward;
 }
 
 export class Decoder {
@@ -69,7 +139,8 @@ export class Decoder {
     });
   }
 
-  private cosSin(positions: number): Tensor {
+  /** The RoPE cos/sin table covering positions 0..positions-1 (grown on demand). */
+  cosSin(positions: number): Tensor {
     if (positions > this.ropeLen) {
       this.ropeCosSin?.dispose();
       let n = 64;
@@ -97,14 +168,11 @@ export class Decoder {
     if (past + T > tCache) {
       throw new Error(`forward: ${past}+${T} tokens exceed the KV cache capacity ${tCache}`);
     }
+    if (inp.save && inp.cache) throw new Error("forward: saving activations for backward needs no KV cache");
     const pos = new Uint32Array(rows);
     for (let b = 0; b < B; b++) {
       for (let t = 0; t < T; t++) pos[b * T + t] = Math.max(0, past + t - kvStart[b]);
     }
-    const posT = Tensor.fromU32(gpu, pos, [rows], "positions");
-    const startT = Tensor.fromU32(gpu, kvStart, [B], "kv_start");
-    const idsT = Tensor.fromU32(gpu, inp.ids, [rows], "ids");
-    const cosSin = this.cosSin(past + T);
     const s: QkvShape = {
       batch: B,
       t: T,
@@ -114,40 +182,72 @@ export class Decoder {
       kvHeads: cfg.numKvHeads,
       headDim: cfg.headDim,
     };
+    const inputs: ForwardInputs = {
+      shape: s,
+      idsHost: inp.ids,
+      ids: Tensor.fromU32(gpu, inp.ids, [rows], "ids"),
+      pos: Tensor.fromU32(gpu, pos, [rows], "positions"),
+      kvStart: Tensor.fromU32(gpu, kvStart, [B], "kv_start"),
+      cosSin: this.cosSin(past + T),
+    };
+    const x = inp.extras;
 
     const qDim = cfg.numHeads * cfg.headDim, kvDim = cfg.numKvHeads * cfg.headDim, I = cfg.intermediateSize;
-    const h = Tensor.empty(gpu, [rows, d], "f32", "h");
-    const hMid = Tensor.empty(gpu, [rows, d], "f32", "h_mid");
-    const normed = Tensor.empty(gpu, [rows, d], "f32", "normed");
-    const rstd = Tensor.empty(gpu, [rows], "f32", "rstd");
-    const qkv = Tensor.empty(gpu, [rows, qDim + 2 * kvDim], "f32", "qkv");
-    const q = Tensor.empty(gpu, [rows, qDim], "f32", "q");
-    const o = Tensor.empty(gpu, [rows, qDim], "f32", "attn_out");
-    const lse = Tensor.empty(gpu, [B * cfg.numHeads * T], "f32", "lse");
-    const gu = Tensor.empty(gpu, [rows, 2 * I], "f32", "gate_up");
-    const act = Tensor.empty(gpu, [rows, I], "f32", "act");
-    const ownKv = !inp.cache;
-    const kc = ownKv ? Tensor.empty(gpu, [rows, kvDim], "f32", "k") : null;
-    const vc = ownKv ? Tensor.empty(gpu, [rows, kvDim], "f32", "v") : null;
-
-    embedding(gpu, idsT, w.embed, h);
+    const e = (shape: number[], name: string) => Tensor.empty(gpu, shape, "f32", name);
+    const newActs = (hIn: Tensor): LayerActs => ({
+      hIn,
+      rstd1: e([rows], "rstd1"),
+      normed1: e([rows, d], "normed1"),
+      qkv: e([rows, qDim + 2 * kvDim], "qkv"),
+      q: e([rows, qDim], "q"),
+      k: inp.cache ? null : e([rows, kvDim], "k"),
+      v: inp.cache ? null : e([rows, kvDim], "v"),
+      o: e([rows, qDim], "attn_out"),
+      lse: e([B * cfg.numHeads * T], "lse"),
+      hMid: e([rows, d], "h_mid"),
+      rstd2: e([rows], "rstd2"),
+      normed2: e([rows, d], "normed2"),
+      gu: e([rows, 2 * I], "gate_up"),
+      act: e([rows, I], "act"),
+    });
+    const hs: Tensor[] = [e([rows, d], "h0")];
+    embedding(gpu, inputs.ids, w.embed, hs[0]);
+    x?.boundary?.(0, hs[0]);
+    const layers: LayerActs[] = [];
+    let shared: LayerActs | null = null;
     for (let l = 0; l < cfg.numLayers; l++) {
       const L = w.layers[l];
-      const kl = inp.cache ? inp.cache.k[l] : kc!, vl = inp.cache ? inp.cache.v[l] : vc!;
-      rmsnorm(gpu, h, L.inputNorm, cfg.rmsNormEps, normed, rstd);
-      linear(gpu, normed, L.qkv, qkv, { bias: L.qkvBias ?? undefined });
-      qkvRope(gpu, s, qkv, posT, cosSin, q, kl, vl);
-      attention(gpu, s, q, kl, vl, startT, o, lse);
-      linear(gpu, o, L.o, hMid, { residual: h });
-      rmsnorm(gpu, hMid, L.postNorm, cfg.rmsNormEps, normed, rstd);
-      linear(gpu, normed, L.gateUp, gu);
-      swiglu(gpu, gu, act, rows, I);
-      linear(gpu, act, L.down, h, { residual: hMid }); // h is free again: h_{l+1} = h_mid + mlp
+      const a: LayerActs = inp.save ? newActs(hs[l]) : (shared ??= newActs(hs[0]));
+      const kl = inp.cache ? inp.cache.k[l] : a.k!, vl = inp.cache ? inp.cache.v[l] : a.v!;
+      rmsnorm(gpu, hs[l], L.inputNorm, cfg.rmsNormEps, a.normed1, a.rstd1);
+      linear(gpu, a.normed1, L.qkv, a.qkv, { bias: L.qkvBias ?? undefined });
+      x?.project?.(l, "q_proj", a.normed1, a.qkv, 0);
+      x?.project?.(l, "k_proj", a.normed1, a.qkv, qDim);
+      x?.project?.(l, "v_proj", a.normed1, a.qkv, qDim + kvDim);
+      qkvRope(gpu, s, a.qkv, inputs.pos, inputs.cosSin, a.q, kl, vl);
+      attention(gpu, s, a.q, kl, vl, inputs.kvStart, a.o, a.lse);
+      linear(gpu, a.o, L.o, a.hMid, { residual: hs[l] });
+      x?.project?.(l, "o_proj", a.o, a.hMid, 0);
+      rmsnorm(gpu, a.hMid, L.postNorm, cfg.rmsNormEps, a.normed2, a.rstd2);
+      linear(gpu, a.normed2, L.gateUp, a.gu);
+      x?.project?.(l, "gate_proj", a.normed2, a.gu, 0);
+      x?.project?.(l, "up_proj", a.normed2, a.gu, I);
+      swiglu(gpu, a.gu, a.act, rows, I);
+      // without saving, h_l is free once h_mid exists, so h_{l+1} reuses its buffer
+      const hNext = inp.save ? e([rows, d], `h${l + 1}`) : hs[l];
+      linear(gpu, a.act, L.down, hNext, { residual: a.hMid });
+      x?.project?.(l, "down_proj", a.act, hNext, 0);
+      x?.boundary?.(l + 1, hNext);
+      hs.push(hNext);
+      if (inp.save) layers.push(a);
     }
-    rmsnorm(gpu, h, w.finalNorm, cfg.rmsNormEps, normed, rstd);
-    for (const t of [h, hMid, rstd, qkv, q, o, lse, gu, act, posT, startT, idsT]) t.dispose();
-    kc?.dispose();
-    vc?.dispose();
+    const hL = hs[cfg.numLayers];
+    const normed = e([rows, d], "normed");
+    const rstdF = e([rows], "rstd_final");
+    rmsnorm(gpu, hL, w.finalNorm, cfg.rmsNormEps, normed, rstdF);
+    if (inp.save) return { normed, saved: { inputs, layers, hs, rstdF } };
+    for (const t of [inputs.ids, inputs.pos, inputs.kvStart, rstdF, hL]) t.dispose();
+    if (shared) disposeActs(shared, false);
     return { normed };
   }
 
@@ -160,7 +260,13 @@ export class Decoder {
     for (let i = 0; i < rowIndices.length;) {
       let j = i + 1;
       while (j < rowIndices.length && rowIndices[j] === rowIndices[j - 1] + 1) j++;
-      gpu.copy(normed.raw.buffer, normed.raw.offset + rowIndices[i] * d * 4, sel.raw.buffer, i * d * 4, (j - i) * d * 4);
+      gpu.copy(
+        normed.raw.buffer,
+        normed.raw.offset + rowIndices[i] * d * 4,
+        sel.raw.buffer,
+        i * d * 4,
+        (j - i) * d * 4,
+      );
       i = j;
     }
     const out = Tensor.empty(gpu, [rowIndices.length, cfg.vocabSize], "f32", "logits");

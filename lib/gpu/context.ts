@@ -171,7 +171,12 @@ export class Gpu {
       });
     }
     buffers.forEach((b, i) => {
-      if (b) entries.push({ binding: i + 1, resource: b instanceof GPUBuffer ? { buffer: b } : b as GPUBufferBinding });
+      if (b) {
+        entries.push({
+          binding: i + 1,
+          resource: b instanceof GPUBuffer ? { buffer: b } : b as GPUBufferBinding,
+        });
+      }
     });
     const pass = this.ensurePass();
     const bg = this.device.createBindGroup({

@@ -8,7 +8,12 @@ export function embedding(gpu: Gpu, ids: Tensor, table: Tensor, out: Tensor): vo
   check(out.numel >= n * d, () => `embedding: output too small for ${n} x ${d}`);
   const k = gpu.kernel("embedding", "forward", { W_DTYPE: weightDtype(gpu, table), W_BINDING: 2 });
   for (const c of table.chunks) {
-    gpu.dispatch(k, [n, d, c.rowStart, c.rows], [ids.buffer, c.buffer, out.buffer], grid1d(gpu, n * d));
+    gpu.dispatch(
+      k,
+      [n, d, c.rowStart, c.rows],
+      [ids.buffer, table.chunkBinding(c), out.buffer],
+      grid1d(gpu, n * d),
+    );
   }
 }
 

@@ -19,5 +19,10 @@ export type SignForceMode = keyof typeof SIGN_FORCE_MODES;
 export function signForce(gpu: Gpu, g: Tensor, v: Tensor, mode: SignForceMode, rowMask: Tensor): void {
   const d = v.numel, rows = g.numel / d;
   const k = gpu.kernel("hooks", "sign_force");
-  gpu.dispatch(k, [rows, d, 0, SIGN_FORCE_MODES[mode]], [v.buffer, rowMask.buffer, g.buffer], gridRows(gpu, rows));
+  gpu.dispatch(
+    k,
+    [rows, d, 0, SIGN_FORCE_MODES[mode]],
+    [v.buffer, rowMask.buffer, g.buffer],
+    gridRows(gpu, rows),
+  );
 }

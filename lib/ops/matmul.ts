@@ -44,7 +44,10 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   check(colOff + N <= ldc, () => `${name}: output columns ${colOff}+${N} exceed ${ldc}`);
   check((rowOff + M) * ldc <= s.out.numel, () => `${name}: output rows ${rowOff}+${M} exceed the output`);
   const lastA = aKM ? aOff + (K - 1) * lda + M : aOff + (M - 1) * lda + K;
-  check(lastA <= s.a.numel, () => `${name}: A needs ${lastA} elements, has ${s.a.numel} (shape [${s.a.shape}])`);
+  check(
+    lastA <= s.a.numel,
+    () => `${name}: A needs ${lastA} elements, has ${s.a.numel} (shape [${s.a.shape}])`,
+  );
   if (s.bias) check(s.bias.numel >= colOff + N, () => `${name}: bias shorter than ${colOff + N}`);
   const register = (s.tiling ?? gpu.matmulTiling) === "register" &&
     (wKN ? N % 4 === 0 : !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0);
@@ -65,13 +68,23 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   s.w.chunks.forEach((c, i) => {
     // [N,K] chunks are column blocks of C; [K,N] chunks are K-blocks summed into C
     const first = i === 0 || !wKN;
-    const k = gpu.kernel("matmul", entry, { ...defs, ACCUMULATE: !!s.accumulate || !first, RESIDUAL: first && !!s.residual });
+    const k = gpu.kernel("matmul", entry, {
+      ...defs,
+      ACCUMULATE: !!s.accumulate || !first,
+      RESIDUAL: first && !!s.residual,
+    });
     const n = wKN ? N : c.rows, kk = wKN ? c.rows : K;
     const cOff = wKN ? colOff : colOff + c.rowStart;
     const aO = wKN ? aOff + (aKM ? c.rowStart * lda : c.rowStart) : aOff;
     const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
     const residual = first ? s.residual?.buffer : undefined;
-    gpu.dispatch(k, params, [s.a.buffer, c.buffer, s.out.buffer, first ? s.bias?.buffer : undefined, residual], [
+    gpu.dispatch(k, params, [
+      s.a.buffer,
+      s.w.chunkBinding(c),
+      s.out.buffer,
+      first ? s.bias?.buffer : undefined,
+      residual,
+    ], [
       Math.ceil(n / tn),
       Math.ceil(M / tm),
     ]);
@@ -92,6 +105,9 @@ export interface LinearOptions {
 
 /** y = x W^T (+ bias): x [M, K] f32, W [N, K] (nn.Linear layout, any weight dtype, maybe chunked). */
 export function linear(gpu: Gpu, x: Tensor, w: Tensor, out: Tensor, opts: LinearOptions = {}): void {
-  check(w.rowElems === x.rowElems, () => `linear '${w.name}': x has ${x.rowElems} columns but the weight is [${w.shape}]`);
+  check(
+    w.rowElems === x.rowElems,
+    () => `linear '${w.name}': x has ${x.rowElems} columns but the weight is [${w.shape}]`,
+  );
   matmul(gpu, { a: x, w, M: x.rows, out, ...opts });
 }

@@ -27,7 +27,15 @@ export function rmsnormBackward(
 ): void {
   const d = w.numel, rows = x.numel / d;
   const k = gpu.kernel("rmsnorm", "backward", { ACCUMULATE: accumulate });
-  gpu.dispatch(k, [rows, d, 0, 0], [x.buffer, w.buffer, undefined, undefined, dy.buffer, rstd.buffer, dx.buffer], gridRows(gpu, rows));
+  gpu.dispatch(k, [rows, d, 0, 0], [
+    x.buffer,
+    w.buffer,
+    undefined,
+    undefined,
+    dy.buffer,
+    rstd.buffer,
+    dx.buffer,
+  ], gridRows(gpu, rows));
 }
 
 /** dw += sum over rows of dy * x * rstd. */

@@ -9,7 +9,19 @@ export function swiglu(gpu: Gpu, gu: Tensor, out: Tensor, rows: number, inter: n
 }
 
 /** dgu [rows, 2I] from d out [rows, I] and the forward's gate|up. */
-export function swigluBackward(gpu: Gpu, gu: Tensor, dout: Tensor, dgu: Tensor, rows: number, inter: number): void {
+export function swigluBackward(
+  gpu: Gpu,
+  gu: Tensor,
+  dout: Tensor,
+  dgu: Tensor,
+  rows: number,
+  inter: number,
+): void {
   const k = gpu.kernel("swiglu", "backward");
-  gpu.dispatch(k, [rows, inter, 0, 0], [gu.buffer, undefined, dout.buffer, dgu.buffer], grid1d(gpu, rows * inter));
+  gpu.dispatch(
+    k,
+    [rows, inter, 0, 0],
+    [gu.buffer, undefined, dout.buffer, dgu.buffer],
+    grid1d(gpu, rows * inter),
+  );
 }

@@ -3,7 +3,12 @@
 
 import type { Arr, Shape } from "./ops.ts";
 
-export function rmsnormBackward(x: Arr, w: Arr, eps: number, dy: Arr): { dx: Float64Array; dw: Float64Array } {
+export function rmsnormBackward(
+  x: Arr,
+  w: Arr,
+  eps: number,
+  dy: Arr,
+): { dx: Float64Array; dw: Float64Array } {
   const d = w.length, rows = x.length / d;
   const dx = new Float64Array(x.length), dw = new Float64Array(d);
   for (let r = 0; r < rows; r++) {

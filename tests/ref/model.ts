@@ -6,8 +6,16 @@ import * as ref from "./ops.ts";
 
 export type Weights = Map<string, Float32Array>;
 
+export interface RefExtras {
+  /** LoRA: per "layer.module" the A [r, in] and B [out, r] matrices, and the scale */
+  lora?: { scale: number; r: number; mods: Map<string, { a: ArrayLike<number>; b: ArrayLike<number> }> };
+  /** add to the residual stream h_layer (after steering), [T, d] */
+  perturb?: { layer: number; delta: ArrayLike<number> };
+  steer?: { layer: number; vec: ArrayLike<number>; coef: number };
+}
+
 /** Logits [T, V] for one sequence (positions 0..T-1). */
-export function refLogits(cfg: ModelConfig, W: Weights, ids: number[]): Float64Array {
+export function refLogits(cfg: ModelConfig, W: Weights, ids: number[], x: RefExtras = {}): Float64Array {
   const T = ids.length,
     d = cfg.hiddenSize,
     H = cfg.numHeads,
@@ -19,7 +27,36 @@ export function refLogits(cfg: ModelConfig, W: Weights, ids: number[]): Float64A
     if (!w) throw new Error(`reference: weight ${n} missing`);
     return w;
   };
-  let h = ref.embedding(ids, get("model.embed_tokens.weight"), d);
+  const boundary = (l: number, hh: Float64Array) => {
+    if (x.steer?.layer === l) {
+      for (let i = 0; i < hh.length; i++) {
+        hh[i] += x.steer.coef * x.steer.vec[i % d];
+      }
+    }
+    if (x.perturb?.layer === l) { for (let i = 0; i < hh.length; i++) hh[i] += x.perturb.delta[i]; }
+    return hh;
+  };
+  /** base projection + LoRA (no dropout) */
+  const lin = (
+    inp: Float64Array,
+    K: number,
+    l: number,
+    mod: string,
+    wName: string,
+    N: number,
+    bias?: Float32Array,
+    residual?: Float64Array,
+  ) => {
+    const y = ref.matmul(inp, T, K, get(wName), N, { bias, residual });
+    const ad = x.lora?.mods.get(`${l}.${mod}`);
+    if (ad) {
+      const u = ref.matmul(inp, T, K, ad.a, x.lora!.r);
+      const z = ref.matmul(u, T, x.lora!.r, ad.b, N);
+      for (let i = 0; i < y.length; i++) y[i] += x.lora!.scale * z[i];
+    }
+    return y;
+  };
+  let h = boundary(0, ref.embedding(ids, get("model.embed_tokens.weight"), d));
   const table = ropeTable(
     inverseFrequencies({ headDim: D, theta: cfg.ropeTheta, scaling: cfg.ropeScaling }),
     T,
@@ -28,11 +65,17 @@ export function refLogits(cfg: ModelConfig, W: Weights, ids: number[]): Float64A
   const s = { batch: 1, t: T, tCache: T, past: 0, heads: H, kvHeads: HK, headDim: D };
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}.`;
-    const x = ref.rmsnorm(h, get(p + "input_layernorm.weight"), cfg.rmsNormEps).y;
+    const xn = ref.rmsnorm(h, get(p + "input_layernorm.weight"), cfg.rmsNormEps).y;
     const proj = (n: string, rows: number) =>
-      ref.matmul(x, T, d, get(`${p}self_attn.${n}_proj.weight`), rows, {
-        bias: cfg.qkvBias ? get(`${p}self_attn.${n}_proj.bias`) : undefined,
-      });
+      lin(
+        xn,
+        d,
+        l,
+        `${n}_proj`,
+        `${p}self_attn.${n}_proj.weight`,
+        rows,
+        cfg.qkvBias ? get(`${p}self_attn.${n}_proj.bias`) : undefined,
+      );
     const q = proj("q", H * D), k = proj("k", HK * D), v = proj("v", HK * D);
     const qkv = new Float64Array(T * (H + 2 * HK) * D);
     for (let t = 0; t < T; t++) {
@@ -44,19 +87,35 @@ export function refLogits(cfg: ModelConfig, W: Weights, ids: number[]): Float64A
     const kc = new Float64Array(T * HK * D), vc = new Float64Array(T * HK * D);
     const qr = ref.qkvRope(s, qkv, pos, table, kc, vc);
     const { o } = ref.attention(s, qr, kc, vc, [0]);
-    const hMid = ref.matmul(o, T, H * D, get(p + "self_attn.o_proj.weight"), d, { residual: h });
+    const hMid = lin(o, H * D, l, "o_proj", p + "self_attn.o_proj.weight", d, undefined, h);
     const x2 = ref.rmsnorm(hMid, get(p + "post_attention_layernorm.weight"), cfg.rmsNormEps).y;
-    const g = ref.matmul(x2, T, d, get(p + "mlp.gate_proj.weight"), I);
-    const u = ref.matmul(x2, T, d, get(p + "mlp.up_proj.weight"), I);
+    const g = lin(x2, d, l, "gate_proj", p + "mlp.gate_proj.weight", I);
+    const u = lin(x2, d, l, "up_proj", p + "mlp.up_proj.weight", I);
     const gu = new Float64Array(T * 2 * I);
     for (let t = 0; t < T; t++) {
       gu.set(g.subarray(t * I, (t + 1) * I), t * 2 * I);
       gu.set(u.subarray(t * I, (t + 1) * I), t * 2 * I + I);
     }
     const act = ref.swiglu(gu, T, I);
-    h = ref.matmul(act, T, I, get(p + "mlp.down_proj.weight"), d, { residual: hMid });
+    h = boundary(l + 1, lin(act, I, l, "down_proj", p + "mlp.down_proj.weight", d, undefined, hMid));
   }
   const y = ref.rmsnorm(h, get("model.norm.weight"), cfg.rmsNormEps).y;
   const head = cfg.tieWordEmbeddings ? get("model.embed_tokens.weight") : get("lm_head.weight");
   return ref.matmul(y, T, d, head, cfg.vocabSize);
+}
+
+/** Summed masked next-token cross-entropy of one sequence: targets ids[1..], positions 0..T-2. */
+export function refLoss(
+  cfg: ModelConfig,
+  W: Weights,
+  ids: number[],
+  mask: number[],
+  x: RefExtras = {},
+): number {
+  const logits = refLogits(cfg, W, ids, x);
+  const V = cfg.vocabSize;
+  const targets = ids.slice(1);
+  const rows = logits.subarray(0, (ids.length - 1) * V);
+  const { loss } = ref.crossEntropy(rows, targets, mask.slice(0, ids.length - 1));
+  return loss.reduce((a, b) => a + b, 0);
 }

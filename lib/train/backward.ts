@@ -1,0 +1,197 @@
+// The explicit per-layer backward pass of the decoder. The architecture is fixed, so no autograd tape:
+// each layer boundary is a natural hook point for dL/dh_l, and memory stays predictable.
+//
+// Loss: sum over tokens of lossScale * mask * cross-entropy, with logits computed in row blocks so
+// that [rows, vocab] never has to fit one binding (152k-vocab models).
+
+import type { Gpu } from "../gpu/context.ts";
+import { Tensor } from "../tensor.ts";
+import { linear, matmul } from "../ops/matmul.ts";
+import { rmsnormBackward, rmsnormWeightGrad } from "../ops/rmsnorm.ts";
+import { swigluBackward } from "../ops/swiglu.ts";
+import { attentionBackward } from "../ops/attention.ts";
+import { qkvRopeBackward } from "../ops/rope.ts";
+import { crossEntropyBackward } from "../ops/loss.ts";
+import { colsum } from "../ops/elementwise.ts";
+import { embeddingBackward } from "../ops/embedding.ts";
+import type { Decoder, ProjectionName, SavedForward } from "../../models/decoder.ts";
+
+/** What the training engine plugs into the backward pass. */
+export interface BackwardExtras {
+  /**
+   * Gradient of a projection's output, `dy` columns [dyColOffset, dyColOffset + out): accumulate
+   * adapter parameter gradients and add the adapter's input gradient into `dInput`.
+   */
+  project?(
+    layer: number,
+    module: ProjectionName,
+    input: Tensor,
+    dy: Tensor,
+    dyColOffset: number,
+    dInput: Tensor,
+  ): void;
+  /** dL/dh_l at each boundary l = L..0, before it flows on (sign-forcing, capture). */
+  boundary?(layer: number, dh: Tensor): void;
+}
+
+/** Gradient tensors of the base weights (full-parameter training), accumulated (+=). */
+export interface BaseGrads {
+  embed: Tensor;
+  /** null when tied to embed */
+  lmHead: Tensor | null;
+  finalNorm: Tensor;
+  layers: {
+    inputNorm: Tensor;
+    postNorm: Tensor;
+    qkv: Tensor;
+    qkvBias: Tensor | null;
+    o: Tensor;
+    gateUp: Tensor;
+    down: Tensor;
+  }[];
+}
+
+export interface LossTargets {
+  /** next-token targets per row */
+  targets: Uint32Array;
+  /** loss weight per row (0 = not a loss position) */
+  mask: Float32Array;
+  /** multiplies every token's loss in the gradient (e.g. 1 / loss tokens in the optimizer batch) */
+  scale: number;
+}
+
+/** dW += dy^T x for a weight W [out, in] given its output gradient and input. */
+function weightGrad(gpu: Gpu, dy: Tensor, x: Tensor, g: Tensor): void {
+  matmul(gpu, {
+    a: dy,
+    aLayout: "km",
+    lda: dy.rowElems,
+    w: x,
+    wLayout: "kn",
+    M: g.rows,
+    out: g,
+    accumulate: true,
+  });
+}
+
+/**
+ * Loss and full backward for a forward recorded with `save`. Returns per-row losses (pooled tensor;
+ * masked, unscaled). Consumes and disposes `normed`; the caller disposes `saved`.
+ */
+export function backward(
+  dec: Decoder,
+  saved: SavedForward,
+  normed: Tensor,
+  loss: LossTargets,
+  extras: BackwardExtras = {},
+  grads: BaseGrads | null = null,
+): Tensor {
+  const { gpu, cfg, w } = dec;
+  const s = saved.inputs.shape;
+  const rows = s.batch * s.t, d = cfg.hiddenSize, V = cfg.vocabSize, I = cfg.intermediateSize;
+  const qDim = cfg.numHeads * cfg.headDim, kvDim = cfg.numKvHeads * cfg.headDim;
+  const e = (shape: number[], name: string) => Tensor.empty(gpu, shape, "f32", name);
+
+  // ---- loss + d normed, in row blocks (multiples of 64 rows keep views 256-byte aligned)
+  const lossT = e([rows], "loss");
+  const lse = e([rows], "lse_loss");
+  const targets = Tensor.fromU32(gpu, loss.targets, [rows], "targets");
+  const mask = Tensor.fromF32(gpu, loss.mask, [rows], "loss_mask");
+  const dNormed = e([rows, d], "d_normed");
+  const block = Math.max(64, Math.floor(dec.maxLogitRows() / 64) * 64);
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const n = Math.min(block, rows - r0);
+    const view = (t: Tensor, name: string) =>
+      Tensor.view(t.raw.buffer, t.raw.offset + r0 * 4, [n], "f32", name);
+    const sel = Tensor.view(normed.raw.buffer, normed.raw.offset + r0 * d * 4, [n, d], "f32", "normed_block");
+    const logits = e([n, V], "logits");
+    linear(gpu, sel, w.lmHead, logits);
+    crossEntropyBackward(
+      gpu,
+      logits,
+      view(targets, "t"),
+      view(mask, "m"),
+      view(lossT, "l"),
+      view(lse, "lse"),
+      loss.scale,
+    );
+    matmul(gpu, { a: logits, w: w.lmHead, wLayout: "kn", M: n, out: dNormed, rowOffset: r0 });
+    if (grads) weightGrad(gpu, logits, sel, grads.lmHead ?? grads.embed);
+    logits.dispose();
+  }
+  for (const t of [lse, targets, mask]) t.dispose();
+
+  // ---- final norm
+  const L = cfg.numLayers;
+  const dh = e([rows, d], "dh");
+  rmsnormBackward(gpu, saved.hs[L], w.finalNorm, dNormed, saved.rstdF, dh);
+  if (grads) rmsnormWeightGrad(gpu, saved.hs[L], dNormed, saved.rstdF, grads.finalNorm);
+  normed.dispose();
+  dNormed.dispose();
+  extras.boundary?.(L, dh);
+
+  for (let l = L - 1; l >= 0; l--) {
+    const a = saved.layers[l], W = w.layers[l], G = grads?.layers[l];
+    // MLP: h_{l+1} = h_mid + down(swiglu(gate_up(norm2(h_mid))))
+    const dAct = e([rows, I], "d_act");
+    matmul(gpu, { a: dh, w: W.down, wLayout: "kn", M: rows, out: dAct });
+    extras.project?.(l, "down_proj", a.act, dh, 0, dAct);
+    if (G) weightGrad(gpu, dh, a.act, G.down);
+    const dGu = e([rows, 2 * I], "d_gate_up");
+    swigluBackward(gpu, a.gu, dAct, dGu, rows, I);
+    dAct.dispose();
+    const dN2 = e([rows, d], "d_normed2");
+    matmul(gpu, { a: dGu, w: W.gateUp, wLayout: "kn", M: rows, out: dN2 });
+    extras.project?.(l, "gate_proj", a.normed2, dGu, 0, dN2);
+    extras.project?.(l, "up_proj", a.normed2, dGu, I, dN2);
+    if (G) {
+      weightGrad(gpu, dGu, a.normed2, G.gateUp);
+      rmsnormWeightGrad(gpu, a.hMid, dN2, a.rstd2, G.postNorm);
+    }
+    dGu.dispose();
+    rmsnormBackward(gpu, a.hMid, W.postNorm, dN2, a.rstd2, dh, true); // dh is now dL/dh_mid
+    dN2.dispose();
+
+    // attention: h_mid = h_l + o_proj(attn(rope(qkv(norm1(h_l)))))
+    const dO = e([rows, qDim], "d_attn_out");
+    matmul(gpu, { a: dh, w: W.o, wLayout: "kn", M: rows, out: dO });
+    extras.project?.(l, "o_proj", a.o, dh, 0, dO);
+    if (G) weightGrad(gpu, dh, a.o, G.o);
+    const dq = e([rows, qDim], "dq"), dk = e([rows, kvDim], "dk"), dv = e([rows, kvDim], "dv");
+    const dsum = e([s.batch * cfg.numHeads * s.t], "dsum");
+    attentionBackward(gpu, s, {
+      q: a.q,
+      k: a.k!,
+      v: a.v!,
+      kvStart: saved.inputs.kvStart,
+      o: a.o,
+      lse: a.lse,
+      dO,
+    }, {
+      dq,
+      dk,
+      dv,
+      dsum,
+    });
+    const dQkv = e([rows, qDim + 2 * kvDim], "d_qkv");
+    qkvRopeBackward(gpu, s, dq, dk, dv, saved.inputs.pos, saved.inputs.cosSin, dQkv);
+    for (const t of [dO, dq, dk, dv, dsum]) t.dispose();
+    const dN1 = e([rows, d], "d_normed1");
+    matmul(gpu, { a: dQkv, w: W.qkv, wLayout: "kn", M: rows, out: dN1 });
+    extras.project?.(l, "q_proj", a.normed1, dQkv, 0, dN1);
+    extras.project?.(l, "k_proj", a.normed1, dQkv, qDim, dN1);
+    extras.project?.(l, "v_proj", a.normed1, dQkv, qDim + kvDim, dN1);
+    if (G) {
+      weightGrad(gpu, dQkv, a.normed1, G.qkv);
+      if (G.qkvBias) colsum(gpu, dQkv, rows, G.qkvBias);
+      rmsnormWeightGrad(gpu, a.hIn, dN1, a.rstd1, G.inputNorm);
+    }
+    dQkv.dispose();
+    rmsnormBackward(gpu, a.hIn, W.inputNorm, dN1, a.rstd1, dh, true); // dh is now dL/dh_l
+    dN1.dispose();
+    extras.boundary?.(l, dh);
+  }
+  if (grads) embeddingBackward(gpu, saved.inputs.idsHost, dh, grads.embed);
+  dh.dispose();
+  return lossT;
+}
