@@ -6,11 +6,13 @@ import { forwardCommand } from "./cli/forward.ts";
 import { generateCommand } from "./cli/generate.ts";
 import { convertCommand } from "./cli/convert.ts";
 import { mainJob } from "./cli/main_job.ts";
+import { trainCommand } from "./cli/train.ts";
 
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
   generate         --model DIR --prompt STR [--chat] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
   convert-llama2c  <model.bin> <tok.bin> <out-dir>
+  train            --config FILE.yaml [--resume]
   main             convert ../shared/models/stories260K and generate from it [--out DIR]`;
 
 const COMMANDS: Record<
@@ -39,6 +41,7 @@ const COMMANDS: Record<
   },
   "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },
   main: { run: mainJob, flags: { out: "string", shared: "string" } },
+  train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,15 @@
+// `train --config FILE.yaml [--resume]`
+
+import { loadTrainConfig } from "../lib/train/config.ts";
+import { train } from "../lib/train/loop.ts";
+import { need, startGpu } from "./common.ts";
+
+export async function trainCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
+  const cfg = await loadTrainConfig(need(a.config as string, "config", "train"));
+  const gpu = await startGpu();
+  const r = await train(cfg, { gpu, resume: !!a.resume });
+  const last = r.steps[r.steps.length - 1];
+  console.error(
+    `done: ${r.steps.length} steps, final loss ${last?.loss.toFixed(4)}; outputs in ${r.outputDir}`,
+  );
+}

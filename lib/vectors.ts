@@ -1,0 +1,41 @@
+// Persona / steering vector files: safetensors with a tensor `vector` of shape [L+1, d] (row 0 the
+// embedding output), or a single [d] vector used at every layer. Provenance lives in the metadata.
+
+import { SafetensorsFile, toF32, writeSafetensors } from "./safetensors.ts";
+
+export async function loadLayerVectors(path: string, layers: number, d: number): Promise<Float32Array> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const name = f.tensors.has("vector") ? "vector" : f.tensors.size === 1 ? [...f.tensors.keys()][0] : null;
+    if (!name) {
+      throw new Error(
+        `${path}: expected a tensor named 'vector' (found ${[...f.tensors.keys()].join(", ")})`,
+      );
+    }
+    const info = f.info(name);
+    const data = toF32(await f.read(name), info.dtype, `${path}: tensor '${name}'`);
+    if (info.shape.length === 2 && info.shape[0] === layers && info.shape[1] === d) return data;
+    if (info.shape.length === 1 && info.shape[0] === d) {
+      const out = new Float32Array(layers * d);
+      for (let l = 0; l < layers; l++) out.set(data, l * d);
+      return out;
+    }
+    throw new Error(
+      `${path}: tensor '${name}' has shape [${info.shape}], but the model needs [${layers}, ${d}] (layers 0..${
+        layers - 1
+      }, hidden size ${d}) or [${d}]`,
+    );
+  } finally {
+    f.close();
+  }
+}
+
+export async function saveLayerVectors(
+  path: string,
+  data: Float32Array,
+  layers: number,
+  d: number,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  await writeSafetensors(path, { vector: { dtype: "F32", shape: [layers, d], data } }, metadata);
+}

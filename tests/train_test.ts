@@ -1,0 +1,81 @@
+// Training on stories260K: LoRA lowers the loss, runs are deterministic, a killed-and-resumed run
+// reproduces the uninterrupted one; full-parameter mode; PEFT adapters round-trip; bad input.
+
+import { join } from "node:path";
+import assert from "node:assert/strict";
+import { parseTrainConfig, type TrainConfig } from "../lib/train/config.ts";
+import { train } from "../lib/train/loop.ts";
+import { listCheckpoints } from "../lib/train/checkpoint.ts";
+import { gpuTest, testGpu } from "./helpers.ts";
+import { convertedStories } from "./fixtures.ts";
+
+const STORIES = [
+  "Lily had a red ball. She liked to play with it in the park every day.",
+  "Tom saw a big dog. The dog was happy and wagged its tail at Tom.",
+  "Once upon a time, there was a little cat named Tim. Tim liked to sleep in the sun.",
+  "The sun was hot. Sue and her mom went to the beach to swim in the sea.",
+  "Ben found a shiny rock. He gave it to his friend Mia, and she smiled.",
+  "One day, a bird flew into the garden. It sang a happy song for the flowers.",
+];
+
+async function dataFile(): Promise<string> {
+  const p = join(await Deno.makeTempDir(), "stories.jsonl");
+  await Deno.writeTextFile(p, STORIES.map((text) => JSON.stringify({ text })).join("\n") + "\n");
+  return p;
+}
+
+async function config(over: Record<string, unknown>): Promise<TrainConfig> {
+  const yaml = `
+model: ${await convertedStories()}
+data: ${await dataFile()}
+output_dir: ${await Deno.makeTempDir({ prefix: "train-" })}
+seed: 1
+max_length: 64
+epochs: 4
+batch_size: 2
+grad_accum: 1
+lr: 0.01
+weight_decay: 0.0
+warmup: 0
+schedule: constant
+checkpoint_every: 2
+lora: { r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj, down_proj], rslora: false }
+`;
+  return parseTrainConfig(yaml, "test.yaml", over);
+}
+
+const quiet = () => {};
+
+Deno.test({
+  name: "LoRA training on stories260K lowers the loss; same seed gives the same losses",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const c = await config({});
+    const a = await train(c, { gpu, progress: quiet });
+    assert.equal(a.steps.length, 12);
+    const first = a.steps.slice(0, 3).reduce((s, x) => s + x.loss, 0),
+      last = a.steps.slice(-3).reduce((s, x) => s + x.loss, 0);
+    assert.ok(last < 0.8 * first, `loss should fall: first 3 ${first / 3}, last 3 ${last / 3}`);
+    const b = await train({ ...c, output_dir: await Deno.makeTempDir() }, { gpu, progress: quiet });
+    assert.deepEqual(b.steps.map((s) => s.loss), a.steps.map((s) => s.loss));
+    await Deno.stat(join(c.output_dir, "adapter", "adapter_model.safetensors"));
+    const log = (await Deno.readTextFile(join(c.output_dir, "steps.jsonl"))).trim().split("\n");
+    assert.equal(log.length, 12);
+  },
+});
+
+Deno.test({
+  name: "a killed and resumed run gives the same losses as an uninterrupted one",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const c = await config({ checkpoint_every: 3 });
+    const whole = await train({ ...c, output_dir: await Deno.makeTempDir() }, { gpu, progress: quiet });
+    // "kill" after 5 steps: the checkpoint at step 3 survives, steps 4-5 are lost and redone
+    await train(c, { gpu, progress: quiet, stopAfter: 5 });
+    assert.deepEqual((await listCheckpoints(c.output_dir)).map((p) => p.slice(-12)), ["step-0000003"]);
+    const resumed = await train(c, { gpu, progress: quiet, resume: true });
+    assert.deepEqual(resumed.steps.map((s) => s.loss), whole.steps.map((s) => s.loss));
+  },
+});
