@@ -7,12 +7,15 @@ import { generateCommand } from "./cli/generate.ts";
 import { convertCommand } from "./cli/convert.ts";
 import { mainJob } from "./cli/main_job.ts";
 import { trainCommand } from "./cli/train.ts";
+import { gradsCommand } from "./cli/grads.ts";
 
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
   generate         --model DIR --prompt STR [--chat] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
   convert-llama2c  <model.bin> <tok.bin> <out-dir>
   train            --config FILE.yaml [--resume]
+  grads            --model DIR [--adapter DIR] (--data FILE.jsonl [--limit N] | --tokens 1,2,3)
+                   [--steer FILE.safetensors --layer L --coef C] [--ip-prompt STR] --out FILE.safetensors
   main             convert ../shared/models/stories260K and generate from it [--out DIR]`;
 
 const COMMANDS: Record<
@@ -42,6 +45,21 @@ const COMMANDS: Record<
   "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },
   main: { run: mainJob, flags: { out: "string", shared: "string" } },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },
+  grads: {
+    run: gradsCommand,
+    flags: {
+      model: "string",
+      adapter: "string",
+      data: "string",
+      limit: "string",
+      tokens: "string",
+      steer: "string",
+      layer: "string",
+      coef: "string",
+      "ip-prompt": "string",
+      out: "string",
+    },
+  },
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -82,3 +82,52 @@ Deno.test("generate --json greedy reproduces the golden text", async () => {
   assert.equal(s.code, 0, s.stderr);
   assert.equal(JSON.parse(s.stdout).tokens.length, 8);
 });
+
+Deno.test("train and grads subcommands: a YAML config trains an adapter; grads writes per-sample tensors", async () => {
+  const dir = await convertedStories();
+  const tmp = await Deno.makeTempDir();
+  const data = join(tmp, "d.jsonl");
+  await Deno.writeTextFile(
+    data,
+    ["Lily had a red ball.", "Tom saw a big dog."].map((text) => JSON.stringify({ text })).join("\n"),
+  );
+  await Deno.writeTextFile(
+    join(tmp, "c.yaml"),
+    `model: ${dir}\ndata: ${data}\noutput_dir: ${tmp}/run\nepochs: 2\nbatch_size: 1\ngrad_accum: 2\nlora: { r: 2, alpha: 4, target_modules: [q_proj, down_proj] }\n`,
+  );
+  let r = await cli(["train", "--config", join(tmp, "c.yaml")]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /step 2\/2 .*loss .*tok\/s .*ETA/);
+  const vec = join(tmp, "v.safetensors");
+  const { saveLayerVectors } = await import("../lib/vectors.ts");
+  await saveLayerVectors(vec, new Float32Array(6 * 64).fill(0.1), 6, 64);
+  const out = join(tmp, "g.safetensors");
+  r = await cli([
+    "grads",
+    "--model",
+    dir,
+    "--adapter",
+    join(tmp, "run", "adapter"),
+    "--tokens",
+    "1,403,407,261",
+    "--steer",
+    vec,
+    "--layer",
+    "2",
+    "--coef",
+    "1.5",
+    "--out",
+    out,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const { SafetensorsFile } = await import("../lib/safetensors.ts");
+  const f = await SafetensorsFile.open(out);
+  for (let l = 0; l <= 5; l++) assert.deepEqual(f.info(`0.grad.h.${l}`).shape, [4, 64]);
+  assert.deepEqual(Array.from(await f.readF32("0.mask")), [0, 1, 1, 1]);
+  assert.ok((await f.readF32("0.loss"))[0] > 0);
+  assert.deepEqual(f.info("0.grad.base_model.model.model.layers.3.mlp.down_proj.lora_B.weight").shape, [
+    64,
+    2,
+  ]);
+  f.close();
+});
