@@ -12,6 +12,7 @@ import { gradsCommand } from "./cli/grads.ts";
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
   generate         --model DIR --prompt STR [--chat] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
+                   [--adapter DIR] [--steer FILE.safetensors --layer L[,L…] --coef C [--steer-mode all|prompt|response]]
   convert-llama2c  <model.bin> <tok.bin> <out-dir>
   train            --config FILE.yaml [--resume]
   grads            --model DIR [--adapter DIR] (--data FILE.jsonl [--limit N] | --tokens 1,2,3)
@@ -40,6 +41,11 @@ const COMMANDS: Record<
       "top-p": "string",
       seed: "string",
       json: "boolean",
+      adapter: "string",
+      steer: "string",
+      layer: "string",
+      coef: "string",
+      "steer-mode": "string",
     },
   },
   "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },

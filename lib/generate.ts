@@ -3,7 +3,7 @@
 
 import { Rng } from "./rng.ts";
 import { KVCache } from "../models/decoder.ts";
-import type { Decoder } from "../models/decoder.ts";
+import type { Decoder, ForwardExtras } from "../models/decoder.ts";
 
 export interface SamplingOptions {
   maxNewTokens: number;
@@ -15,6 +15,8 @@ export interface SamplingOptions {
   /** pad token id fed for left padding / finished rows (never attended to) */
   padId?: number;
   onToken?: (batchIndex: number, token: number) => void;
+  /** adapters / steering for the prompt pass and for the generated tokens (see lib/train/extras.ts) */
+  extras?: (phase: "prompt" | "response", rows: number) => ForwardExtras | undefined;
 }
 
 export interface Generation {
@@ -41,7 +43,8 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
     prompts.forEach((p, b) => ids.set(p, b * T + kvStart[b]));
     let past = 0, t = T;
     for (let step = 0; step < o.maxNewTokens; step++) {
-      const { normed } = dec.forward({ ids, batch: B, t, kvStart, past, cache });
+      const extras = o.extras?.(step === 0 ? "prompt" : "response", B * t);
+      const { normed } = dec.forward({ ids, batch: B, t, kvStart, past, cache, extras });
       const logits = dec.logits(normed, Array.from({ length: B }, (_, b) => b * t + t - 1));
       normed.dispose();
       const rows = await logits.read(gpu);

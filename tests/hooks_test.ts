@@ -126,3 +126,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "generation with steering: coef 0 leaves greedy output unchanged; prompt/response modes differ",
+  ...gpuTest,
+  fn: async () => {
+    const { gpu, m, L, d, v } = await setup();
+    const { generate } = await import("../lib/generate.ts");
+    const { generationExtras } = await import("../lib/train/extras.ts");
+    const vectors = layerVectors(gpu, v, L, d);
+    const run = async (coef: number, mode: "all" | "prompt" | "response") => {
+      const g = generationExtras(gpu, null, { steer: [{ vectors, layers: [1, 2, 3], coef, mode }] });
+      const r = await generate(m.decoder, [[1, 403, 407]], { maxNewTokens: 12, extras: g.extras });
+      g.dispose();
+      return r.tokens[0];
+    };
+    const plain = (await generate(m.decoder, [[1, 403, 407]], { maxNewTokens: 12 })).tokens[0];
+    assert.deepEqual(await run(0, "all"), plain);
+    const all = await run(4, "all"), prompt = await run(4, "prompt"), response = await run(4, "response");
+    assert.notDeepEqual(all, plain);
+    assert.notDeepEqual(prompt, response);
+  },
+});

@@ -153,3 +153,23 @@ export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
     },
   };
 }
+
+/**
+ * Extras for generation: an adapter (no dropout) and steering hooks, honouring each steer hook's
+ * mode: "all" steers the prompt and the generated tokens, "prompt" / "response" only one of them.
+ */
+export function generationExtras(gpu: Gpu, lora: LoraSet | null, hooks: Hooks = {}) {
+  const live: StepExtras[] = [];
+  return {
+    extras(phase: "prompt" | "response", rows: number): ForwardExtras {
+      const steer = (hooks.steer ?? []).filter((s) => (s.mode ?? "all") === "all" || s.mode === phase);
+      const ex = buildExtras(gpu, { lora, hooks: { steer }, rows });
+      live.push(ex);
+      return ex.forward;
+    },
+    dispose() {
+      for (const e of live) e.dispose();
+      live.length = 0;
+    },
+  };
+}
