@@ -8,6 +8,12 @@ import { Tensor } from "../lib/tensor.ts";
 import { linear } from "../lib/ops/matmul.ts";
 import { convertLlama2c } from "../models/llama2c.ts";
 import { loadModel } from "../models/model.ts";
+import { disposeSaved } from "../models/decoder.ts";
+import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
+import { FullParams } from "../lib/train/full.ts";
+import { buildExtras } from "../lib/train/extras.ts";
+import { backward } from "../lib/train/backward.ts";
+import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
 
 const SHARED = new URL("../../shared/", import.meta.url).pathname;
 const quick = Deno.args.includes("--quick");
@@ -124,4 +130,33 @@ console.log(
   row(["inoculum (WebGPU)", ours, theirs ?? "n/a", theirs ? `${(ours / theirs).toFixed(2)}x` : "n/a"]),
 );
 console.log(`(${perForward} dispatches per forward)`);
+
+// --- training steps (forward + backward + AdamW) at the same shape, LoRA r=8 on all projections and full-parameter
+console.log(`\nstories260K training step, batch ${B}x${T}`);
+console.log(row(["", "tokens/s", "reference", "ratio"]));
+const targets = new Uint32Array(B * T).map(() => 3 + Math.floor(Math.random() * 500));
+const mask = new Float32Array(B * T).fill(1);
+for (const kind of ["lora", "full"] as const) {
+  const m = await loadModel(gpu, dir, { tokenizer: false, forceF32: true });
+  const lora = kind === "lora" ? LoraSet.create(gpu, m.cfg, { r: 8, alpha: 16, dropout: 0, targetModules: [...LORA_MODULES], rslora: false }, 0) : null;
+  const full = kind === "full" ? FullParams.create(gpu, m.cfg, m.decoder.w) : null;
+  const store = (lora?.store ?? full?.store)!;
+  const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
+  const partials = Tensor.empty(gpu, [Math.ceil(store.total / 4096)]), clip = Tensor.empty(gpu, [4]);
+  let n = 0;
+  const stepOnce = () => {
+    zeroGrads(gpu, flat);
+    const ex = buildExtras(gpu, { lora, rows: B * T, dropoutSeed: n++ });
+    const { normed, saved } = m.decoder.forward({ ids, batch: B, t: T, save: true, extras: ex.forward });
+    backward(m.decoder, saved!, normed, { targets, mask, scale: 1 / (B * T) }, ex.backward, full?.grads ?? null).dispose();
+    disposeSaved(saved!);
+    ex.dispose();
+    adamwStep(gpu, flat, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: n, maxGradNorm: 1 }, partials, clip);
+  };
+  const st = await timeGpu(gpu, stepOnce);
+  const tref = await torchRef(["train", dir, String(B), String(T), kind]);
+  const o2 = B * T / st, t2 = tref?.train_tokens_per_s as number | undefined;
+  console.log(row([`${kind === "lora" ? "LoRA r=8, all projections" : "full-parameter"}`, o2, t2 ?? "n/a", t2 ? `${(o2 / t2).toFixed(2)}x` : "n/a"]));
+  store.destroy();
+}
 gpu.destroy();

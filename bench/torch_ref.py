@@ -31,7 +31,7 @@ def load_safetensors(path):
         out[name] = torch.frombuffer(bytearray(data[b:e]), dtype=torch.float32).reshape(info["shape"])
     return out
 
-def llama_forward(cfg, W, ids):
+def llama_forward(cfg, W, ids, lora=None, scale=1.0):
     B, T = ids.shape
     d, H, HK = cfg["hidden_size"], cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
     D = d // H
@@ -44,22 +44,28 @@ def llama_forward(cfg, W, ids):
     def rope(x):
         x1, x2 = x[..., : D // 2], x[..., D // 2 :]
         return x * cos + torch.cat([-x2, x1], -1) * sin
+    def proj(x, name):
+        y = x @ W[name].T
+        if lora is not None and name in lora:
+            a, b = lora[name]
+            y = y + scale * ((x @ a.T) @ b.T)
+        return y
     h = W["model.embed_tokens.weight"][ids]
     mask = torch.full((T, T), float("-inf")).triu(1)
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         x = rms(h, W[p + "input_layernorm.weight"])
-        q = (x @ W[p + "self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
-        k = (x @ W[p + "self_attn.k_proj.weight"].T).view(B, T, HK, D).transpose(1, 2)
-        v = (x @ W[p + "self_attn.v_proj.weight"].T).view(B, T, HK, D).transpose(1, 2)
+        q = proj(x, p + "self_attn.q_proj.weight").view(B, T, H, D).transpose(1, 2)
+        k = proj(x, p + "self_attn.k_proj.weight").view(B, T, HK, D).transpose(1, 2)
+        v = proj(x, p + "self_attn.v_proj.weight").view(B, T, HK, D).transpose(1, 2)
         q, k = rope(q), rope(k)
         k, v = k.repeat_interleave(H // HK, 1), v.repeat_interleave(H // HK, 1)
         a = torch.softmax(q @ k.transpose(-1, -2) / D ** 0.5 + mask, -1) @ v
-        h = h + a.transpose(1, 2).reshape(B, T, d) @ W[p + "self_attn.o_proj.weight"].T
+        h = h + proj(a.transpose(1, 2).reshape(B, T, d), p + "self_attn.o_proj.weight")
         x = rms(h, W[p + "post_attention_layernorm.weight"])
-        g = x @ W[p + "mlp.gate_proj.weight"].T
-        u = x @ W[p + "mlp.up_proj.weight"].T
-        h = h + (torch.nn.functional.silu(g) * u) @ W[p + "mlp.down_proj.weight"].T
+        g = proj(x, p + "mlp.gate_proj.weight")
+        u = proj(x, p + "mlp.up_proj.weight")
+        h = h + proj(torch.nn.functional.silu(g) * u, p + "mlp.down_proj.weight")
     h = rms(h, W["model.norm.weight"])
     head = W.get("lm_head.weight", W["model.embed_tokens.weight"])
     return h @ head.T
@@ -92,6 +98,35 @@ def main():
             ids = torch.randint(0, cfg["vocab_size"], (B, T))
             dt = timeit(lambda: llama_forward(cfg, W, ids))
             res["forward_tokens_per_s"] = B * T / dt
+    if mode == "train":  # (outside no_grad)
+        d, B, T, kind = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        cfg = json.load(open(f"{d}/config.json"))
+        W = load_safetensors(f"{d}/model.safetensors")
+        ids = torch.randint(0, cfg["vocab_size"], (B, T + 1))
+        x, y = ids[:, :-1], ids[:, 1:]
+        lora, params = None, []
+        if kind == "lora":
+            r = 8
+            lora = {}
+            for n, w in W.items():
+                if w.dim() == 2 and "embed" not in n:
+                    a = (torch.rand(r, w.shape[1]) * 2 - 1) / w.shape[1] ** 0.5
+                    b = torch.zeros(w.shape[0], r)
+                    lora[n] = (a.requires_grad_(), b.requires_grad_())
+                    params += [a, b]
+        else:
+            for w in W.values():
+                w.requires_grad_()
+                params.append(w)
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+        def step():
+            logits = llama_forward(cfg, W, x, lora, 2.0)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        dt = timeit(step)
+        res["train_tokens_per_s"] = B * T / dt
     print(json.dumps(res))
 
 main()
