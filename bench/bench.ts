@@ -138,7 +138,15 @@ const targets = new Uint32Array(B * T).map(() => 3 + Math.floor(Math.random() * 
 const mask = new Float32Array(B * T).fill(1);
 for (const kind of ["lora", "full"] as const) {
   const m = await loadModel(gpu, dir, { tokenizer: false, forceF32: true });
-  const lora = kind === "lora" ? LoraSet.create(gpu, m.cfg, { r: 8, alpha: 16, dropout: 0, targetModules: [...LORA_MODULES], rslora: false }, 0) : null;
+  const lora = kind === "lora"
+    ? LoraSet.create(gpu, m.cfg, {
+      r: 8,
+      alpha: 16,
+      dropout: 0,
+      targetModules: [...LORA_MODULES],
+      rslora: false,
+    }, 0)
+    : null;
   const full = kind === "full" ? FullParams.create(gpu, m.cfg, m.decoder.w) : null;
   const store = (lora?.store ?? full?.store)!;
   const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
@@ -148,15 +156,35 @@ for (const kind of ["lora", "full"] as const) {
     zeroGrads(gpu, flat);
     const ex = buildExtras(gpu, { lora, rows: B * T, dropoutSeed: n++ });
     const { normed, saved } = m.decoder.forward({ ids, batch: B, t: T, save: true, extras: ex.forward });
-    backward(m.decoder, saved!, normed, { targets, mask, scale: 1 / (B * T) }, ex.backward, full?.grads ?? null).dispose();
+    backward(
+      m.decoder,
+      saved!,
+      normed,
+      { targets, mask, scale: 1 / (B * T) },
+      ex.backward,
+      full?.grads ?? null,
+    ).dispose();
     disposeSaved(saved!);
     ex.dispose();
-    adamwStep(gpu, flat, { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: n, maxGradNorm: 1 }, partials, clip);
+    adamwStep(
+      gpu,
+      flat,
+      { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: n, maxGradNorm: 1 },
+      partials,
+      clip,
+    );
   };
   const st = await timeGpu(gpu, stepOnce);
   const tref = await torchRef(["train", dir, String(B), String(T), kind]);
   const o2 = B * T / st, t2 = tref?.train_tokens_per_s as number | undefined;
-  console.log(row([`${kind === "lora" ? "LoRA r=8, all projections" : "full-parameter"}`, o2, t2 ?? "n/a", t2 ? `${(o2 / t2).toFixed(2)}x` : "n/a"]));
+  console.log(
+    row([
+      `${kind === "lora" ? "LoRA r=8, all projections" : "full-parameter"}`,
+      o2,
+      t2 ?? "n/a",
+      t2 ? `${(o2 / t2).toFixed(2)}x` : "n/a",
+    ]),
+  );
   store.destroy();
 }
 gpu.destroy();

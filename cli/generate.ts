@@ -17,8 +17,12 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   const topP = parseNumber(a["top-p"] as string, "top-p", 1, { min: 0 });
   const seed = parseNumber(a.seed as string, "seed", 0, { int: true });
   const steerMode = (a["steer-mode"] as string | undefined) ?? "all";
-  if (!["all", "prompt", "response"].includes(steerMode)) throw new UsageError("--steer-mode: expected all, prompt or response");
-  if (a.steer && (a.layer === undefined || a.coef === undefined)) throw new UsageError("generate: --steer needs --layer and --coef");
+  if (!["all", "prompt", "response"].includes(steerMode)) {
+    throw new UsageError("--steer-mode: expected all, prompt or response");
+  }
+  if (a.steer && (a.layer === undefined || a.coef === undefined)) {
+    throw new UsageError("generate: --steer needs --layer and --coef");
+  }
   const gpu = await startGpu();
   const model = await loadModel(gpu, dir);
   const lora = a.adapter ? await LoraSet.load(gpu, model.cfg, a.adapter as string) : null;
