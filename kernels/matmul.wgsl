@@ -136,14 +136,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 #endif
 
 #ifdef REGTILE
+// Each invocation computes RM x RN outputs; the workgroup is WG_X (along n) x WG_Y (along m)
+// invocations: 8 x 4 normally, 1 x 32 when N <= 8 (LoRA rank products) so that the SIMD lanes
+// of a CPU adapter all work on different rows instead of idling on columns past N.
 const RM = 8u;
 const RN = 8u;
 
 #ifndef W_KN
-@compute @workgroup_size(8, 4)
+@compute @workgroup_size(WG_X, WG_Y)
 fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.y * RM;
   let n0 = gid.x * RN;
+  if (m0 >= params.m || n0 >= params.n) { return; } // no barriers here, so early exit is fine
   let k4 = params.k / 4u;
   var acc: array<array<f32, RN>, RM>;
   var arow: array<u32, RM>;
@@ -177,10 +181,11 @@ fn load_a(m: u32, k: u32) -> f32 {
 #endif
 }
 
-@compute @workgroup_size(8, 4)
+@compute @workgroup_size(WG_X, WG_Y)
 fn regtile_kn(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m0 = gid.y * RM;
   let n0 = gid.x * RN;
+  if (m0 >= params.m || n0 >= params.n) { return; }
   let n4 = params.n / 4u;
   let q0 = min(n0 / 4u, n4 - 1u);
   let q1 = min(n0 / 4u + 1u, n4 - 1u);

@@ -35,7 +35,7 @@ for (const tiling of ["workgroup", "register"] as const) {
       const gpu = await testGpu();
       gpu.matmulTiling = tiling;
       try {
-        for (const [M, K, N] of [[37, 29, 83], [37, 28, 83], [1, 64, 130]]) {
+        for (const [M, K, N] of [[37, 29, 83], [37, 28, 83], [1, 64, 130], [300, 32, 5]]) {
           const a = randn(M * K, 1), w = randn(N * K, 2), bias = randn(N, 3), res = randn(M * N, 4);
           const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.fromF32(gpu, w, [N, K]);
           const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);

@@ -51,7 +51,10 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   if (s.bias) check(s.bias.numel >= colOff + N, () => `${name}: bias shorter than ${colOff + N}`);
   const register = (s.tiling ?? gpu.matmulTiling) === "register" &&
     (wKN ? N % 4 === 0 : !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0);
+  const narrow = register && N <= 8;
   const defs = {
+    WG_X: narrow ? 1 : 8,
+    WG_Y: narrow ? 32 : 4,
     W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
     W_VEC4: register,
@@ -61,8 +64,8 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     HAS_BIAS: !!s.bias,
     RESIDUAL: !!s.residual,
   };
-  // register tiles: 8x4 invocations of 8x8 outputs = 64 (n) x 32 (m); workgroup tiles: 64x64
-  const [tn, tm] = register ? [64, 32] : [64, 64];
+  // register tiles: WG_X x WG_Y invocations of 8x8 outputs; workgroup tiles: 64x64
+  const [tn, tm] = register ? (narrow ? [8, 256] : [64, 32]) : [64, 64];
   const entry = register ? (wKN ? "regtile_kn" : "regtile") : "main";
   const alpha = f32bits(s.alpha ?? 1);
   s.w.chunks.forEach((c, i) => {
