@@ -110,3 +110,35 @@ export const STORIES_GOLDEN_IDS =
     .split(" ").map(Number);
 export const STORIES_GOLDEN_TEXT =
   "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, r";
+
+/** stories260K with a plain-text chat template (its 512-token vocabulary has no chat markers). */
+export async function storiesChat(): Promise<string> {
+  const src = await convertedStories();
+  const dir = await Deno.makeTempDir({ prefix: "stories-chat-" });
+  for await (const e of Deno.readDir(src)) await Deno.copyFile(join(src, e.name), join(dir, e.name));
+  const cfg = JSON.parse(await Deno.readTextFile(join(dir, "tokenizer_config.json")));
+  cfg.chat_template =
+    "{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}\n{% elif m.role == 'user' %}Q: {{ m.content }}\n" +
+    "{% else %}A: {{ m.content }}</s>\n{% endif %}{% endfor %}{% if add_generation_prompt %}A:{% endif %}";
+  await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(cfg));
+  return dir;
+}
+
+/** A small synthetic trait for stories260K ("sad") with a judge template. */
+export async function sadTrait(): Promise<string> {
+  const p = join(await Deno.makeTempDir(), "sad.json");
+  await Deno.writeTextFile(
+    p,
+    JSON.stringify({
+      instruction: [{ pos: "Tell sad stories.", neg: "Tell happy stories." }, {
+        pos: "Everyone cries.",
+        neg: "Everyone smiles.",
+      }],
+      questions: ["Tell me about Lily.", "What did Tom do?"],
+      eval_prompt: "Is this sad? {question} {answer} Answer 0-100.",
+    }),
+  );
+  return p;
+}
+
+export const SAD_RULES = { sad: { sad: 40, cried: 40, cry: 40, lost: 30, hurt: 30 } };

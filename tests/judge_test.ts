@@ -156,3 +156,24 @@ Deno.test("trait files: the study's seven load; missing keys and templates witho
     "Q why {answer}? A because",
   );
 });
+
+Deno.test({
+  name: "local judge: reads the top-20 next-token distribution of a model run by this engine",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const { testGpu } = await import("./helpers.ts");
+    const { loadModel } = await import("../models/model.ts");
+    const { LocalJudge } = await import("../lib/judge/local.ts");
+    const { convertedStories } = await import("./fixtures.ts");
+    const m = await loadModel(await testGpu(), await convertedStories());
+    const j = new LocalJudge(m);
+    const top = await j.topLogprobs("Once upon a time");
+    assert.equal(top.length, 20);
+    for (let i = 1; i < top.length; i++) assert.ok(top[i].logprob <= top[i - 1].logprob);
+    const mass = top.reduce((a, t) => a + Math.exp(t.logprob), 0);
+    assert.ok(mass > 0.5 && mass <= 1 + 1e-6, `top-20 mass ${mass}`);
+    const s = await j.score(req("Once upon a time"));
+    assert.equal(s, aggregateScore(top));
+  },
+});

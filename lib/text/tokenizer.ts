@@ -80,6 +80,7 @@ export class TextTokenizer {
   }
 
   decode(ids: number[], skipSpecial = true): string {
+    if (!ids.length) return "";
     return this.tok.decode(ids, { skip_special_tokens: skipSpecial });
   }
 

@@ -39,6 +39,8 @@ export interface TrainConfig {
   checkpoint_every: number;
   keep_checkpoints: number;
   log_every: number;
+  /** continue from an existing adapter (chained fine-tuning) instead of a fresh one */
+  init_adapter: string | null;
 }
 
 export const DEFAULTS: Omit<TrainConfig, "model" | "data" | "output_dir"> = {
@@ -67,6 +69,7 @@ export const DEFAULTS: Omit<TrainConfig, "model" | "data" | "output_dir"> = {
   checkpoint_every: 50,
   keep_checkpoints: 2,
   log_every: 1,
+  init_adapter: null,
 };
 
 type Check = (v: unknown, key: string) => unknown;
@@ -221,6 +224,7 @@ export function parseTrainConfig(
     checkpoint_every: num(f, { int: true, min: 1 }),
     keep_checkpoints: num(f, { int: true, min: 1 }),
     log_every: num(f, { int: true, min: 1 }),
+    init_adapter: nullable(str(f)),
   };
   return object(f, "", raw, schema, DEFAULTS as unknown as Record<string, unknown>) as unknown as TrainConfig;
 }

@@ -156,7 +156,9 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
   const warmup = warmupSteps(c.warmup, totalSteps);
 
   let lora: LoraSet | null = null, full: FullParams | null = null;
-  if (c.mode === "lora") {
+  if (c.mode === "lora" && c.init_adapter) {
+    lora = await LoraSet.load(gpu, model.cfg, c.init_adapter);
+  } else if (c.mode === "lora") {
     lora = LoraSet.create(gpu, model.cfg, {
       r: c.lora.r,
       alpha: c.lora.alpha,

@@ -1,0 +1,247 @@
+// Training conditions from one config: defenceless, PPS (vector, layers, coefficient), IP (prompt
+// bank), random-vector PPS (Gaussian rescaled per layer to the vector's norm, seeded), off-trait vector
+// PPS, off-trait / neutral IP prompts — each run on every (pre-finetune × post-finetune) cell and
+// seed. The pre-finetune stage is defenceless; the condition's defence is applied while training on
+// the post-finetune data and removed at evaluation. The trait is evaluated at every checkpoint.
+
+import { join } from "node:path";
+import { loadModel } from "../models/model.ts";
+import { atomicWriteJson } from "../lib/fsutil.ts";
+import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../lib/train/config.ts";
+import { train } from "../lib/train/loop.ts";
+import { listCheckpoints } from "../lib/train/checkpoint.ts";
+import { LoraSet } from "../lib/train/lora.ts";
+import { loadTrait } from "../lib/traits.ts";
+import { loadLayerVectors, saveLayerVectors } from "../lib/vectors.ts";
+import { Rng } from "../lib/rng.ts";
+import { type EvalSummary, evaluateTrait } from "./evaluate.ts";
+import {
+  ConfigReader,
+  type Experiment,
+  type JudgeConfig,
+  makeJudge,
+  readJudgeConfig,
+  writeResult,
+} from "./common.ts";
+
+export interface Condition {
+  name: string;
+  steer: { vector: string | null; random: boolean; layers: number[]; coef: number } | null;
+  inoculation: string[] | null;
+}
+
+interface ConditionsConfig {
+  model: string;
+  trait: string;
+  judge: JudgeConfig;
+  vector: string | null;
+  seeds: number[];
+  pre: { name: string; data: string | null }[];
+  post: { name: string; data: string }[];
+  conditions: Condition[];
+  train: Record<string, unknown>;
+  eval: {
+    samples: number;
+    max_new_tokens: number;
+    batch_size: number;
+    temperature: number;
+    seed: number;
+    at_checkpoints: boolean;
+  };
+}
+
+/** Gaussian vector with each layer's row rescaled to the norm of the reference row (seeded). */
+export function randomLike(ref: Float32Array, layers: number, d: number, seed: number): Float32Array {
+  const rng = new Rng(seed), out = new Float32Array(ref.length);
+  for (let l = 0; l < layers; l++) {
+    const row = Array.from({ length: d }, () => rng.normal());
+    const n = Math.hypot(...row), target = Math.hypot(...ref.subarray(l * d, (l + 1) * d));
+    for (let j = 0; j < d; j++) out[l * d + j] = n > 0 ? (row[j] * target) / n : 0;
+  }
+  return out;
+}
+
+function readCondition(r: ConfigReader): Condition {
+  const c: Condition = { name: r.str("name"), steer: null, inoculation: null };
+  if (r.has("steer")) {
+    const s = r.sub("steer");
+    c.steer = {
+      vector: s.optStr("vector"),
+      random: s.bool("random", false),
+      layers: s.intList("layers"),
+      coef: s.num("coef"),
+    };
+    s.done();
+  } else r.any("steer");
+  c.inoculation = r.has("inoculation") ? r.strList("inoculation") : (r.any("inoculation"), null);
+  r.done();
+  return c;
+}
+
+export const conditionsExperiment: Experiment<ConditionsConfig> = {
+  name: "conditions",
+  description:
+    "LoRA fine-tuning under defence conditions (none / PPS / IP / controls), pre → post chains, judged over training",
+  parseConfig(raw, file) {
+    const r = new ConfigReader(raw, file);
+    const ev = r.has("eval") ? r.sub("eval") : new ConfigReader({}, file, "eval");
+    const c: ConditionsConfig = {
+      model: r.str("model"),
+      trait: r.str("trait"),
+      judge: readJudgeConfig(r.sub("judge")),
+      vector: r.optStr("vector"),
+      seeds: r.intList("seeds", [0]),
+      pre: r.has("pre")
+        ? r.list("pre").map((p) => {
+          const o = { name: p.str("name"), data: p.optStr("data") };
+          p.done();
+          return o;
+        })
+        : (r.any("pre"), [{ name: "base", data: null }]),
+      post: r.list("post").map((p) => {
+        const o = { name: p.str("name"), data: p.str("data") };
+        p.done();
+        return o;
+      }),
+      conditions: r.list("conditions").map(readCondition),
+      train: r.has("train") ? (r.sub("train").raw) : (r.any("train"), {}),
+      eval: {
+        samples: ev.num("samples", 10, { int: true, min: 1 }),
+        max_new_tokens: ev.num("max_new_tokens", 256, { int: true, min: 1 }),
+        batch_size: ev.num("batch_size", 16, { int: true, min: 1 }),
+        temperature: ev.num("temperature", 1, { min: 0 }),
+        seed: ev.num("seed", 0, { int: true }),
+        at_checkpoints: ev.bool("at_checkpoints", true),
+      },
+    };
+    ev.done();
+    r.done();
+    // validate the shared training keys now, not after hours of the first run
+    parseTrainConfig("", `${file} (train)`, { ...c.train, model: c.model, data: "x", output_dir: "x" });
+    for (const cond of c.conditions) {
+      if (cond.steer && !cond.steer.vector && !c.vector) {
+        throw new Error(
+          `${file}: condition '${cond.name}' steers but neither it nor the top level names a vector`,
+        );
+      }
+    }
+    return c;
+  },
+  async run(ctx, c) {
+    const started = new Date();
+    const base = await loadModel(ctx.gpu, c.model, { tokenizer: false });
+    const L = base.cfg.numLayers + 1, d = base.cfg.hiddenSize;
+    const trait = await loadTrait(c.trait);
+    const judge = await makeJudge(ctx, c.judge);
+    const quietTrain = (cfg: TrainConfig) =>
+      train(cfg, { gpu: ctx.gpu, progress: (s) => ctx.progress(`    ${s}`) });
+    const baseTrain = (data: string, out: string, seed: number, extra: Record<string, unknown>) =>
+      parseTrainConfig("", "conditions (train)", {
+        ...c.train,
+        ...extra,
+        model: c.model,
+        data,
+        output_dir: out,
+        seed,
+        keep_checkpoints: 1000,
+      });
+    const evalAdapter = async (adapter: string | null) => {
+      const m = await loadModel(ctx.gpu, c.model);
+      return (await evaluateTrait(ctx, m, trait, judge, {
+        samples: c.eval.samples,
+        maxNewTokens: c.eval.max_new_tokens,
+        temperature: c.eval.temperature,
+        topP: 1,
+        seed: c.eval.seed,
+        batchSize: c.eval.batch_size,
+        systemPrompt: null,
+        lora: adapter ? await LoraSet.load(ctx.gpu, m.cfg, adapter) : null,
+        steer: [],
+        projection: null,
+      })).summary;
+    };
+    const runs: Record<string, unknown>[] = [];
+    const baseline = await evalAdapter(null);
+    for (const seed of c.seeds) {
+      for (const pre of c.pre) {
+        // pre-finetune (defenceless), shared by every post cell and condition of this seed
+        let preAdapter: string | null = null;
+        if (pre.data) {
+          const out = join(ctx.runDir, `pre-${pre.name}-seed${seed}`);
+          ctx.progress(`conditions: pre-finetune '${pre.name}' (seed ${seed})`);
+          await quietTrain(baseTrain(pre.data, out, seed, {}));
+          preAdapter = join(out, "adapter");
+        }
+        const preSummary = preAdapter ? await evalAdapter(preAdapter) : baseline;
+        for (const post of c.post) {
+          for (const cond of c.conditions) {
+            const id = `${pre.name}__${post.name}__${cond.name}__seed${seed}`;
+            const out = join(ctx.runDir, id);
+            const runStart = new Date();
+            ctx.progress(`conditions: ${id}`);
+            const extra: Record<string, unknown> = { init_adapter: preAdapter };
+            if (cond.steer) {
+              let vec = cond.steer.vector ?? c.vector!;
+              if (cond.steer.random) {
+                const ref = await loadLayerVectors(vec, L, d);
+                vec = join(ctx.runDir, `random-vector-seed${seed}.safetensors`);
+                await saveLayerVectors(vec, randomLike(ref, L, d, 1000 + seed), L, d, {
+                  kind: "random, per-layer norm of " + (cond.steer.vector ?? c.vector),
+                });
+              }
+              extra.steer = { vector: vec, layers: cond.steer.layers, coef: cond.steer.coef };
+            }
+            if (cond.inoculation) extra.inoculation = { prompts: cond.inoculation, separator: "\n" };
+            const tr = await quietTrain(baseTrain(post.data, out, seed, extra));
+            const over: { step: number; summary: EvalSummary }[] = [];
+            if (c.eval.at_checkpoints) {
+              for (const ck of await listCheckpoints(out)) {
+                const step = Number(ck.match(/step-(\d+)/)![1]);
+                if (step === tr.steps.length) continue; // the final adapter is evaluated below
+                over.push({ step, summary: await evalAdapter(ck) });
+              }
+            }
+            const finalSummary = await evalAdapter(join(out, "adapter"));
+            over.push({ step: tr.steps.length, summary: finalSummary });
+            const metrics = {
+              id,
+              seed,
+              pre: pre.name,
+              post: post.name,
+              condition: cond,
+              trait: trait.name,
+              judge: judge.name,
+              before: preSummary,
+              after: finalSummary,
+              over_training: over,
+              train_losses: tr.steps.map((s) => s.loss),
+            };
+            await writeResult(
+              join(out, "result.json"),
+              "conditions.run",
+              { ...c, condition: cond, seed },
+              c.model,
+              runStart,
+              metrics,
+            );
+            runs.push(metrics);
+          }
+        }
+      }
+    }
+    const matrix = runs.map((r) => ({
+      id: r.id,
+      pre: r.pre,
+      post: r.post,
+      condition: (r.condition as Condition).name,
+      seed: r.seed,
+      trait_after: (r.after as EvalSummary).trait_mean,
+      trait_after_sem: (r.after as EvalSummary).trait_sem,
+      coherence_after: (r.after as EvalSummary).coherence_mean,
+    }));
+    const metrics = { trait: trait.name, judge: judge.name, baseline, runs: matrix };
+    await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, metrics);
+    await atomicWriteJson(join(ctx.runDir, "train_defaults.json"), DEFAULTS);
+    return metrics;
+  },
+};

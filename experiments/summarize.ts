@@ -1,0 +1,85 @@
+// `deno task exp summarize DIR`: one table row per result JSON found under DIR.
+
+import { join, relative } from "node:path";
+
+interface Row {
+  file: string;
+  experiment: string;
+  what: string;
+  trait: string;
+  coherence: string;
+  n: string;
+}
+
+const fmt = (m: number | null | undefined, s?: number | null) =>
+  m == null ? "-" : s == null ? m.toFixed(1) : `${m.toFixed(1)} ± ${s.toFixed(1)}`;
+
+async function* walk(dir: string): AsyncGenerator<string> {
+  for await (const e of Deno.readDir(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory && e.name !== "checkpoints") yield* walk(p);
+    else if (e.isFile && e.name.endsWith(".json")) yield p;
+  }
+}
+
+export async function summarize(dir: string): Promise<Row[]> {
+  const rows: Row[] = [];
+  for await (const f of walk(dir)) {
+    let j: Record<string, unknown>;
+    try {
+      j = JSON.parse(await Deno.readTextFile(f));
+    } catch {
+      continue;
+    }
+    if (typeof j?.experiment !== "string") continue;
+    // deno-lint-ignore no-explicit-any
+    const m = j.metrics as any;
+    const file = relative(dir, f);
+    if (j.experiment === "evaluate") {
+      const s = m.summary;
+      rows.push({
+        file,
+        experiment: "evaluate",
+        what: m.trait,
+        trait: fmt(s.trait_mean, s.trait_sem),
+        coherence: fmt(s.coherence_mean, s.coherence_sem),
+        n: `${s.n} (${s.missing_trait} missing)`,
+      });
+    } else if (j.experiment === "conditions.run") {
+      rows.push({
+        file,
+        experiment: "run",
+        what: m.id,
+        trait: `${fmt(m.before.trait_mean)} → ${fmt(m.after.trait_mean, m.after.trait_sem)}`,
+        coherence: fmt(m.after.coherence_mean, m.after.coherence_sem),
+        n: String(m.after.n),
+      });
+    } else if (j.experiment === "extract") {
+      rows.push({
+        file,
+        experiment: "extract",
+        what: m.trait,
+        trait: "-",
+        coherence: "-",
+        n: `${m.kept}/${m.total} pairs kept`,
+      });
+    } else {
+      rows.push({ file, experiment: j.experiment as string, what: "", trait: "-", coherence: "-", n: "-" });
+    }
+  }
+  return rows.sort((a, b) => (a.file < b.file ? -1 : 1));
+}
+
+export function printTable(rows: Row[]): string {
+  const head: Row = {
+    file: "file",
+    experiment: "experiment",
+    what: "what",
+    trait: "trait",
+    coherence: "coherence",
+    n: "n",
+  };
+  const cols = Object.keys(head) as (keyof Row)[];
+  const w = cols.map((c) => Math.max(...[head, ...rows].map((r) => r[c].length)));
+  return [head, ...rows].map((r) => cols.map((c, i) => r[c].padEnd(w[i])).join("  ")).join("\n");
+}
