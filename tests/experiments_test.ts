@@ -181,7 +181,7 @@ Deno.test({
   },
 });
 
-Deno.test("random control vectors keep each layer's norm; aligned suffixes; bad experiment configs", async () => {
+Deno.test("random control vectors keep each layer's norm; aligned suffixes; bad experiment configs", () => {
   const ref = new Float32Array([3, 4, 0, 0, 0, 1]);
   const r = randomLike(ref, 2, 3, 1);
   assert.ok(
