@@ -240,3 +240,17 @@ Deno.test({
     );
   },
 });
+
+Deno.test("the shipped study configs parse", async () => {
+  const { readYaml } = await import("../experiments/common.ts");
+  const dir = new URL("../configs/study/", import.meta.url).pathname;
+  const map: Record<string, string> = {
+    extract_evil: "extract",
+    evaluate_base: "evaluate",
+    conditions_evil: "conditions",
+    prompt_diff_evil: "prompt_diff",
+  };
+  for (const [file, exp] of Object.entries(map)) {
+    EXPERIMENTS[exp].parseConfig(await readYaml(join(dir, `${file}.yaml`)), file);
+  }
+});
