@@ -91,6 +91,16 @@ export class ConfigReader {
     }
     return v as number[];
   }
+  numList(key: string, dflt?: number[]): number[] {
+    const v0 = this.raw[key] ?? dflt;
+    const v = typeof v0 === "number" ? [v0] : v0;
+    this.k(key);
+    if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "number" && Number.isFinite(x))) {
+      this.err(key, "a number or a list of numbers", v0);
+    }
+    return v as number[];
+  }
   sub(key: string): ConfigReader {
     this.k(key);
     const v = this.raw[key];

@@ -1,0 +1,90 @@
+// Config pieces shared by the gradient analyses: data, vectors (with a random equal-norm control),
+// defences (PPS / IP), and the model with an optional adapter.
+
+import type { Gpu } from "../lib/gpu/context.ts";
+import { loadModel, type Model } from "../models/model.ts";
+import { LoraSet } from "../lib/train/lora.ts";
+import { readJsonl } from "../lib/text/dataset.ts";
+import type { DataRecord } from "../lib/text/dataset.ts";
+import { loadLayerVectors } from "../lib/vectors.ts";
+import { type Defence, steerVectors } from "../lib/analysis.ts";
+import { randomLike } from "./conditions.ts";
+import type { ConfigReader } from "./common.ts";
+
+export interface VectorSpec {
+  name: string;
+  path: string;
+}
+
+export interface DefenceSpec {
+  name: string;
+  steer: { vector: string; layers: number[] | "all"; coef: number } | null;
+  ip: string | null;
+}
+
+export function readVectors(r: ConfigReader, key = "vectors"): VectorSpec[] {
+  return r.list(key).map((v) => {
+    const o = { name: v.str("name"), path: v.str("path") };
+    v.done();
+    return o;
+  });
+}
+
+export function readDefence(r: ConfigReader): DefenceSpec {
+  const d: DefenceSpec = { name: r.str("name"), steer: null, ip: r.optStr("ip") };
+  if (r.has("steer")) {
+    const s = r.sub("steer");
+    const layers = s.any("layers") === "all" ? "all" as const : s.intList("layers");
+    d.steer = { vector: s.str("vector"), layers, coef: s.num("coef") };
+    s.done();
+  } else r.any("steer");
+  r.done();
+  return d;
+}
+
+export interface Loaded {
+  model: Model;
+  lora: LoraSet | null;
+  records: DataRecord[];
+  L: number;
+  d: number;
+  /** vectors by name ([L+1, d]); "random" added when asked */
+  vectors: Map<string, Float32Array>;
+}
+
+export async function loadAll(
+  gpu: Gpu,
+  o: {
+    model: string;
+    adapter: string | null;
+    data: string;
+    limit: number;
+    vectors: VectorSpec[];
+    random: boolean;
+    seed?: number;
+  },
+): Promise<Loaded> {
+  const model = await loadModel(gpu, o.model);
+  const L = model.cfg.numLayers + 1, d = model.cfg.hiddenSize;
+  const lora = o.adapter ? await LoraSet.load(gpu, model.cfg, o.adapter) : null;
+  const records = (await readJsonl(o.data, { limit: o.limit })).filter((r) =>
+    r.messages || r.text !== undefined
+  );
+  const vectors = new Map<string, Float32Array>();
+  for (const v of o.vectors) vectors.set(v.name, await loadLayerVectors(v.path, L, d));
+  if (o.random && o.vectors.length) {
+    vectors.set("random", randomLike(vectors.get(o.vectors[0].name)!, L, d, o.seed ?? 12345));
+  }
+  return { model, lora, records, L, d, vectors };
+}
+
+/** A defence spec made concrete: vector resolved by name (or file), layers expanded. */
+export async function toDefence(gpu: Gpu, x: Loaded, s: DefenceSpec, coef?: number): Promise<Defence> {
+  if (!s.steer) return { ip: s.ip };
+  const vec = x.vectors.get(s.steer.vector) ?? await loadLayerVectors(s.steer.vector, x.L, x.d);
+  const layers = s.steer.layers === "all" ? Array.from({ length: x.L }, (_, l) => l) : s.steer.layers;
+  return {
+    ip: s.ip,
+    steer: { vectors: steerVectors(gpu, vec, x.L, x.d), layers, coef: coef ?? s.steer.coef },
+  };
+}

@@ -1,0 +1,139 @@
+// Δh versus ∇h: after one optimizer step on a single sample (fresh LoRA, with or without the defence
+// while stepping), Δh = h_θ' − h_θ per token and layer, measured without the defence; its cosine with
+// dL/dh (at θ, defenceless) and with the trait vector, averaged over the loss tokens.
+
+import { join } from "node:path";
+import { Tensor } from "../lib/tensor.ts";
+import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
+import { buildExtras } from "../lib/train/extras.ts";
+import { adamwStep } from "../lib/ops/optim.ts";
+import { cosine, defendedPair } from "../lib/analysis.ts";
+import { encodeRecord } from "../lib/text/dataset.ts";
+import type { Model } from "../models/model.ts";
+import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import { type DefenceSpec, loadAll, readDefence, toDefence } from "./analysis_common.ts";
+
+async function hidden(m: Model, ids: number[], lora: LoraSet): Promise<Float32Array[]> {
+  const L = m.cfg.numLayers + 1, layers = Array.from({ length: L }, (_, l) => l);
+  const ex = buildExtras(m.decoder.gpu, { lora, hooks: { captureActivations: layers }, rows: ids.length });
+  m.decoder.forward({ ids: Uint32Array.from(ids), batch: 1, t: ids.length, extras: ex.forward }).normed
+    .dispose();
+  const hs = await Promise.all(layers.map((l) => ex.activations.get(l)!.read(m.decoder.gpu)));
+  for (const t of ex.activations.values()) t.dispose();
+  ex.dispose();
+  return hs;
+}
+
+interface DeltaHConfig {
+  model: string;
+  data: string;
+  limit: number;
+  vector: string;
+  defences: DefenceSpec[];
+  lr: number;
+  r: number;
+  alpha: number;
+  seed: number;
+  output: string;
+}
+
+export const deltaHExperiment: Experiment<DeltaHConfig> = {
+  name: "delta_h",
+  description: "activation change after one step versus the residual-stream gradient",
+  parseConfig(raw, file) {
+    const r = new ConfigReader(raw, file);
+    const c = {
+      model: r.str("model"),
+      data: r.str("data"),
+      limit: r.num("limit", 16, { int: true, min: 1 }),
+      vector: r.str("vector"),
+      defences: r.has("defences") ? r.list("defences").map(readDefence) : (r.any("defences"), []),
+      lr: r.num("lr", 1e-4, { min: 0 }),
+      r: r.num("r", 8, { int: true, min: 1 }),
+      alpha: r.num("alpha", 16, { min: 0 }),
+      seed: r.num("seed", 0, { int: true }),
+      output: r.str("output", "delta_h"),
+    };
+    r.done();
+    return c;
+  },
+  async run(ctx, c) {
+    const started = new Date();
+    const x = await loadAll(ctx.gpu, {
+      ...c,
+      adapter: null,
+      vectors: [{ name: "trait", path: c.vector }],
+      random: false,
+    });
+    const vec = x.vectors.get("trait")!;
+    const conds: DefenceSpec[] = [{ name: "none", steer: null, ip: null }, ...c.defences];
+    const rows: {
+      sample: number;
+      defence: string;
+      layer: number;
+      cos_grad: number | null;
+      cos_vector: number | null;
+    }[] = [];
+    const partials = Tensor.empty(ctx.gpu, [4096]), clip = Tensor.empty(ctx.gpu, [4]);
+    for (let i = 0; i < x.records.length; i++) {
+      ctx.progress(`delta_h: sample ${i + 1}/${x.records.length}`);
+      const plain = encodeRecord(x.model.tokenizer!, x.records[i], { maxLength: 100_000 });
+      for (const s of conds) {
+        const lora = LoraSet.create(ctx.gpu, x.model.cfg, {
+          r: c.r,
+          alpha: c.alpha,
+          dropout: 0,
+          targetModules: [...LORA_MODULES],
+          rslora: false,
+        }, c.seed);
+        const h0 = await hidden(x.model, plain.ids, lora);
+        // gradients at θ: defenceless for the comparison; the step uses the defended run's LoRA gradient
+        const { none } = await defendedPair(x.model, x.records[i], await toDefence(ctx.gpu, x, s), { lora });
+        const st = lora.store;
+        adamwStep(
+          ctx.gpu,
+          { p: st.p, g: st.g, m: st.m, v: st.v, total: st.total },
+          { lr: c.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, maxGradNorm: 0 },
+          partials,
+          clip,
+        );
+        const h1 = await hidden(x.model, plain.ids, lora);
+        const T = plain.ids.length, K = none.mask.length, off = T - K;
+        for (let l = 0; l < x.L; l++) {
+          const cg: number[] = [], cv: number[] = [];
+          const dh = h1[l].map((v, j) => v - h0[l][j]);
+          for (let t = 0; t < K; t++) {
+            if (!none.mask[t]) continue;
+            cg.push(cosine(dh, none.grad[l], (off + t) * x.d, t * x.d, x.d));
+            cv.push(cosine(dh, vec, (off + t) * x.d, l * x.d, x.d));
+          }
+          rows.push({
+            sample: i,
+            defence: s.name,
+            layer: l,
+            cos_grad: finite(mean(cg)),
+            cos_vector: finite(mean(cv)),
+          });
+        }
+        st.destroy();
+      }
+    }
+    partials.dispose();
+    clip.dispose();
+    const keys = [...new Set(rows.map((r) => `${r.defence}|${r.layer}`))];
+    const means = keys.map((k) => {
+      const sel = rows.filter((r) => `${r.defence}|${r.layer}` === k);
+      const vals = (f: (r: typeof sel[0]) => number | null) =>
+        sel.map(f).filter((v): v is number => v !== null);
+      return {
+        defence: sel[0].defence,
+        layer: sel[0].layer,
+        cos_grad: finite(mean(vals((r) => r.cos_grad))),
+        cos_vector: finite(mean(vals((r) => r.cos_vector))),
+      };
+    });
+    const metrics = { samples: x.records.length, rows, layer_means: means };
+    await writeResult(join(ctx.runDir, `${c.output}.json`), "delta_h", c, c.model, started, metrics);
+    return metrics;
+  },
+};

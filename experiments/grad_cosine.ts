@@ -1,0 +1,111 @@
+// Gradient cosine analysis: C_t(l, v) = cos(dL/dh_{l,t}, v_l) per token, averaged per sample over the
+// loss tokens, for every layer; with the defence included and excluded (per-sample pairs for scatter
+// plots) and per-layer means; against several comparison vectors (the trait vector, another trait's,
+// a random vector of equal norm). For IP only the tokens after the prompt are compared. Coefficient
+// sweeps of a PPS defence give the cross-trait analysis (trait A data, trait B vector).
+
+import { join } from "node:path";
+import { defendedPair, meanTokenCosine } from "../lib/analysis.ts";
+import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import {
+  type DefenceSpec,
+  loadAll,
+  readDefence,
+  readVectors,
+  toDefence,
+  type VectorSpec,
+} from "./analysis_common.ts";
+
+interface GradCosineConfig {
+  model: string;
+  adapter: string | null;
+  data: string;
+  limit: number;
+  vectors: VectorSpec[];
+  random: boolean;
+  defences: DefenceSpec[];
+  coefs: number[] | null;
+  output: string;
+}
+
+export const gradCosineExperiment: Experiment<GradCosineConfig> = {
+  name: "grad_cosine",
+  description: "cos(dL/dh_l, v) per layer, sample and defence",
+  parseConfig(raw, file) {
+    const r = new ConfigReader(raw, file);
+    const c: GradCosineConfig = {
+      model: r.str("model"),
+      adapter: r.optStr("adapter"),
+      data: r.str("data"),
+      limit: r.num("limit", 64, { int: true, min: 1 }),
+      vectors: readVectors(r),
+      random: r.bool("random", true),
+      defences: r.list("defences").map(readDefence),
+      coefs: r.has("coefs") ? r.numList("coefs") : (r.any("coefs"), null),
+      output: r.str("output", "grad_cosine"),
+    };
+    r.done();
+    return c;
+  },
+  async run(ctx, c) {
+    const started = new Date();
+    const x = await loadAll(ctx.gpu, { ...c });
+    const rows: {
+      sample: number;
+      defence: string;
+      coef: number | null;
+      vector: string;
+      layer: number;
+      defended: number;
+      none: number;
+    }[] = [];
+    const variants = c.defences.flatMap((
+      s,
+    ) => (s.steer && c.coefs ? c.coefs.map((k) => ({ s, coef: k as number | null })) : [{ s, coef: null }]));
+    for (let i = 0; i < x.records.length; i++) {
+      ctx.progress(`grad_cosine: sample ${i + 1}/${x.records.length}`);
+      for (const { s, coef } of variants) {
+        const { none, defended } = await defendedPair(
+          x.model,
+          x.records[i],
+          await toDefence(ctx.gpu, x, s, coef ?? undefined),
+          { lora: x.lora },
+        );
+        for (const [name, vec] of x.vectors) {
+          const a = meanTokenCosine(defended, vec, x.d), b = meanTokenCosine(none, vec, x.d);
+          a.forEach((v, l) =>
+            rows.push({
+              sample: i,
+              defence: s.name,
+              coef: coef ?? s.steer?.coef ?? null,
+              vector: name,
+              layer: l,
+              defended: v,
+              none: b[l],
+            })
+          );
+        }
+      }
+    }
+    const keys = [...new Set(rows.map((r) => `${r.defence}|${r.coef}|${r.vector}|${r.layer}`))];
+    const layerMeans = keys.map((k) => {
+      const sel = rows.filter((r) => `${r.defence}|${r.coef}|${r.vector}|${r.layer}` === k);
+      const f = sel[0];
+      return {
+        defence: f.defence,
+        coef: f.coef,
+        vector: f.vector,
+        layer: f.layer,
+        defended: finite(mean(sel.map((r) => r.defended).filter(Number.isFinite))),
+        none: finite(mean(sel.map((r) => r.none).filter(Number.isFinite))),
+      };
+    });
+    const metrics = {
+      samples: x.records.length,
+      rows: rows.map((r) => ({ ...r, defended: finite(r.defended), none: finite(r.none) })),
+      layer_means: layerMeans,
+    };
+    await writeResult(join(ctx.runDir, `${c.output}.json`), "grad_cosine", c, c.model, started, metrics);
+    return metrics;
+  },
+};

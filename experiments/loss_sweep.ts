@@ -1,0 +1,90 @@
+// Loss analysis: per-sample mean loss over the response tokens with and without a defence, and a
+// steering-intensity sweep (with and without an IP prompt) reporting the mean loss and the mean
+// gradient cosine with the steering vector at each intensity.
+
+import { join } from "node:path";
+import { defendedPair, meanTokenCosine, steerVectors } from "../lib/analysis.ts";
+import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import { loadAll } from "./analysis_common.ts";
+
+interface LossSweepConfig {
+  model: string;
+  adapter: string | null;
+  data: string;
+  limit: number;
+  vector: string;
+  layers: number[];
+  coefs: number[];
+  ip: string | null;
+  output: string;
+}
+
+export const lossSweepExperiment: Experiment<LossSweepConfig> = {
+  name: "loss_sweep",
+  description: "loss and gradient cosine against steering intensity, with and without IP",
+  parseConfig(raw, file) {
+    const r = new ConfigReader(raw, file);
+    const c = {
+      model: r.str("model"),
+      adapter: r.optStr("adapter"),
+      data: r.str("data"),
+      limit: r.num("limit", 64, { int: true, min: 1 }),
+      vector: r.str("vector"),
+      layers: r.intList("layers"),
+      coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2, 3, 5]),
+      ip: r.optStr("ip"),
+      output: r.str("output", "loss_sweep"),
+    };
+    r.done();
+    return c;
+  },
+  async run(ctx, c) {
+    const started = new Date();
+    const x = await loadAll(ctx.gpu, { ...c, vectors: [{ name: "trait", path: c.vector }], random: false });
+    const vec = x.vectors.get("trait")!;
+    const vectors = steerVectors(ctx.gpu, vec, x.L, x.d);
+    const perSample: {
+      sample: number;
+      coef: number;
+      ip: boolean;
+      loss: number | null;
+      loss_none: number | null;
+      cos: (number | null)[];
+    }[] = [];
+    for (let i = 0; i < x.records.length; i++) {
+      ctx.progress(`loss_sweep: sample ${i + 1}/${x.records.length}`);
+      for (const ip of c.ip ? [false, true] : [false]) {
+        for (const coef of c.coefs) {
+          const { none, defended } = await defendedPair(x.model, x.records[i], {
+            ip: ip ? c.ip : null,
+            steer: { vectors, layers: c.layers, coef },
+          }, { lora: x.lora });
+          perSample.push({
+            sample: i,
+            coef,
+            ip,
+            loss: defended.lossTokens ? defended.loss / defended.lossTokens : null,
+            loss_none: none.lossTokens ? none.loss / none.lossTokens : null,
+            cos: meanTokenCosine(defended, vec, x.d).map(finite),
+          });
+        }
+      }
+    }
+    const sweep = [...new Set(perSample.map((p) => `${p.ip}|${p.coef}`))].map((k) => {
+      const sel = perSample.filter((p) => `${p.ip}|${p.coef}` === k);
+      return {
+        ip: sel[0].ip,
+        coef: sel[0].coef,
+        loss: finite(mean(sel.map((p) => p.loss).filter((v): v is number => v !== null))),
+        loss_none: finite(mean(sel.map((p) => p.loss_none).filter((v): v is number => v !== null))),
+        cos: Array.from(
+          { length: x.L },
+          (_, l) => finite(mean(sel.map((p) => p.cos[l]).filter((v): v is number => v !== null))),
+        ),
+      };
+    });
+    const metrics = { samples: x.records.length, layers: c.layers, per_sample: perSample, sweep };
+    await writeResult(join(ctx.runDir, `${c.output}.json`), "loss_sweep", c, c.model, started, metrics);
+    return metrics;
+  },
+};
