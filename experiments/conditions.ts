@@ -28,6 +28,8 @@ export interface Condition {
   name: string;
   steer: { vector: string | null; random: boolean; layers: number[]; coef: number } | null;
   inoculation: string[] | null;
+  /** gradient manipulation at every layer along the (unit) vector while training */
+  sign_force: { mode: "attenuate" | "amplify" | "neutralize"; vector: string | null } | null;
 }
 
 interface ConditionsConfig {
@@ -39,6 +41,8 @@ interface ConditionsConfig {
   pre: { name: string; data: string | null }[];
   post: { name: string; data: string }[];
   conditions: Condition[];
+  /** cross every condition with these sign-forcing modes (gradient-manipulation runs) */
+  sign_force_modes: ("attenuate" | "amplify" | "neutralize")[];
   train: Record<string, unknown>;
   eval: {
     samples: number;
@@ -62,7 +66,7 @@ export function randomLike(ref: Float32Array, layers: number, d: number, seed: n
 }
 
 function readCondition(r: ConfigReader): Condition {
-  const c: Condition = { name: r.str("name"), steer: null, inoculation: null };
+  const c: Condition = { name: r.str("name"), steer: null, inoculation: null, sign_force: null };
   if (r.has("steer")) {
     const s = r.sub("steer");
     c.steer = {
@@ -74,8 +78,27 @@ function readCondition(r: ConfigReader): Condition {
     s.done();
   } else r.any("steer");
   c.inoculation = r.has("inoculation") ? r.strList("inoculation") : (r.any("inoculation"), null);
+  if (r.has("sign_force")) {
+    const f = r.sub("sign_force");
+    const mode = f.str("mode");
+    if (!["attenuate", "amplify", "neutralize"].includes(mode)) {
+      throw new Error(`${r.file}: key '${f.prefix}.mode' must be attenuate, amplify or neutralize`);
+    }
+    c.sign_force = { mode: mode as "attenuate", vector: f.optStr("vector") };
+    f.done();
+  } else r.any("sign_force");
   r.done();
   return c;
+}
+
+/** Every condition crossed with every sign-forcing mode (the gradient-manipulation runs). */
+export function crossSignForce(
+  conds: Condition[],
+  modes: ("attenuate" | "amplify" | "neutralize")[],
+): Condition[] {
+  return conds.flatMap((c) =>
+    modes.map((mode) => ({ ...c, name: `${c.name}+${mode}`, sign_force: { mode, vector: null } }))
+  );
 }
 
 export const conditionsExperiment: Experiment<ConditionsConfig> = {
@@ -104,6 +127,9 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         return o;
       }),
       conditions: r.list("conditions").map(readCondition),
+      sign_force_modes: r.has("sign_force_modes")
+        ? r.strList("sign_force_modes") as ConditionsConfig["sign_force_modes"]
+        : (r.any("sign_force_modes"), []),
       train: r.has("train") ? (r.sub("train").raw) : (r.any("train"), {}),
       eval: {
         samples: ev.num("samples", 10, { int: true, min: 1 }),
@@ -116,6 +142,16 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
     };
     ev.done();
     r.done();
+    for (const m of c.sign_force_modes) {
+      if (!["attenuate", "amplify", "neutralize"].includes(m)) {
+        throw new Error(
+          `${file}: key 'sign_force_modes' lists '${m}'; expected attenuate, amplify, neutralize`,
+        );
+      }
+    }
+    if (c.sign_force_modes.length) {
+      c.conditions = [...c.conditions, ...crossSignForce(c.conditions, c.sign_force_modes)];
+    }
     // validate the shared training keys now, not after hours of the first run
     parseTrainConfig("", `${file} (train)`, { ...c.train, model: c.model, data: "x", output_dir: "x" });
     for (const cond of c.conditions) {
@@ -192,6 +228,13 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
               extra.steer = { vector: vec, layers: cond.steer.layers, coef: cond.steer.coef };
             }
             if (cond.inoculation) extra.inoculation = { prompts: cond.inoculation, separator: "\n" };
+            if (cond.sign_force) {
+              extra.sign_force = {
+                vector: cond.sign_force.vector ?? c.vector!,
+                layers: "all",
+                mode: cond.sign_force.mode,
+              };
+            }
             const tr = await quietTrain(baseTrain(post.data, out, seed, extra));
             const over: { step: number; summary: EvalSummary }[] = [];
             if (c.eval.at_checkpoints) {

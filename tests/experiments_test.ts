@@ -254,3 +254,54 @@ Deno.test("the shipped study configs parse", async () => {
     EXPERIMENTS[exp].parseConfig(await readYaml(join(dir, `${file}.yaml`)), file);
   }
 });
+
+Deno.test({
+  name: "gradient-manipulation runs: conditions crossed with sign-forcing modes train and evaluate",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const model = await storiesChat(), trait = await sadTrait();
+    const runDir = await Deno.makeTempDir({ prefix: "manip-" });
+    const { saveLayerVectors } = await import("../lib/vectors.ts");
+    const vec = join(runDir, "v.safetensors");
+    await saveLayerVectors(vec, Float32Array.from({ length: 6 * 64 }, (_, i) => Math.sin(i)), 6, 64);
+    const data = join(runDir, "chats.jsonl");
+    await Deno.writeTextFile(
+      data,
+      ["Lily was sad.", "Tom cried."].map((a) =>
+        JSON.stringify({ messages: [{ role: "user", content: "Story?" }, { role: "assistant", content: a }] })
+      ).join("\n"),
+    );
+    const e = EXPERIMENTS.conditions;
+    const c = e.parseConfig({
+      model,
+      trait,
+      judge,
+      vector: vec,
+      post: [{ name: "sad", data }],
+      conditions: [{ name: "none" }],
+      sign_force_modes: ["attenuate", "neutralize"],
+      train: {
+        epochs: 1,
+        schedule: "cosine",
+        batch_size: 1,
+        grad_accum: 1,
+        lora: { r: 2, alpha: 4, target_modules: ["down_proj"] },
+      },
+      eval: { samples: 1, max_new_tokens: 4, at_checkpoints: false },
+    }, "m.yaml");
+    // deno-lint-ignore no-explicit-any
+    assert.deepEqual((c as any).conditions.map((x: { name: string }) => x.name), [
+      "none",
+      "none+attenuate",
+      "none+neutralize",
+    ]);
+    await e.run({ gpu, runDir, progress: quiet }, c);
+    const res = await assertValid(join(runDir, "conditions.json"));
+    assert.equal(res.metrics.runs.length, 3);
+    const tc = JSON.parse(
+      await Deno.readTextFile(join(runDir, "base__sad__none+attenuate__seed0", "train_config.json")),
+    );
+    assert.deepEqual(tc.sign_force, { vector: vec, layers: "all", mode: "attenuate" });
+  },
+});
