@@ -9,6 +9,7 @@ import { mainJob } from "./cli/main_job.ts";
 import { trainCommand } from "./cli/train.ts";
 import { gradsCommand } from "./cli/grads.ts";
 import { expCommand } from "./cli/exp.ts";
+import { reportCommand } from "./cli/report.ts";
 
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
@@ -18,8 +19,10 @@ const USAGE = `usage: deno task <command> [flags]
   train            --config FILE.yaml [--resume]
   grads            --model DIR [--adapter DIR] (--data FILE.jsonl [--limit N] | --tokens 1,2,3)
                    [--steer FILE.safetensors --layer L --coef C] [--ip-prompt STR] --out FILE.safetensors
-  exp              <extract|evaluate|conditions|prompt_diff> --config FILE.yaml [--run-dir DIR]
+  exp              <experiment> --config FILE.yaml [--run-dir DIR]   (extract, evaluate, conditions, prompt_diff,
+                   grad_cosine, loss_sweep, grad_pca, ip_vs_pps, projections, delta_h)
   exp summarize    DIR
+  report           RUN_DIR [OUT.html]
   main             convert ../shared/models/stories260K and generate from it [--out DIR]`;
 
 const COMMANDS: Record<
@@ -53,6 +56,7 @@ const COMMANDS: Record<
   },
   "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },
   main: { run: mainJob, flags: { out: "string", shared: "string" } },
+  report: { run: reportCommand, flags: {} },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },
   grads: {

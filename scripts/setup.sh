@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything inoculum needs on Debian 12 / 13 (as root, or with sudo):
 #   Mesa's software WebGPU drivers (lavapipe for Vulkan; llvmpipe for GL ships with the base image),
+#   Chromium (the report's headless rendering test),
 #   Deno from the npm package `deno` (pinned), and the npm dependencies from package-lock.json.
 # Optional: INOCULUM_BENCH_REF=1 also installs python3-torch, the same-run reference of `deno task bench`.
 set -euo pipefail
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 DENO_VERSION=2.9.6
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-pkgs=(mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri)
+pkgs=(mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri chromium)
 [ "${INOCULUM_BENCH_REF:-0}" = 1 ] && pkgs+=(python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,0 +1,71 @@
+// `deno task report RUN_DIR`: one self-contained HTML page with a figure for each result JSON under
+// RUN_DIR, rendered to SVG headlessly with Vega-Lite → Vega (no scripts needed to view it).
+
+import { join, relative } from "node:path";
+import * as vega from "vega";
+import { compile } from "vega-lite";
+import { atomicWrite } from "../lib/fsutil.ts";
+import { type Figure, FIGURES } from "./figures.ts";
+
+async function* results(dir: string): AsyncGenerator<string> {
+  for await (const e of Deno.readDir(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory && e.name !== "checkpoints") yield* results(p);
+    else if (e.isFile && e.name.endsWith(".json")) yield p;
+  }
+}
+
+export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
+  // deno-lint-ignore no-explicit-any
+  const vg = compile({ $schema: "https://vega.github.io/schema/vega-lite/v6.json", ...spec } as any).spec;
+  const view = new vega.View(vega.parse(vg), { renderer: "none" });
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
+}
+
+const esc = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]!));
+
+export async function buildReport(
+  dir: string,
+  out = join(dir, "report.html"),
+): Promise<{ path: string; figures: number }> {
+  const files: string[] = [];
+  for await (const f of results(dir)) files.push(f);
+  files.sort();
+  const figs: (Figure & { svg: string })[] = [];
+  const order = Object.keys(FIGURES);
+  const loaded: { f: string; j: { experiment: string } }[] = [];
+  for (const f of files) {
+    try {
+      const j = JSON.parse(await Deno.readTextFile(f));
+      if (typeof j?.experiment === "string" && FIGURES[j.experiment]) loaded.push({ f, j });
+    } catch { /* not a result */ }
+  }
+  loaded.sort((a, b) =>
+    order.indexOf(a.j.experiment) - order.indexOf(b.j.experiment) || (a.f < b.f ? -1 : 1)
+  );
+  for (const { f, j } of loaded) {
+    for (const fig of FIGURES[j.experiment](j, relative(dir, f))) {
+      figs.push({ ...fig, svg: await renderSvg(fig.spec) });
+    }
+  }
+  const body = figs.map((f, i) =>
+    `<figure id="fig${i + 1}"><h2>${i + 1}. ${esc(f.title)}</h2>${f.svg}<figcaption>${
+      esc(f.caption)
+    }</figcaption></figure>`
+  ).join("\n");
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>inoculum report</title>
+<style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}
+figcaption{color:#555;font-size:.9em;max-width:760px}h1{font-size:1.6em}h2{font-size:1.1em}</style></head>
+<body><h1>inoculum report</h1><p>${figs.length} figures from ${loaded.length} result files in <code>${
+    esc(dir)
+  }</code>, built ${new Date().toISOString()}.</p>
+${body}
+<script>document.title = "inoculum report: " + document.querySelectorAll("figure svg").length + " figures";</script>
+</body></html>`;
+  await atomicWrite(out, html);
+  return { path: out, figures: figs.length };
+}

@@ -1,0 +1,158 @@
+// The report from the JSON of a full (small) run on stories260K: every analysis runs, the page is built
+// with Vega-Lite → SVG, and headless Chromium renders it with every figure and no console errors.
+
+import { join } from "node:path";
+import assert from "node:assert/strict";
+import { EXPERIMENTS } from "../experiments/index.ts";
+import { buildReport } from "../report/build.ts";
+import { saveLayerVectors } from "../lib/vectors.ts";
+import { gpuTest, randn, testGpu } from "./helpers.ts";
+import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
+
+const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+});
+
+async function chromium(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  const profile = await Deno.makeTempDir();
+  const r = await new Deno.Command(CHROMIUM!, {
+    args: [
+      "--headless=new",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${profile}`,
+      "--enable-logging=stderr",
+      "--v=0",
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    stdout: new TextDecoder().decode(r.stdout),
+    stderr: new TextDecoder().decode(r.stderr),
+    code: r.code,
+  };
+}
+
+Deno.test({
+  name: "report: a full small run renders in headless Chromium with every figure and no console errors",
+  ...gpuTest,
+  fn: async () => {
+    assert.ok(CHROMIUM, "Chromium is needed for this test: apt-get install chromium (scripts/setup.sh does)");
+    const gpu = await testGpu();
+    const model = await storiesChat(), trait = await sadTrait();
+    const runDir = await Deno.makeTempDir({ prefix: "report-" });
+    const ctx = { gpu, runDir, progress: () => {} };
+    const judge = { type: "rule", markers: SAD_RULES };
+    const data = join(runDir, "chats.jsonl");
+    await Deno.writeTextFile(
+      data,
+      ["Lily was sad and cried.", "Tom lost his ball.", "The dog was hurt."]
+        .map((a, i) =>
+          JSON.stringify({
+            messages: [{ role: "user", content: `Tell story ${i}.` }, { role: "assistant", content: a }],
+          })
+        ).join("\n"),
+    );
+    const vec = join(runDir, "persona_vector.safetensors");
+    const run = (name: string, raw: Record<string, unknown>) =>
+      EXPERIMENTS[name].run(ctx, EXPERIMENTS[name].parseConfig(raw, `${name}.yaml`));
+    await run("extract", { model, trait, judge, samples: 1, max_new_tokens: 8, keep_all: true });
+    const other = join(runDir, "other.safetensors");
+    await saveLayerVectors(other, randn(6 * 64, 5), 6, 64);
+    const vectors = [{ name: "sad", path: vec }, { name: "other", path: other }];
+    await run("evaluate", { model, trait, judge, samples: 1, max_new_tokens: 8 });
+    await run("conditions", {
+      model,
+      trait,
+      judge,
+      vector: vec,
+      post: [{ name: "sad", data }],
+      conditions: [{ name: "none" }, { name: "pps", steer: { layers: [2], coef: 1 } }, {
+        name: "ip",
+        inoculation: ["You are sad."],
+      }],
+      train: {
+        epochs: 2,
+        batch_size: 1,
+        grad_accum: 1,
+        lr: 0.01,
+        checkpoint_every: 2,
+        warmup: 0,
+        lora: { r: 2, alpha: 4, target_modules: ["down_proj"] },
+      },
+      eval: { samples: 1, max_new_tokens: 6 },
+    });
+    await run("grad_cosine", {
+      model,
+      data,
+      vectors,
+      defences: [{ name: "pps", steer: { vector: "sad", layers: [2], coef: 1 } }, {
+        name: "ip",
+        ip: "You are sad.",
+      }],
+    });
+    await run("loss_sweep", { model, data, vector: vec, layers: [2], coefs: [0, 1, 2], ip: "You are sad." });
+    await run("grad_pca", {
+      model,
+      data,
+      layer: 3,
+      vectors,
+      defence: { name: "pps", steer: { vector: "sad", layers: [2], coef: 2 } },
+    });
+    await run("prompt_diff", { model, data, prompts: ["You are sad."] });
+    await run("ip_vs_pps", {
+      model,
+      data,
+      ip: "You are sad.",
+      prompt_vector: join(runDir, "prompt_diff-0.safetensors"),
+      coefs: [0, 1],
+    });
+    await run("projections", {
+      model,
+      data,
+      vectors,
+      adapters: [{ name: "base", path: null }, {
+        name: "pps",
+        path: join(runDir, "base__sad__pps__seed0", "adapter"),
+      }],
+    });
+    await run("delta_h", { model, data, limit: 1, vector: vec });
+
+    const { path, figures } = await buildReport(runDir);
+    // extract 1, evaluate 1, conditions 2 + 3 runs, grad_cosine 2, loss_sweep 2, grad_pca 2, ip_vs_pps 1, projections 1, delta_h 1
+    assert.equal(figures, 1 + 1 + 2 + 3 + 2 + 2 + 2 + 1 + 1 + 1);
+    const html = await Deno.readTextFile(path);
+    assert.equal((html.match(/<figure /g) ?? []).length, figures);
+    assert.ok(
+      !/https?:\/\/(?!www\.w3\.org|vega\.github\.io)/.test(html.replace(/xmlns[^ ]*/g, "")),
+      "self-contained: no external resources",
+    );
+
+    const dom = await chromium(["--dump-dom", `file://${path}`]);
+    assert.equal(dom.code, 0, dom.stderr.slice(-2000));
+    assert.match(
+      dom.stdout,
+      new RegExp(`<title>inoculum report: ${figures} figures</title>`),
+      "every figure's SVG is in the rendered DOM",
+    );
+    const consoleErrors = dom.stderr.split("\n").filter((l) =>
+      /CONSOLE/.test(l) && /(error|Uncaught)/i.test(l)
+    );
+    assert.deepEqual(consoleErrors, []);
+    const png = join(runDir, "report.png");
+    const shot = await chromium([`--screenshot=${png}`, "--window-size=1000,3000", `file://${path}`]);
+    assert.equal(shot.code, 0, shot.stderr.slice(-2000));
+    assert.ok((await Deno.stat(png)).size > 20_000, "the screenshot has content");
+  },
+});
