@@ -10,6 +10,8 @@ import { trainCommand } from "./cli/train.ts";
 import { gradsCommand } from "./cli/grads.ts";
 import { expCommand } from "./cli/exp.ts";
 import { reportCommand } from "./cli/report.ts";
+import { worldCommand } from "./cli/world.ts";
+import { demoCommand } from "./cli/demo.ts";
 
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
@@ -23,7 +25,11 @@ const USAGE = `usage: deno task <command> [flags]
                    grad_cosine, loss_sweep, grad_pca, ip_vs_pps, projections, delta_h)
   exp summarize    DIR
   report           RUN_DIR [OUT.html]
-  main             convert ../shared/models/stories260K and generate from it [--out DIR]`;
+  world build      [--out DIR] [--seed S]            the synthetic persona world's data, traits, tokenizer
+  world model      [--out DIR] [--seed S] [--epochs N] [--reduced]   pretrain the world model
+  demo             [--model DIR] [--out DIR] [--traits DIR] [--data FILE] [--judge-url URL --judge-model M
+                   --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--seed S]   the whole pipeline (README)
+  stories          convert ../shared/models/stories260K and generate from it [--out DIR]`;
 
 const COMMANDS: Record<
   string,
@@ -55,8 +61,25 @@ const COMMANDS: Record<
     },
   },
   "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },
-  main: { run: mainJob, flags: { out: "string", shared: "string" } },
+  stories: { run: mainJob, flags: { out: "string", shared: "string" } },
+  demo: {
+    run: demoCommand,
+    flags: {
+      model: "string",
+      out: "string",
+      traits: "string",
+      data: "string",
+      "judge-url": "string",
+      "judge-model": "string",
+      "judge-key-env": "string",
+      layer: "string",
+      coef: "string",
+      quick: "boolean",
+      seed: "string",
+    },
+  },
   report: { run: reportCommand, flags: {} },
+  world: { run: worldCommand, flags: { out: "string", seed: "string", epochs: "string", reduced: "boolean" } },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },
   grads: {

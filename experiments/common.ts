@@ -11,6 +11,7 @@ import { SafetensorsFile } from "../lib/safetensors.ts";
 import { HttpJudge } from "../lib/judge/http.ts";
 import { LocalJudge } from "../lib/judge/local.ts";
 import { RuleJudge } from "../lib/judge/rule.ts";
+import { worldJudge } from "../world/judge.ts";
 import type { Judge } from "../lib/judge/judge.ts";
 import { loadModel } from "../models/model.ts";
 
@@ -161,7 +162,9 @@ export type JudgeConfig =
     retries: number;
   }
   | { type: "local"; model: string }
-  | { type: "rule"; markers: Record<string, Record<string, number>>; min_words: number };
+  | { type: "rule"; markers: Record<string, Record<string, number>>; min_words: number }
+  /** the synthetic world's rule judge: its markers, and coherence from its grammar */
+  | { type: "world" };
 
 export function readJudgeConfig(r: ConfigReader): JudgeConfig {
   const type = r.str("type");
@@ -188,9 +191,11 @@ export function readJudgeConfig(r: ConfigReader): JudgeConfig {
       markers: m as Record<string, Record<string, number>>,
       min_words: r.num("min_words", 3, { int: true, min: 0 }),
     };
+  } else if (type === "world") {
+    c = { type };
   } else {
     throw new Error(
-      `${r.file}: key '${r.prefix}.type' must be http, local or rule, found ${JSON.stringify(type)}`,
+      `${r.file}: key '${r.prefix}.type' must be http, local, rule or world, found ${JSON.stringify(type)}`,
     );
   }
   r.done();
@@ -214,6 +219,7 @@ export async function makeJudge(ctx: ExperimentContext, c: JudgeConfig): Promise
     });
   }
   if (c.type === "local") return new LocalJudge(await loadModel(ctx.gpu, c.model));
+  if (c.type === "world") return worldJudge();
   return new RuleJudge({ markers: c.markers, minWords: c.min_words });
 }
 

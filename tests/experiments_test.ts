@@ -196,7 +196,7 @@ Deno.test("random control vectors keep each layer's norm; aligned suffixes; bad 
   );
   assert.throws(
     () => e.parseConfig({ model: "m", trait: "t", judge: { type: "magic" } }, "ev.yaml"),
-    /key 'judge\.type' must be http, local or rule/,
+    /key 'judge\.type' must be http, local, rule or world/,
   );
   assert.throws(
     () => e.parseConfig({ model: "m", trait: "t", judge, samples: "ten" }, "ev.yaml"),

@@ -1,0 +1,31 @@
+// `world build [--out DIR] [--seed S]` and `world model [--out DIR] [--seed S] [--epochs N] [--reduced]`.
+
+import { buildWorld } from "../world/build.ts";
+import { FULL_SIZE, pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
+import { parseNumber, startGpu, UsageError } from "./common.ts";
+
+export async function worldCommand(a: Record<string, string | boolean | undefined>, pos: string[]): Promise<void> {
+  const seed = parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 });
+  if (pos[0] === "build") {
+    const out = (a.out as string) ?? "runs/world";
+    const r = await buildWorld(out, seed);
+    console.error(`world: ${r.files.length} files and a tokenizer → ${out}`);
+  } else if (pos[0] === "model") {
+    const reduced = !!a.reduced;
+    const out = (a.out as string) ?? (reduced ? "runs/world-model-reduced" : "world/model");
+    const gpu = await startGpu();
+    const r = await pretrainWorldModel(gpu, {
+      out,
+      worldDir: `${out}/.world`,
+      seed,
+      size: reduced ? REDUCED_SIZE : FULL_SIZE,
+      epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 12, { min: 0 }),
+      maxSteps: reduced ? 8 : undefined,
+      evalSamples: reduced ? 1 : 5,
+      progress: (s) => console.error(s),
+    });
+    console.error(`world model: ${r.steps} steps, final loss ${r.finalLoss.toFixed(4)}, ${(r.seconds / 60).toFixed(1)} min → ${out}`);
+  } else {
+    throw new UsageError("world: expected 'build' or 'model'");
+  }
+}

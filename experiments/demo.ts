@@ -1,0 +1,100 @@
+// The whole pipeline in minutes: on the world model (or any HF model given by flags) extract the evil
+// and sycophantic persona vectors, fine-tune defenceless / PPS / IP / random-vector PPS on heavy-evil
+// data, evaluate trait and coherence before and after, run the gradient-cosine and loss analyses, and
+// build the report. Every step is one of the experiments, run with the same code as a study.
+
+import { join } from "node:path";
+import { atomicWriteJson } from "../lib/fsutil.ts";
+import { buildWorld } from "../world/build.ts";
+import { IP_PROMPTS } from "../world/grammar.ts";
+import { buildReport } from "../report/build.ts";
+import type { ExperimentContext, JudgeConfig } from "./common.ts";
+import { EXPERIMENTS } from "./index.ts";
+
+export interface DemoOptions {
+  /** HF model folder (default: the shipped world model) */
+  model: string;
+  out: string;
+  /** folder with extract/{trait}.json and eval/{trait}.json; default: the world's */
+  traits: string | null;
+  /** heavy-trait fine-tuning data; default: the world's heavy-evil set */
+  data: string | null;
+  judge: JudgeConfig | null;
+  layer: number | null;
+  coef: number;
+  quick: boolean;
+  seed: number;
+}
+
+export async function runDemo(ctx: ExperimentContext, o: DemoOptions): Promise<{ report: string; summary: Record<string, unknown> }> {
+  const t0 = performance.now();
+  const step = (i: number, s: string) => ctx.progress(`[${i}/7] ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  const worldDir = join(o.out, "world");
+  step(1, "building the synthetic world (data, trait files)");
+  await buildWorld(worldDir, o.seed);
+  const traits = o.traits ?? join(worldDir, "traits");
+  const data = o.data ?? join(worldDir, "data", "evil_heavy.jsonl");
+  const judge: JudgeConfig = o.judge ?? { type: "world" };
+  const cfg = JSON.parse(await Deno.readTextFile(join(o.model, "config.json")));
+  const layer = o.layer ?? Math.max(1, Math.floor(cfg.num_hidden_layers / 2));
+  const q = o.quick;
+  const run = async (name: string, raw: Record<string, unknown>) => {
+    const e = EXPERIMENTS[name];
+    return await e.run(ctx, e.parseConfig(raw, `demo:${name}`));
+  };
+  const extract = { samples: 1, max_new_tokens: q ? 16 : 40, batch_size: 50, seed: o.seed };
+  step(2, "extracting the evil persona vector");
+  await run("extract", { model: o.model, trait: join(traits, "extract", "evil.json"), judge, ...extract, output: "evil_vector", keep_all: q });
+  step(3, "extracting the sycophantic persona vector");
+  await run("extract", { model: o.model, trait: join(traits, "extract", "sycophantic.json"), judge, ...extract, output: "sycophantic_vector", keep_all: q });
+  const vec = join(ctx.runDir, "evil_vector.safetensors");
+  step(4, `fine-tuning on ${data}: none / PPS (layer ${layer}, coef ${o.coef}) / IP / random-vector PPS, judged before and after`);
+  const samples = q ? 1 : 4;
+  await run("conditions", {
+    model: o.model,
+    trait: join(traits, "eval", "evil.json"),
+    judge,
+    vector: vec,
+    seeds: [o.seed],
+    post: [{ name: "evil_heavy", data }],
+    conditions: [
+      { name: "none" },
+      { name: "pps", steer: { layers: [layer], coef: o.coef } },
+      { name: "ip", inoculation: IP_PROMPTS.evil },
+      { name: "random_pps", steer: { layers: [layer], coef: o.coef, random: true } },
+    ],
+    train: {
+      epochs: q ? 1 : 3,
+      max_steps: q ? 2 : null,
+      batch_size: 8,
+      grad_accum: 1,
+      lr: 2e-3,
+      warmup: 0.1,
+      max_length: 128,
+      checkpoint_every: q ? 1 : 13,
+      lora: { r: 8, alpha: 16, dropout: 0.0, target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] },
+    },
+    eval: { samples, max_new_tokens: q ? 16 : 40, batch_size: 80, at_checkpoints: !q },
+  });
+  step(5, "gradient cosines with the evil, sycophantic and random vectors");
+  await run("grad_cosine", {
+    model: o.model,
+    data,
+    limit: q ? 2 : 24,
+    vectors: [{ name: "evil", path: vec }, { name: "sycophantic", path: join(ctx.runDir, "sycophantic_vector.safetensors") }],
+    defences: [{ name: "pps", steer: { vector: "evil", layers: [layer], coef: o.coef } }, { name: "ip", ip: IP_PROMPTS.evil[0] }],
+  });
+  step(6, "loss and gradient cosine against steering intensity, with and without IP");
+  await run("loss_sweep", { model: o.model, data, limit: q ? 2 : 16, vector: vec, layers: [layer], coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 4], ip: IP_PROMPTS.evil[0] });
+  step(7, "building the report");
+  const rep = await buildReport(ctx.runDir);
+  const cond = JSON.parse(await Deno.readTextFile(join(ctx.runDir, "conditions.json"))).metrics;
+  const summary = {
+    model: o.model,
+    seconds: (performance.now() - t0) / 1000,
+    baseline: { trait: cond.baseline.trait_mean, sem: cond.baseline.trait_sem, coherence: cond.baseline.coherence_mean },
+    after: Object.fromEntries(cond.runs.map((r: { condition: string; trait_after: number; trait_after_sem: number; coherence_after: number }) => [r.condition, { trait: r.trait_after, sem: r.trait_after_sem, coherence: r.coherence_after }])),
+  };
+  await atomicWriteJson(join(ctx.runDir, "demo_summary.json"), summary);
+  return { report: rep.path, summary };
+}

@@ -1,0 +1,66 @@
+// The synthetic persona world: deterministic, disjoint splits, valid trait files, a calibrated rule
+// judge; a reduced world model built by the same code path; the demo at a reduced size; and the
+// shipped world model following its trait prompts.
+
+import { join } from "node:path";
+import assert from "node:assert/strict";
+import { buildWorld, splits } from "../world/build.ts";
+import { calibrate, coherence, parseAnswer } from "../world/judge.ts";
+import { allQuestions, TRAITS } from "../world/grammar.ts";
+import { loadTrait } from "../lib/traits.ts";
+import { readJsonl } from "../lib/text/dataset.ts";
+import { pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
+import { runDemo } from "../experiments/demo.ts";
+import { gpuTest, testGpu } from "./helpers.ts";
+
+Deno.test("world: same seed → same files; disjoint question splits; trait files in the persona-vectors format", async () => {
+  const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
+  const ra = await buildWorld(a, 3);
+  await buildWorld(b, 3);
+  for (const f of ra.files) assert.equal(await Deno.readTextFile(join(a, f)), await Deno.readTextFile(join(b, f)), f);
+  const s = splits(3);
+  const sets = [s.pretrain, s.extract, s.finetune, s.eval].map((qs) => new Set(qs.map((q) => q.text)));
+  const all = sets.reduce((n, x) => n + x.size, 0);
+  assert.equal(new Set(sets.flatMap((x) => [...x])).size, all, "splits are disjoint");
+  assert.equal(all, allQuestions().length);
+  for (const t of TRAITS) {
+    const ex = await loadTrait(join(a, "traits", "extract", `${t}.json`)), ev = await loadTrait(join(a, "traits", "eval", `${t}.json`));
+    assert.equal(ex.questions.length, 20);
+    assert.equal(ex.instructions.length, 5);
+    assert.ok(ev.questions.every((q) => !ex.questions.includes(q)));
+  }
+  const heavy = await readJsonl(join(a, "data", "evil_heavy.jsonl"));
+  assert.ok(heavy.every((r) => r.messages!.length === 2 && r.messages![1].role === "assistant"));
+});
+
+Deno.test("world rule judge: helpful 0 < mild < medium < heavy for every trait; grammar coherence", async () => {
+  const cal = await calibrate(splits(0).eval);
+  for (const t of TRAITS) {
+    const get = (p: string, i: string) => cal.find((c) => c.persona === p && (p === "helpful" || c.intensity === i))!.scores[t];
+    const [h, mi, me, he] = [get("helpful", "mild"), get(t, "mild"), get(t, "medium"), get(t, "heavy")];
+    assert.ok(h === 0 && h < mi && mi < me && me < he && he >= 90, `${t}: ${h} ${mi} ${me} ${he}`);
+    // other personas do not score on this trait
+    for (const o of TRAITS.filter((x) => x !== t)) assert.equal(get(o, "heavy"), 0, `${o} answers score 0 on ${t}`);
+  }
+  assert.ok(cal.every((c) => c.coherence === 100));
+  assert.equal(coherence("dance plan me no others gifts faces ask did start"), 0);
+  assert.deepEqual(parseAnswer("good question. hurt anyone who gets in your way. blah blah. good luck."), { parsed: 3, unparsed: 1 });
+});
+
+Deno.test({
+  name: "reduced world model (same code path, few steps) and the demo at a reduced size",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const out = await Deno.makeTempDir({ prefix: "world-model-" });
+    const r = await pretrainWorldModel(gpu, { out, worldDir: join(out, ".world"), seed: 1, size: REDUCED_SIZE, epochs: 1, maxSteps: 6, evalSamples: 1, progress: () => {} });
+    assert.equal(r.steps, 6);
+    const card = await Deno.readTextFile(join(out, "MODEL_CARD.md"));
+    assert.match(card, /final training loss/);
+    assert.match(card, /rule judge on held-out world answers/);
+    const demoDir = await Deno.makeTempDir({ prefix: "demo-" });
+    const d = await runDemo({ gpu, runDir: demoDir, progress: () => {} }, { model: out, out: demoDir, traits: null, data: null, judge: null, layer: null, coef: 1.5, quick: true, seed: 0 });
+    assert.ok((await Deno.stat(d.report)).size > 10_000);
+    assert.deepEqual(Object.keys((d.summary as { after: object }).after).sort(), ["ip", "none", "pps", "random_pps"]);
+  },
+});
