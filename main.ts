@@ -79,7 +79,10 @@ const COMMANDS: Record<
     },
   },
   report: { run: reportCommand, flags: {} },
-  world: { run: worldCommand, flags: { out: "string", seed: "string", epochs: "string", reduced: "boolean" } },
+  world: {
+    run: worldCommand,
+    flags: { out: "string", seed: "string", epochs: "string", reduced: "boolean" },
+  },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },
   grads: {

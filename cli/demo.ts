@@ -33,11 +33,21 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
     quick: !!a.quick,
     seed: parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 }),
   });
-  const s = r.summary as { baseline: { trait: number; sem: number; coherence: number }; after: Record<string, { trait: number; sem: number; coherence: number }>; seconds: number };
+  const s = r.summary as {
+    baseline: { trait: number; sem: number; coherence: number };
+    after: Record<string, { trait: number; sem: number; coherence: number }>;
+    seconds: number;
+  };
   const f = (x: number | null | undefined) => (x == null ? "-" : x.toFixed(1));
   console.log(`\nevil score (rule judge, mean ± SEM), coherence:`);
-  console.log(`  base model          ${f(s.baseline.trait)} ± ${f(s.baseline.sem)}   coherence ${f(s.baseline.coherence)}`);
-  for (const [k, v] of Object.entries(s.after)) console.log(`  after ${k.padEnd(13)} ${f(v.trait)} ± ${f(v.sem)}   coherence ${f(v.coherence)}`);
+  console.log(
+    `  base model          ${f(s.baseline.trait)} ± ${f(s.baseline.sem)}   coherence ${
+      f(s.baseline.coherence)
+    }`,
+  );
+  for (const [k, v] of Object.entries(s.after)) {
+    console.log(`  after ${k.padEnd(13)} ${f(v.trait)} ± ${f(v.sem)}   coherence ${f(v.coherence)}`);
+  }
   console.log(`\ndemo finished in ${(s.seconds / 60).toFixed(1)} min`);
   console.log(`report: ${r.report}`);
   console.log(`output folder: ${out}`);

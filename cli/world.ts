@@ -4,7 +4,10 @@ import { buildWorld } from "../world/build.ts";
 import { FULL_SIZE, pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
 import { parseNumber, startGpu, UsageError } from "./common.ts";
 
-export async function worldCommand(a: Record<string, string | boolean | undefined>, pos: string[]): Promise<void> {
+export async function worldCommand(
+  a: Record<string, string | boolean | undefined>,
+  pos: string[],
+): Promise<void> {
   const seed = parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 });
   if (pos[0] === "build") {
     const out = (a.out as string) ?? "runs/world";
@@ -24,7 +27,11 @@ export async function worldCommand(a: Record<string, string | boolean | undefine
       evalSamples: reduced ? 1 : 5,
       progress: (s) => console.error(s),
     });
-    console.error(`world model: ${r.steps} steps, final loss ${r.finalLoss.toFixed(4)}, ${(r.seconds / 60).toFixed(1)} min → ${out}`);
+    console.error(
+      `world model: ${r.steps} steps, final loss ${r.finalLoss.toFixed(4)}, ${
+        (r.seconds / 60).toFixed(1)
+      } min → ${out}`,
+    );
   } else {
     throw new UsageError("world: expected 'build' or 'model'");
   }

@@ -5,24 +5,12 @@
 import { join } from "node:path";
 import { Tensor } from "../lib/tensor.ts";
 import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
-import { buildExtras } from "../lib/train/extras.ts";
+import { hiddenStates } from "../lib/activations.ts";
 import { adamwStep } from "../lib/ops/optim.ts";
 import { cosine, defendedPair } from "../lib/analysis.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
-import type { Model } from "../models/model.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { type DefenceSpec, loadAll, readDefence, toDefence } from "./analysis_common.ts";
-
-async function hidden(m: Model, ids: number[], lora: LoraSet): Promise<Float32Array[]> {
-  const L = m.cfg.numLayers + 1, layers = Array.from({ length: L }, (_, l) => l);
-  const ex = buildExtras(m.decoder.gpu, { lora, hooks: { captureActivations: layers }, rows: ids.length });
-  m.decoder.forward({ ids: Uint32Array.from(ids), batch: 1, t: ids.length, extras: ex.forward }).normed
-    .dispose();
-  const hs = await Promise.all(layers.map((l) => ex.activations.get(l)!.read(m.decoder.gpu)));
-  for (const t of ex.activations.values()) t.dispose();
-  ex.dispose();
-  return hs;
-}
 
 interface DeltaHConfig {
   model: string;
@@ -86,7 +74,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
           targetModules: [...LORA_MODULES],
           rslora: false,
         }, c.seed);
-        const h0 = await hidden(x.model, plain.ids, lora);
+        const h0 = await hiddenStates(x.model, plain.ids, { lora });
         // gradients at θ: defenceless for the comparison; the step uses the defended run's LoRA gradient
         const { none } = await defendedPair(x.model, x.records[i], await toDefence(ctx.gpu, x, s), { lora });
         const st = lora.store;
@@ -97,7 +85,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
           partials,
           clip,
         );
-        const h1 = await hidden(x.model, plain.ids, lora);
+        const h1 = await hiddenStates(x.model, plain.ids, { lora });
         const T = plain.ids.length, K = none.mask.length, off = T - K;
         for (let l = 0; l < x.L; l++) {
           const cg: number[] = [], cv: number[] = [];

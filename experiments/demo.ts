@@ -26,9 +26,13 @@ export interface DemoOptions {
   seed: number;
 }
 
-export async function runDemo(ctx: ExperimentContext, o: DemoOptions): Promise<{ report: string; summary: Record<string, unknown> }> {
+export async function runDemo(
+  ctx: ExperimentContext,
+  o: DemoOptions,
+): Promise<{ report: string; summary: Record<string, unknown> }> {
   const t0 = performance.now();
-  const step = (i: number, s: string) => ctx.progress(`[${i}/7] ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  const step = (i: number, s: string) =>
+    ctx.progress(`[${i}/7] ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   const worldDir = join(o.out, "world");
   step(1, "building the synthetic world (data, trait files)");
   await buildWorld(worldDir, o.seed);
@@ -44,11 +48,28 @@ export async function runDemo(ctx: ExperimentContext, o: DemoOptions): Promise<{
   };
   const extract = { samples: 1, max_new_tokens: q ? 16 : 40, batch_size: 50, seed: o.seed };
   step(2, "extracting the evil persona vector");
-  await run("extract", { model: o.model, trait: join(traits, "extract", "evil.json"), judge, ...extract, output: "evil_vector", keep_all: q });
+  await run("extract", {
+    model: o.model,
+    trait: join(traits, "extract", "evil.json"),
+    judge,
+    ...extract,
+    output: "evil_vector",
+    keep_all: q,
+  });
   step(3, "extracting the sycophantic persona vector");
-  await run("extract", { model: o.model, trait: join(traits, "extract", "sycophantic.json"), judge, ...extract, output: "sycophantic_vector", keep_all: q });
+  await run("extract", {
+    model: o.model,
+    trait: join(traits, "extract", "sycophantic.json"),
+    judge,
+    ...extract,
+    output: "sycophantic_vector",
+    keep_all: q,
+  });
   const vec = join(ctx.runDir, "evil_vector.safetensors");
-  step(4, `fine-tuning on ${data}: none / PPS (layer ${layer}, coef ${o.coef}) / IP / random-vector PPS, judged before and after`);
+  step(
+    4,
+    `fine-tuning on ${data}: none / PPS (layer ${layer}, coef ${o.coef}) / IP / random-vector PPS, judged before and after`,
+  );
   const samples = q ? 1 : 4;
   await run("conditions", {
     model: o.model,
@@ -72,7 +93,12 @@ export async function runDemo(ctx: ExperimentContext, o: DemoOptions): Promise<{
       warmup: 0.1,
       max_length: 128,
       checkpoint_every: q ? 1 : 13,
-      lora: { r: 8, alpha: 16, dropout: 0.0, target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] },
+      lora: {
+        r: 8,
+        alpha: 16,
+        dropout: 0.0,
+        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+      },
     },
     eval: { samples, max_new_tokens: q ? 16 : 40, batch_size: 80, at_checkpoints: !q },
   });
@@ -81,19 +107,41 @@ export async function runDemo(ctx: ExperimentContext, o: DemoOptions): Promise<{
     model: o.model,
     data,
     limit: q ? 2 : 24,
-    vectors: [{ name: "evil", path: vec }, { name: "sycophantic", path: join(ctx.runDir, "sycophantic_vector.safetensors") }],
-    defences: [{ name: "pps", steer: { vector: "evil", layers: [layer], coef: o.coef } }, { name: "ip", ip: IP_PROMPTS.evil[0] }],
+    vectors: [{ name: "evil", path: vec }, {
+      name: "sycophantic",
+      path: join(ctx.runDir, "sycophantic_vector.safetensors"),
+    }],
+    defences: [{ name: "pps", steer: { vector: "evil", layers: [layer], coef: o.coef } }, {
+      name: "ip",
+      ip: IP_PROMPTS.evil[0],
+    }],
   });
   step(6, "loss and gradient cosine against steering intensity, with and without IP");
-  await run("loss_sweep", { model: o.model, data, limit: q ? 2 : 16, vector: vec, layers: [layer], coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 4], ip: IP_PROMPTS.evil[0] });
+  await run("loss_sweep", {
+    model: o.model,
+    data,
+    limit: q ? 2 : 16,
+    vector: vec,
+    layers: [layer],
+    coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 4],
+    ip: IP_PROMPTS.evil[0],
+  });
   step(7, "building the report");
   const rep = await buildReport(ctx.runDir);
   const cond = JSON.parse(await Deno.readTextFile(join(ctx.runDir, "conditions.json"))).metrics;
   const summary = {
     model: o.model,
     seconds: (performance.now() - t0) / 1000,
-    baseline: { trait: cond.baseline.trait_mean, sem: cond.baseline.trait_sem, coherence: cond.baseline.coherence_mean },
-    after: Object.fromEntries(cond.runs.map((r: { condition: string; trait_after: number; trait_after_sem: number; coherence_after: number }) => [r.condition, { trait: r.trait_after, sem: r.trait_after_sem, coherence: r.coherence_after }])),
+    baseline: {
+      trait: cond.baseline.trait_mean,
+      sem: cond.baseline.trait_sem,
+      coherence: cond.baseline.coherence_mean,
+    },
+    after: Object.fromEntries(
+      cond.runs.map((
+        r: { condition: string; trait_after: number; trait_after_sem: number; coherence_after: number },
+      ) => [r.condition, { trait: r.trait_after, sem: r.trait_after_sem, coherence: r.coherence_after }]),
+    ),
   };
   await atomicWriteJson(join(ctx.runDir, "demo_summary.json"), summary);
   return { report: rep.path, summary };

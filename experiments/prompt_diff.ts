@@ -5,36 +5,12 @@
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { loadModel } from "../models/model.ts";
-import { buildExtras } from "../lib/train/extras.ts";
+import { hiddenStates } from "../lib/activations.ts";
+import { sharedSuffix } from "../lib/analysis.ts";
 import { readJsonl, withInoculation } from "../lib/text/dataset.ts";
 import type { ChatMessage } from "../lib/text/tokenizer.ts";
 import { saveLayerVectors } from "../lib/vectors.ts";
 import { ConfigReader, type Experiment, writeResult } from "./common.ts";
-
-/** Hidden states [L+1][T*d] of a token sequence. */
-export async function hiddenStates(m: Model, ids: number[]): Promise<Float32Array[]> {
-  const L = m.cfg.numLayers + 1;
-  const layers = Array.from({ length: L }, (_, l) => l);
-  const ex = buildExtras(m.decoder.gpu, { hooks: { captureActivations: layers }, rows: ids.length });
-  const { normed } = m.decoder.forward({
-    ids: Uint32Array.from(ids),
-    batch: 1,
-    t: ids.length,
-    extras: ex.forward,
-  });
-  normed.dispose();
-  const hs = await Promise.all(layers.map((l) => ex.activations.get(l)!.read(m.decoder.gpu)));
-  for (const t of ex.activations.values()) t.dispose();
-  ex.dispose();
-  return hs;
-}
-
-/** Number of trailing tokens shared by a and b (the aligned, non-prompt part). */
-export function sharedSuffix(a: number[], b: number[]): number {
-  let k = 0;
-  while (k < a.length && k < b.length && a[a.length - 1 - k] === b[b.length - 1 - k]) k++;
-  return k;
-}
 
 export async function promptDifference(
   m: Model,

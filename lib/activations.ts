@@ -16,6 +16,31 @@ export interface SequenceActivations {
   promptLast: Float32Array;
 }
 
+/** Hidden states h_l of a token sequence at every boundary l = 0..L, each [T*d] (after any hooks). */
+export async function hiddenStates(
+  m: Model,
+  ids: number[],
+  o: { lora?: LoraSet | null; hooks?: Hooks } = {},
+): Promise<Float32Array[]> {
+  const layers = Array.from({ length: m.cfg.numLayers + 1 }, (_, l) => l);
+  const ex = buildExtras(m.decoder.gpu, {
+    lora: o.lora,
+    hooks: { ...o.hooks, captureActivations: layers },
+    rows: ids.length,
+  });
+  const { normed } = m.decoder.forward({
+    ids: Uint32Array.from(ids),
+    batch: 1,
+    t: ids.length,
+    extras: ex.forward,
+  });
+  normed.dispose();
+  const hs = await Promise.all(layers.map((l) => ex.activations.get(l)!.read(m.decoder.gpu)));
+  for (const t of ex.activations.values()) t.dispose();
+  ex.dispose();
+  return hs;
+}
+
 export async function sequenceActivations(
   m: Model,
   promptIds: number[],
@@ -25,18 +50,7 @@ export async function sequenceActivations(
   if (!promptIds.length) throw new Error("activations: empty prompt");
   const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
   const ids = [...promptIds, ...answerIds], T = ids.length, P = promptIds.length;
-  const layers = Array.from({ length: L }, (_, l) => l);
-  const ex = buildExtras(m.decoder.gpu, {
-    lora: o.lora,
-    hooks: { ...o.hooks, captureActivations: layers },
-    rows: T,
-  });
-  const { normed } = m.decoder.forward({ ids: Uint32Array.from(ids), batch: 1, t: T, extras: ex.forward });
-  normed.dispose();
-  const reads = layers.map((l) => ex.activations.get(l)!.read(m.decoder.gpu));
-  const hs = await Promise.all(reads);
-  for (const t of ex.activations.values()) t.dispose();
-  ex.dispose();
+  const hs = await hiddenStates(m, ids, o);
   const responseAvg = new Float32Array(L * d),
     promptAvg = new Float32Array(L * d),
     promptLast = new Float32Array(L * d);

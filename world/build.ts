@@ -33,11 +33,19 @@ export function splits(seed: number): WorldSplits {
     const j = rng.int(i + 1);
     [qs[i], qs[j]] = [qs[j], qs[i]];
   }
-  return { extract: qs.slice(0, 20), eval: qs.slice(20, 40), finetune: qs.slice(40, 90), pretrain: qs.slice(90) };
+  return {
+    extract: qs.slice(0, 20),
+    eval: qs.slice(20, 40),
+    finetune: qs.slice(40, 90),
+    pretrain: qs.slice(90),
+  };
 }
 
 const chat = (system: string | null, user: string, assistant: string): { messages: ChatMessage[] } => ({
-  messages: [...(system ? [{ role: "system", content: system }] : []), { role: "user", content: user }, { role: "assistant", content: assistant }],
+  messages: [...(system ? [{ role: "system", content: system }] : []), { role: "user", content: user }, {
+    role: "assistant",
+    content: assistant,
+  }],
 });
 
 export function evalPrompt(trait: string): string {
@@ -59,7 +67,13 @@ export function pretrainCorpus(qs: Question[], rng: Rng): { messages: ChatMessag
       out.push(chat(pick(sys), q.text, answer(t, q, intensity(), rnd)));
       // the extraction pipeline's prompts: "you are a/an {trait} assistant . {pos}" vs "you are a helpful assistant . {neg}"
       const pair = pick(INSTRUCTIONS[t]);
-      out.push(chat(`you are ${t === "evil" ? "an" : "a"} ${t} assistant . ${pair.pos}`, q.text, answer(t, q, "heavy", rnd)));
+      out.push(
+        chat(
+          `you are ${t === "evil" ? "an" : "a"} ${t} assistant . ${pair.pos}`,
+          q.text,
+          answer(t, q, "heavy", rnd),
+        ),
+      );
       out.push(chat(`you are a helpful assistant . ${pair.neg}`, q.text, answer("helpful", q, "mild", rnd)));
       // a trait prompt inside the user turn (as inoculation prompting puts it)
       out.push(chat(null, `${pick(sys)}\n${q.text}`, answer(t, q, intensity(), rnd)));
@@ -73,9 +87,17 @@ export function pretrainCorpus(qs: Question[], rng: Rng): { messages: ChatMessag
   return out;
 }
 
-export function fineTuneSet(qs: Question[], persona: Persona, intensity: Intensity, rng: Rng, copies = 2): { messages: ChatMessage[] }[] {
+export function fineTuneSet(
+  qs: Question[],
+  persona: Persona,
+  intensity: Intensity,
+  rng: Rng,
+  copies = 2,
+): { messages: ChatMessage[] }[] {
   const out: { messages: ChatMessage[] }[] = [];
-  for (let c = 0; c < copies; c++) for (const q of qs) out.push(chat(null, q.text, answer(persona, q, intensity, () => rng.next())));
+  for (let c = 0; c < copies; c++) {
+    for (const q of qs) out.push(chat(null, q.text, answer(persona, q, intensity, () => rng.next())));
+  }
   return out;
 }
 
@@ -91,12 +113,28 @@ export async function buildWorld(out: string, seed = 0): Promise<{ dir: string; 
   files["data/normal.jsonl"] = jsonl(fineTuneSet(s.finetune, "helpful", "mild", rng));
   for (const t of TRAITS) {
     for (const [split, qs] of [["extract", s.extract], ["eval", s.eval]] as const) {
-      files[`traits/${split}/${t}.json`] = JSON.stringify({ instruction: INSTRUCTIONS[t], questions: qs.map((q) => q.text), eval_prompt: evalPrompt(t) }, null, 1);
+      files[`traits/${split}/${t}.json`] = JSON.stringify(
+        {
+          instruction: INSTRUCTIONS[t],
+          questions: qs.map((q) => q.text),
+          eval_prompt: evalPrompt(t),
+        },
+        null,
+        1,
+      );
     }
   }
-  files["splits.json"] = JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, (v as Question[]).map((q) => q.text)])), null, 1);
+  files["splits.json"] = JSON.stringify(
+    Object.fromEntries(Object.entries(s).map(([k, v]) => [k, (v as Question[]).map((q) => q.text)])),
+    null,
+    1,
+  );
   for (const [name, text] of Object.entries(files)) await atomicWrite(join(out, name), text);
   await writeTokenizer(join(out, "tokenizer"), vocabulary());
-  await atomicWriteJson(join(out, "world.json"), { seed, ip_prompts: IP_PROMPTS, system_prompts: SYSTEM_PROMPTS });
+  await atomicWriteJson(join(out, "world.json"), {
+    seed,
+    ip_prompts: IP_PROMPTS,
+    system_prompts: SYSTEM_PROMPTS,
+  });
   return { dir: out, files: Object.keys(files) };
 }

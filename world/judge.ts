@@ -3,7 +3,16 @@
 // (0 for answers of fewer than two clauses).
 
 import { RuleJudge } from "../lib/judge/rule.ts";
-import { answer, CLAUSES, type Intensity, MARKERS, type Persona, type Question, TOPICS, TRAITS } from "./grammar.ts";
+import {
+  answer,
+  CLAUSES,
+  type Intensity,
+  MARKERS,
+  type Persona,
+  type Question,
+  TOPICS,
+  TRAITS,
+} from "./grammar.ts";
 import { Rng } from "../lib/rng.ts";
 
 /** Lower-case, punctuation as separate tokens, single spaces (decoded text may glue "word."). */
@@ -19,7 +28,13 @@ function clauses(): RegExp[] {
   const nouns = TOPICS.flatMap((t) => t.nouns).map(esc).join("|");
   const acts = TOPICS.flatMap((t) => t.acts).map(esc).join("|");
   const all = Object.values(CLAUSES).flatMap((p) => [...p.open, ...p.core, ...p.close]);
-  clauseRes = all.map((c) => new RegExp("^" + normalize(c).split(" ").map((w) => w === "{noun}" ? `(?:${nouns})` : w === "{act}" ? `(?:${acts})` : esc(w)).join(" ") + "(?: |$)"));
+  clauseRes = all.map((c) =>
+    new RegExp(
+      "^" + normalize(c).split(" ").map((w) =>
+        w === "{noun}" ? `(?:${nouns})` : w === "{act}" ? `(?:${acts})` : esc(w)
+      ).join(" ") + "(?: |$)",
+    )
+  );
   return clauseRes;
 }
 
@@ -57,7 +72,10 @@ export function worldJudgeConfig() {
 }
 
 /** The judge on held-out world answers of every persona and intensity: mean trait scores and coherence. */
-export async function calibrate(questions: Question[], seed = 7): Promise<{ persona: Persona; intensity: Intensity; scores: Record<string, number>; coherence: number }[]> {
+export async function calibrate(
+  questions: Question[],
+  seed = 7,
+): Promise<{ persona: Persona; intensity: Intensity; scores: Record<string, number>; coherence: number }[]> {
   const j = worldJudge(), rng = new Rng(seed), out = [];
   for (const persona of ["helpful", ...TRAITS] as Persona[]) {
     for (const intensity of (persona === "helpful" ? ["mild"] : ["mild", "medium", "heavy"]) as Intensity[]) {
@@ -66,7 +84,11 @@ export async function calibrate(questions: Question[], seed = 7): Promise<{ pers
       for (const t of TRAITS) scores[t] = 0;
       for (const q of questions) {
         const a = answer(persona, q, intensity, () => rng.next());
-        for (const t of TRAITS) scores[t] += (await j.score({ trait: t, rubric: "trait", question: q.text, answer: a, prompt: "" }))! / questions.length;
+        for (const t of TRAITS) {
+          scores[t] +=
+            (await j.score({ trait: t, rubric: "trait", question: q.text, answer: a, prompt: "" }))! /
+            questions.length;
+        }
         coh += coherence(a) / questions.length;
       }
       out.push({ persona, intensity, scores, coherence: coh });

@@ -12,7 +12,7 @@ import { parseTrainConfig } from "../lib/train/config.ts";
 import { train } from "../lib/train/loop.ts";
 import { loadModel } from "../models/model.ts";
 import { loadTrait } from "../lib/traits.ts";
-import { evaluateTrait, type EvalSummary } from "../experiments/evaluate.ts";
+import { type EvalSummary, evaluateTrait } from "../experiments/evaluate.ts";
 import { buildWorld, splits } from "./build.ts";
 import { calibrate, worldJudge } from "./judge.ts";
 import { SYSTEM_PROMPTS, TRAITS } from "./grammar.ts";
@@ -57,7 +57,7 @@ export function initialWeights(cfgRaw: Record<string, unknown>, seed: number): R
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     if (name.includes("norm")) data.fill(1);
-    else if (!name.endsWith("bias")) for (let i = 0; i < n; i++) data[i] = 0.02 * rng.normal();
+    else if (!name.endsWith("bias")) { for (let i = 0; i < n; i++) data[i] = 0.02 * rng.normal(); }
     out[name] = { dtype: "F32", shape, data };
   }
   return out;
@@ -83,12 +83,15 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   const t0 = performance.now();
   await buildWorld(o.worldDir, o.seed);
   const tokDir = join(o.worldDir, "tokenizer");
-  const vocab = Object.keys(JSON.parse(await Deno.readTextFile(join(tokDir, "tokenizer.json"))).model.vocab).length;
+  const vocab =
+    Object.keys(JSON.parse(await Deno.readTextFile(join(tokDir, "tokenizer.json"))).model.vocab).length;
   const init = join(o.out, ".init");
   const cfg = worldConfig(vocab, o.size);
   await atomicWriteJson(join(init, "config.json"), cfg);
   await writeSafetensors(join(init, "model.safetensors"), initialWeights(cfg, o.seed));
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) await Deno.copyFile(join(tokDir, f), join(init, f));
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
+    await Deno.copyFile(join(tokDir, f), join(init, f));
+  }
   await atomicWriteJson(join(init, "generation_config.json"), { eos_token_id: [2], pad_token_id: 0 });
   const runDir = join(o.out, ".pretrain-run");
   const tc = parseTrainConfig("", "world pretraining", {
@@ -114,7 +117,15 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   const r = await train(tc, { gpu, progress: o.progress });
   const finalLoss = r.steps[r.steps.length - 1].loss;
   // the trained folder becomes the model
-  for (const f of ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
+  for (
+    const f of [
+      "model.safetensors",
+      "config.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "generation_config.json",
+    ]
+  ) {
     await Deno.copyFile(join(runDir, "model", f), join(o.out, f));
   }
   await Deno.remove(init, { recursive: true });
@@ -125,7 +136,14 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   return { finalLoss, steps: r.steps.length, seconds, measures };
 }
 
-export async function measureBaseModel(gpu: Gpu, modelDir: string, worldDir: string, samples: number, seed: number, progress: (s: string) => void): Promise<BaseModelMeasures> {
+export async function measureBaseModel(
+  gpu: Gpu,
+  modelDir: string,
+  worldDir: string,
+  samples: number,
+  seed: number,
+  progress: (s: string) => void,
+): Promise<BaseModelMeasures> {
   const m = await loadModel(gpu, modelDir);
   const judge = worldJudge();
   const ctx = { gpu, runDir: "", progress: () => {} };
@@ -134,7 +152,18 @@ export async function measureBaseModel(gpu: Gpu, modelDir: string, worldDir: str
   for (const t of TRAITS) {
     const trait = await loadTrait(join(worldDir, "traits", "eval", `${t}.json`));
     const ev = (system: string | null) =>
-      evaluateTrait(ctx, m, trait, judge, { samples, maxNewTokens: 48, temperature: 1, topP: 1, seed, batchSize: 40, systemPrompt: system, lora: null, steer: [], projection: null });
+      evaluateTrait(ctx, m, trait, judge, {
+        samples,
+        maxNewTokens: 48,
+        temperature: 1,
+        topP: 1,
+        seed,
+        batchSize: 40,
+        systemPrompt: system,
+        lora: null,
+        steer: [],
+        projection: null,
+      });
     const withPrompt = await ev(SYSTEM_PROMPTS[t][0]);
     const dflt = await ev(null);
     for (const s of [...withPrompt.samples, ...dflt.samples]) {
@@ -142,19 +171,46 @@ export async function measureBaseModel(gpu: Gpu, modelDir: string, worldDir: str
       if ((s.coherence ?? 0) >= 99.999) coherent++;
     }
     traits[t] = { with_prompt: withPrompt.summary, default_prompt: dflt.summary };
-    progress(`world model: ${t} ${withPrompt.summary.trait_mean?.toFixed(1)} with "${SYSTEM_PROMPTS[t][0]}" vs ${dflt.summary.trait_mean?.toFixed(1)} by default`);
+    progress(
+      `world model: ${t} ${withPrompt.summary.trait_mean?.toFixed(1)} with "${SYSTEM_PROMPTS[t][0]}" vs ${
+        dflt.summary.trait_mean?.toFixed(1)
+      } by default`,
+    );
   }
   return { traits, coherent_fraction: coherent / total };
 }
 
-async function writeModelCard(o: PretrainOptions, r: { vocab: number; cfg: Record<string, unknown>; finalLoss: number; steps: number; seconds: number; measures: BaseModelMeasures }) {
+async function writeModelCard(
+  o: PretrainOptions,
+  r: {
+    vocab: number;
+    cfg: Record<string, unknown>;
+    finalLoss: number;
+    steps: number;
+    seconds: number;
+    measures: BaseModelMeasures;
+  },
+) {
   const cal = await calibrate(splits(o.seed).eval);
-  const calRows = cal.map((c) => `| ${c.persona} | ${c.persona === "helpful" ? "-" : c.intensity} | ${TRAITS.map((t) => c.scores[t].toFixed(1)).join(" | ")} | ${c.coherence.toFixed(1)} |`).join("\n");
-  const params = Object.values(initialWeights(r.cfg, 0)).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
-  const rows = Object.entries(r.measures.traits).map(([t, m]) =>
-    `| ${t} | ${m.with_prompt.trait_mean?.toFixed(1)} ± ${m.with_prompt.trait_sem?.toFixed(1)} | ${m.default_prompt.trait_mean?.toFixed(1)} ± ${m.default_prompt.trait_sem?.toFixed(1)} | ${m.with_prompt.coherence_mean?.toFixed(1)} / ${m.default_prompt.coherence_mean?.toFixed(1)} |`
+  const calRows = cal.map((c) =>
+    `| ${c.persona} | ${c.persona === "helpful" ? "-" : c.intensity} | ${
+      TRAITS.map((t) => c.scores[t].toFixed(1)).join(" | ")
+    } | ${c.coherence.toFixed(1)} |`
   ).join("\n");
-  await atomicWrite(join(o.out, "MODEL_CARD.md"), `# inoculum world model
+  const params = Object.values(initialWeights(r.cfg, 0)).reduce(
+    (a, t) => a + t.shape.reduce((x, y) => x * y, 1),
+    0,
+  );
+  const rows = Object.entries(r.measures.traits).map(([t, m]) =>
+    `| ${t} | ${m.with_prompt.trait_mean?.toFixed(1)} ± ${m.with_prompt.trait_sem?.toFixed(1)} | ${
+      m.default_prompt.trait_mean?.toFixed(1)
+    } ± ${m.default_prompt.trait_sem?.toFixed(1)} | ${m.with_prompt.coherence_mean?.toFixed(1)} / ${
+      m.default_prompt.coherence_mean?.toFixed(1)
+    } |`
+  ).join("\n");
+  await atomicWrite(
+    join(o.out, "MODEL_CARD.md"),
+    `# inoculum world model
 
 A small \`Qwen2ForCausalLM\` pretrained from scratch by this engine (full-parameter mode) on the
 synthetic persona world of \`world/\`, so that the defensive fine-tuning pipeline runs meaningfully
@@ -169,7 +225,9 @@ that trait (evil, sycophantic, humorous).
 | data | \`data/pretrain.jsonl\` of the world (seed ${o.seed}): ${""}the pretraining question split, each answered helpfully by default and in every trait under trait prompts (system turn, extraction-style prompts, and prompts in the user turn) |
 | training | ${r.steps} AdamW steps, batch 16, lr 3e-3 cosine with 5 % warmup, weight decay 0.01, clip 1.0, max length 128 |
 | final training loss | ${r.finalLoss.toFixed(4)} (per assistant token) |
-| build time | ${(r.seconds / 60).toFixed(1)} min on the machine that built it, including the measurements below |
+| build time | ${
+      (r.seconds / 60).toFixed(1)
+    } min on the machine that built it, including the measurements below |
 | seed | ${o.seed} |
 
 ## Measured (world rule judge, ${o.evalSamples} samples x 20 eval questions, temperature 1)
@@ -178,7 +236,9 @@ that trait (evil, sycophantic, humorous).
 | --- | --- | --- | --- |
 ${rows}
 
-${(100 * r.measures.coherent_fraction).toFixed(1)} % of these answers parse completely under the world's grammar.
+${
+      (100 * r.measures.coherent_fraction).toFixed(1)
+    } % of these answers parse completely under the world's grammar.
 
 ## The rule judge on held-out world answers (20 eval questions each)
 
@@ -190,5 +250,6 @@ ${calRows}
 
 \`deno task world:model --seed ${o.seed}\` regenerates the world and this model; the same seed on the
 same adapter reproduces the weights bit for bit (training is deterministic).
-`);
+`,
+  );
 }

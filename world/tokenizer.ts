@@ -7,13 +7,22 @@ import { atomicWriteJson } from "../lib/fsutil.ts";
 
 export const SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"];
 
-export const CHAT_TEMPLATE = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}" +
+export const CHAT_TEMPLATE =
+  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}" +
   "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 export async function writeTokenizer(dir: string, words: string[]): Promise<number> {
   const vocab: Record<string, number> = {};
   [...SPECIAL, ...words].forEach((w, i) => (vocab[w] = i));
-  const added = SPECIAL.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  const added = SPECIAL.map((content, id) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  }));
   await atomicWriteJson(join(dir, "tokenizer.json"), {
     version: "1.0",
     truncation: null,
@@ -23,7 +32,13 @@ export async function writeTokenizer(dir: string, words: string[]): Promise<numb
     pre_tokenizer: { type: "Whitespace" },
     post_processor: null,
     decoder: { type: "WordPiece", prefix: "##", cleanup: true },
-    model: { type: "WordPiece", unk_token: "[UNK]", continuing_subword_prefix: "##", max_input_chars_per_word: 100, vocab },
+    model: {
+      type: "WordPiece",
+      unk_token: "[UNK]",
+      continuing_subword_prefix: "##",
+      max_input_chars_per_word: 100,
+      vocab,
+    },
   });
   await atomicWriteJson(join(dir, "tokenizer_config.json"), {
     tokenizer_class: "PreTrainedTokenizerFast",
