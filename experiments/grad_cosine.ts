@@ -6,6 +6,7 @@
 
 import { join } from "node:path";
 import { defendedPair, meanTokenCosine } from "../lib/analysis.ts";
+import { LoraSet } from "../lib/train/lora.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import {
   type DefenceSpec,
@@ -19,6 +20,8 @@ import {
 interface GradCosineConfig {
   model: string;
   adapter: string | null;
+  /** also analyse these adapters (e.g. the checkpoints of a training run): per-layer means each */
+  checkpoints: { name: string; path: string }[];
   data: string;
   limit: number;
   vectors: VectorSpec[];
@@ -36,6 +39,13 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
     const c: GradCosineConfig = {
       model: r.str("model"),
       adapter: r.optStr("adapter"),
+      checkpoints: r.has("checkpoints")
+        ? r.list("checkpoints").map((k) => {
+          const o = { name: k.str("name"), path: k.str("path") };
+          k.done();
+          return o;
+        })
+        : (r.any("checkpoints"), []),
       data: r.str("data"),
       limit: r.num("limit", 64, { int: true, min: 1 }),
       vectors: readVectors(r),
@@ -50,57 +60,71 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
   async run(ctx, c) {
     const started = new Date();
     const x = await loadAll(ctx.gpu, { ...c });
-    const rows: {
-      sample: number;
-      defence: string;
-      coef: number | null;
-      vector: string;
-      layer: number;
-      defended: number;
-      none: number;
-    }[] = [];
-    const variants = c.defences.flatMap((
-      s,
-    ) => (s.steer && c.coefs ? c.coefs.map((k) => ({ s, coef: k as number | null })) : [{ s, coef: null }]));
-    for (let i = 0; i < x.records.length; i++) {
-      ctx.progress(`grad_cosine: sample ${i + 1}/${x.records.length}`);
-      for (const { s, coef } of variants) {
-        const { none, defended } = await defendedPair(
-          x.model,
-          x.records[i],
-          await toDefence(ctx.gpu, x, s, coef ?? undefined),
-          { lora: x.lora },
-        );
-        for (const [name, vec] of x.vectors) {
-          const a = meanTokenCosine(defended, vec, x.d), b = meanTokenCosine(none, vec, x.d);
-          a.forEach((v, l) =>
-            rows.push({
-              sample: i,
-              defence: s.name,
-              coef: coef ?? s.steer?.coef ?? null,
-              vector: name,
-              layer: l,
-              defended: v,
-              none: b[l],
-            })
+    const analyse = async (lora: LoraSet | null, label: string) => {
+      const rows: {
+        sample: number;
+        defence: string;
+        coef: number | null;
+        vector: string;
+        layer: number;
+        defended: number;
+        none: number;
+      }[] = [];
+      const variants = c.defences.flatMap((
+        s,
+      ) => (s.steer && c.coefs
+        ? c.coefs.map((k) => ({ s, coef: k as number | null }))
+        : [{ s, coef: null }])
+      );
+      for (let i = 0; i < x.records.length; i++) {
+        ctx.progress(`grad_cosine${label}: sample ${i + 1}/${x.records.length}`);
+        for (const { s, coef } of variants) {
+          const { none, defended } = await defendedPair(
+            x.model,
+            x.records[i],
+            await toDefence(ctx.gpu, x, s, coef ?? undefined),
+            { lora },
           );
+          for (const [name, vec] of x.vectors) {
+            const a = meanTokenCosine(defended, vec, x.d), b = meanTokenCosine(none, vec, x.d);
+            a.forEach((v, l) =>
+              rows.push({
+                sample: i,
+                defence: s.name,
+                coef: coef ?? s.steer?.coef ?? null,
+                vector: name,
+                layer: l,
+                defended: v,
+                none: b[l],
+              })
+            );
+          }
         }
       }
+      const keys = [...new Set(rows.map((r) => `${r.defence}|${r.coef}|${r.vector}|${r.layer}`))];
+      const layerMeans = keys.map((k) => {
+        const sel = rows.filter((r) => `${r.defence}|${r.coef}|${r.vector}|${r.layer}` === k);
+        const f = sel[0];
+        return {
+          defence: f.defence,
+          coef: f.coef,
+          vector: f.vector,
+          layer: f.layer,
+          defended: finite(mean(sel.map((r) => r.defended).filter(Number.isFinite))),
+          none: finite(mean(sel.map((r) => r.none).filter(Number.isFinite))),
+        };
+      });
+      return { rows, layerMeans };
+    };
+    const { rows, layerMeans } = await analyse(x.lora, "");
+    const overCheckpoints = [];
+    for (const k of c.checkpoints) {
+      const lora = await LoraSet.load(ctx.gpu, x.model.cfg, k.path);
+      overCheckpoints.push({ name: k.name, layer_means: (await analyse(lora, ` [${k.name}]`)).layerMeans });
+      lora.store.destroy();
     }
-    const keys = [...new Set(rows.map((r) => `${r.defence}|${r.coef}|${r.vector}|${r.layer}`))];
-    const layerMeans = keys.map((k) => {
-      const sel = rows.filter((r) => `${r.defence}|${r.coef}|${r.vector}|${r.layer}` === k);
-      const f = sel[0];
-      return {
-        defence: f.defence,
-        coef: f.coef,
-        vector: f.vector,
-        layer: f.layer,
-        defended: finite(mean(sel.map((r) => r.defended).filter(Number.isFinite))),
-        none: finite(mean(sel.map((r) => r.none).filter(Number.isFinite))),
-      };
-    });
     const metrics = {
+      over_checkpoints: overCheckpoints,
       samples: x.records.length,
       rows: rows.map((r) => ({ ...r, defended: finite(r.defended), none: finite(r.none) })),
       layer_means: layerMeans,

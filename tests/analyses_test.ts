@@ -76,6 +76,34 @@ Deno.test({
     assert.ok(at("pps", 1, 2).defended > at("pps", 1, 2).none + 0.05, JSON.stringify(at("pps", 1, 2)));
     assert.ok(gc.metrics.layer_means.some((r: { vector: string }) => r.vector === "random"));
 
+    // over training checkpoints: the same analysis on each adapter
+    const { LoraSet } = await import("../lib/train/lora.ts");
+    const { loadModel } = await import("../models/model.ts");
+    const base = await loadModel(gpu, model, { tokenizer: false });
+    const ad = LoraSet.create(gpu, base.cfg, {
+      r: 2,
+      alpha: 4,
+      dropout: 0,
+      targetModules: ["down_proj"],
+      rslora: false,
+    }, 1);
+    for (const e of ad.store.entries) {
+      if (e.name.includes("lora_B")) ad.store.set(e.name, randn(e.numel, 3, 0.5));
+    }
+    const ck = join(runDir, "ck1");
+    await ad.save(ck);
+    const gc2 = await run("grad_cosine", {
+      model,
+      data,
+      limit: 2,
+      vectors,
+      random: false,
+      defences: [{ name: "pps", steer: { vector: "trait", layers: [2], coef: 1 } }],
+      checkpoints: [{ name: "step-1", path: ck }],
+    });
+    assert.equal(gc2.metrics.over_checkpoints.length, 1);
+    assert.notDeepEqual(gc2.metrics.over_checkpoints[0].layer_means, gc2.metrics.layer_means);
+
     const ls = await run("loss_sweep", {
       model,
       data,
