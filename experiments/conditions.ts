@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { loadModel } from "../models/model.ts";
-import { atomicWriteJson } from "../lib/fsutil.ts";
+import { atomicWriteJson, exists } from "../lib/fsutil.ts";
 import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../lib/train/config.ts";
 import { train } from "../lib/train/loop.ts";
 import { listCheckpoints } from "../lib/train/checkpoint.ts";
@@ -214,6 +214,16 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
             const id = `${pre.name}__${post.name}__${cond.name}__seed${seed}`;
             const out = join(ctx.runDir, id);
             const runStart = new Date();
+            // a sweep killed part-way resumes: finished runs (their result.json) are kept, not redone
+            const done = join(out, "result.json");
+            if (await exists(done)) {
+              const prev = JSON.parse(await Deno.readTextFile(done));
+              if (JSON.stringify(prev.config) === JSON.stringify({ ...c, condition: cond, seed })) {
+                ctx.progress(`conditions: ${id} already done, keeping its result`);
+                runs.push(prev.metrics);
+                continue;
+              }
+            }
             ctx.progress(`conditions: ${id}`);
             const extra: Record<string, unknown> = { init_adapter: preAdapter };
             if (cond.steer) {
