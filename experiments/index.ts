@@ -11,6 +11,7 @@ import { gradPcaExperiment } from "./grad_pca.ts";
 import { ipVsPpsExperiment } from "./ip_vs_pps.ts";
 import { projectionsExperiment } from "./projections.ts";
 import { deltaHExperiment } from "./delta_h.ts";
+import { crossTraitExperiment } from "./cross_trait.ts";
 
 // deno-lint-ignore no-explicit-any
 export const EXPERIMENTS: Record<string, Experiment<any>> = Object.fromEntries(
@@ -25,5 +26,6 @@ export const EXPERIMENTS: Record<string, Experiment<any>> = Object.fromEntries(
     ipVsPpsExperiment,
     projectionsExperiment,
     deltaHExperiment,
+    crossTraitExperiment,
   ].map((e) => [e.name, e]),
 );

@@ -308,6 +308,39 @@ function extract(r: Json, file: string): Figure[] {
   }];
 }
 
+function crossTrait(r: Json, file: string): Figure[] {
+  const m = r.metrics, layer = r.config.layers[0];
+  const vals = m.cosines.map((c: Json) => ({
+    coef: c.coef,
+    cos: c.cos[layer],
+    series: `cos with ${c.vector}`,
+  }));
+  const figs: Figure[] = [{
+    title: `Cross-trait: ${m.trait_a} data steered with the ${m.trait_b} vector`,
+    caption:
+      `${file}: mean cos(∇h L, v) at layer ${layer} against the steering coefficient, with both traits' vectors, before training; ${m.samples} samples.`,
+    spec: line(vals, "coef", "cos", "series", { x: "ε (trait-B vector)", y: "mean cos(∇h L, v)" }),
+  }];
+  if (m.after.length) {
+    figs.push({
+      title: `Cross-trait: ${m.trait_a} after training`,
+      caption:
+        `${file}: trait-${m.trait_a} score after training on the same data under each condition (from ${r.config.after}).`,
+      spec: {
+        width: W,
+        height: H,
+        data: { values: m.after },
+        mark: "bar",
+        encoding: {
+          x: { field: "condition", type: "nominal" },
+          y: { field: "trait_after", type: "quantitative", title: "trait score after" },
+        },
+      },
+    });
+  }
+  return figs;
+}
+
 export const FIGURES: Record<string, (r: Json, file: string) => Figure[]> = {
   grad_cosine: gradCosine,
   loss_sweep: lossSweep,
@@ -315,6 +348,7 @@ export const FIGURES: Record<string, (r: Json, file: string) => Figure[]> = {
   ip_vs_pps: ipVsPps,
   projections,
   delta_h: deltaH,
+  cross_trait: crossTrait,
   conditions,
   "conditions.run": conditionsRun,
   evaluate,

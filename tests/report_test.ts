@@ -128,10 +128,21 @@ Deno.test({
       }],
     });
     await run("delta_h", { model, data, limit: 1, vector: vec });
+    await run("cross_trait", {
+      model,
+      data,
+      limit: 2,
+      trait_a: { name: "sad", vector: vec },
+      trait_b: { name: "other", vector: other },
+      layers: [2],
+      coefs: [0, 1],
+      after: join(runDir, "conditions.json"),
+    });
 
     const { path, figures } = await buildReport(runDir);
-    // extract 1, evaluate 1, conditions 2 + 3 runs, grad_cosine 2, loss_sweep 2, grad_pca 2, ip_vs_pps 1, projections 1, delta_h 1
-    assert.equal(figures, 1 + 1 + 2 + 3 + 2 + 2 + 2 + 1 + 1 + 1);
+    // extract 1, evaluate 1, conditions 2 + 3 runs, grad_cosine 2, loss_sweep 2, grad_pca 2, ip_vs_pps 1, projections 1,
+    // delta_h 1, cross_trait 2
+    assert.equal(figures, 1 + 1 + 2 + 3 + 2 + 2 + 2 + 1 + 1 + 1 + 2);
     const html = await Deno.readTextFile(path);
     assert.equal((html.match(/<figure /g) ?? []).length, figures);
     assert.ok(

@@ -1,0 +1,107 @@
+// Cross-trait prediction: on trait-A data, steering with trait B's vector over a coefficient sweep,
+// the gradient cosines with both traits' vectors across layers, before any training — next to the
+// trait scores the models trained that way reached (read from a `conditions` result, when given).
+
+import { join } from "node:path";
+import { defendedPair, meanTokenCosine, steerVectors } from "../lib/analysis.ts";
+import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import { loadAll } from "./analysis_common.ts";
+
+interface CrossTraitConfig {
+  model: string;
+  data: string;
+  limit: number;
+  trait_a: { name: string; vector: string };
+  trait_b: { name: string; vector: string };
+  layers: number[];
+  coefs: number[];
+  /** conditions.json of training runs on trait-A data (their PPS conditions' coefficients are matched) */
+  after: string | null;
+  output: string;
+}
+
+export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
+  name: "cross_trait",
+  description: "trait-A data, trait-B steering: gradient cosines with both vectors vs trait after training",
+  parseConfig(raw, file) {
+    const r = new ConfigReader(raw, file);
+    const t = (k: string) => {
+      const x = r.sub(k);
+      const o = { name: x.str("name"), vector: x.str("vector") };
+      x.done();
+      return o;
+    };
+    const c = {
+      model: r.str("model"),
+      data: r.str("data"),
+      limit: r.num("limit", 64, { int: true, min: 1 }),
+      trait_a: t("trait_a"),
+      trait_b: t("trait_b"),
+      layers: r.intList("layers"),
+      coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2]),
+      after: r.optStr("after"),
+      output: r.str("output", "cross_trait"),
+    };
+    r.done();
+    return c;
+  },
+  async run(ctx, c) {
+    const started = new Date();
+    const x = await loadAll(ctx.gpu, {
+      model: c.model,
+      adapter: null,
+      data: c.data,
+      limit: c.limit,
+      vectors: [{ name: c.trait_a.name, path: c.trait_a.vector }, {
+        name: c.trait_b.name,
+        path: c.trait_b.vector,
+      }],
+      random: false,
+    });
+    const steerB = steerVectors(ctx.gpu, x.vectors.get(c.trait_b.name)!, x.L, x.d);
+    const acc = new Map<string, number[][]>();
+    for (let i = 0; i < x.records.length; i++) {
+      ctx.progress(`cross_trait: sample ${i + 1}/${x.records.length}`);
+      for (const coef of c.coefs) {
+        const { defended } = await defendedPair(x.model, x.records[i], {
+          steer: { vectors: steerB, layers: c.layers, coef },
+        });
+        for (const [name, v] of x.vectors) {
+          const k = `${coef}|${name}`;
+          (acc.get(k) ?? acc.set(k, []).get(k)!).push(meanTokenCosine(defended, v, x.d));
+        }
+      }
+    }
+    const cosines = [...acc].map(([k, list]) => {
+      const [coef, vector] = k.split("|");
+      return {
+        coef: Number(coef),
+        vector,
+        cos: Array.from(
+          { length: x.L },
+          (_, l) => finite(mean(list.map((p) => p[l]).filter(Number.isFinite))),
+        ),
+      };
+    });
+    let after: { condition: string; trait_after: number | null; trait_after_sem: number | null }[] = [];
+    if (c.after) {
+      const res = JSON.parse(await Deno.readTextFile(c.after)).metrics;
+      after = res.runs.map((
+        r: { condition: string; trait_after: number | null; trait_after_sem: number | null },
+      ) => ({
+        condition: r.condition,
+        trait_after: r.trait_after,
+        trait_after_sem: r.trait_after_sem,
+      }));
+    }
+    const metrics = {
+      samples: x.records.length,
+      trait_a: c.trait_a.name,
+      trait_b: c.trait_b.name,
+      cosines,
+      after,
+    };
+    await writeResult(join(ctx.runDir, `${c.output}.json`), "cross_trait", c, c.model, started, metrics);
+    return metrics;
+  },
+};
