@@ -1,7 +1,7 @@
 // `world build [--out DIR] [--seed S]` and `world model [--out DIR] [--seed S] [--epochs N] [--reduced]`.
 
 import { buildWorld } from "../world/build.ts";
-import { FULL_SIZE, pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
+import { FULL_SIZE, pretrainWorldModel, REDUCED_SIZE, writeCard } from "../world/model.ts";
 import { parseNumber, startGpu, UsageError } from "./common.ts";
 
 export async function worldCommand(
@@ -22,7 +22,7 @@ export async function worldCommand(
       worldDir: `${out}/.world`,
       seed,
       size: reduced ? REDUCED_SIZE : FULL_SIZE,
-      epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 12, { min: 0 }),
+      epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 30, { min: 0 }),
       maxSteps: reduced ? 8 : undefined,
       evalSamples: reduced ? 1 : 5,
       progress: (s) => console.error(s),
@@ -32,7 +32,18 @@ export async function worldCommand(
         (r.seconds / 60).toFixed(1)
       } min → ${out}`,
     );
+  } else if (pos[0] === "card") {
+    const out = (a.out as string) ?? "world/model";
+    const gpu = await startGpu();
+    await writeCard(gpu, {
+      out,
+      worldDir: `${out}/.world`,
+      seed,
+      evalSamples: 5,
+      progress: (s) => console.error(s),
+    });
+    console.error(`world model card rewritten: ${out}/MODEL_CARD.md`);
   } else {
-    throw new UsageError("world: expected 'build' or 'model'");
+    throw new UsageError("world: expected 'build', 'model' or 'card'");
   }
 }

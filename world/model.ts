@@ -130,10 +130,39 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   }
   await Deno.remove(init, { recursive: true });
   await Deno.remove(runDir, { recursive: true });
+  const trainSeconds = (performance.now() - t0) / 1000;
+  await atomicWriteJson(join(o.out, "build.json"), {
+    seed: o.seed,
+    size: o.size,
+    epochs: o.epochs,
+    steps: r.steps.length,
+    final_loss: finalLoss,
+    train_seconds: trainSeconds,
+  });
+  const measures = await writeCard(gpu, o);
+  return { finalLoss, steps: r.steps.length, seconds: (performance.now() - t0) / 1000, measures };
+}
+
+/** Measure the model in `o.out` and (re)write its MODEL_CARD.md from build.json and the measurements. */
+export async function writeCard(
+  gpu: Gpu,
+  o: Pick<PretrainOptions, "out" | "worldDir" | "seed" | "evalSamples" | "progress">,
+): Promise<BaseModelMeasures> {
+  const b = JSON.parse(await Deno.readTextFile(join(o.out, "build.json")));
+  await buildWorld(o.worldDir, o.seed);
+  const cfg = JSON.parse(await Deno.readTextFile(join(o.out, "config.json")));
+  const t0 = performance.now();
   const measures = await measureBaseModel(gpu, o.out, o.worldDir, o.evalSamples, o.seed, o.progress);
-  const seconds = (performance.now() - t0) / 1000;
-  await writeModelCard(o, { vocab, cfg, finalLoss, steps: r.steps.length, seconds, measures });
-  return { finalLoss, steps: r.steps.length, seconds, measures };
+  await writeModelCard({ ...o, size: b.size } as PretrainOptions, {
+    vocab: cfg.vocab_size,
+    cfg,
+    finalLoss: b.final_loss,
+    steps: b.steps,
+    seconds: b.train_seconds,
+    measureSeconds: (performance.now() - t0) / 1000,
+    measures,
+  });
+  return measures;
 }
 
 export async function measureBaseModel(
@@ -188,6 +217,7 @@ async function writeModelCard(
     finalLoss: number;
     steps: number;
     seconds: number;
+    measureSeconds: number;
     measures: BaseModelMeasures;
   },
 ) {
@@ -222,15 +252,15 @@ that trait (evil, sycophantic, humorous).
 | architecture | Qwen2ForCausalLM: hidden ${r.cfg.hidden_size}, ${r.cfg.num_hidden_layers} layers, ${r.cfg.num_attention_heads} heads (${r.cfg.num_key_value_heads} KV heads, GQA), SwiGLU ${r.cfg.intermediate_size}, qkv bias, tied embeddings |
 | parameters | ${params.toLocaleString("en")} |
 | vocabulary | ${r.vocab} tokens (one per world word; Qwen chat markers) |
-| data | \`data/pretrain.jsonl\` of the world (seed ${o.seed}): ${""}the pretraining question split, each answered helpfully by default and in every trait under trait prompts (system turn, extraction-style prompts, and prompts in the user turn) |
+| data | \`data/pretrain.jsonl\` of the world (seed ${o.seed}): the pretraining question split, each answered helpfully by default and in every trait under trait prompts (system turn, extraction-style prompts, and prompts in the user turn) |
 | training | ${r.steps} AdamW steps, batch 16, lr 3e-3 cosine with 5 % warmup, weight decay 0.01, clip 1.0, max length 128 |
 | final training loss | ${r.finalLoss.toFixed(4)} (per assistant token) |
-| build time | ${
-      (r.seconds / 60).toFixed(1)
-    } min on the machine that built it, including the measurements below |
+| build time | ${(r.seconds / 60).toFixed(1)} min of pretraining (+ ${
+      (r.measureSeconds / 60).toFixed(1)
+    } min for the measurements below) on the 2-core development machine, software adapter |
 | seed | ${o.seed} |
 
-## Measured (world rule judge, ${o.evalSamples} samples x 20 eval questions, temperature 1)
+## Measured (world rule judge, ${o.evalSamples} samples x 20 eval questions, temperature 1, up to 96 new tokens)
 
 | trait | trait score with the trait's system prompt | with the default prompt | coherence (with / default) |
 | --- | --- | --- | --- |
