@@ -177,3 +177,31 @@ Deno.test({
     assert.equal(s, aggregateScore(top));
   },
 });
+
+Deno.test("HTTP judge: at most `concurrency` requests are in flight", async () => {
+  let inFlight = 0, peak = 0;
+  const s = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (r) => {
+    await r.json();
+    peak = Math.max(peak, ++inFlight);
+    await new Promise((res) => setTimeout(res, 20));
+    inFlight--;
+    return Response.json({
+      choices: [{
+        logprobs: { content: [{ token: "5", logprob: 0, top_logprobs: [{ token: "5", logprob: 0 }] }] },
+      }],
+    });
+  });
+  try {
+    const j = new HttpJudge({
+      baseUrl: `http://127.0.0.1:${s.addr.port}/v1`,
+      model: "m",
+      concurrency: 2,
+      retries: 0,
+    });
+    const scores = await Promise.all(Array.from({ length: 7 }, (_, i) => j.score(req(`prompt ${i}`))));
+    assert.deepEqual(scores, new Array(7).fill(5));
+    assert.equal(peak, 2);
+  } finally {
+    await s.shutdown();
+  }
+});

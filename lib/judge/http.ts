@@ -143,12 +143,13 @@ export class HttpJudge implements Judge {
       this.active++;
       return;
     }
+    // the releasing call hands its slot over directly, so `active` never exceeds the limit
     await new Promise<void>((r) => this.queue.push(r));
-    this.active++;
   }
 
   private release(): void {
-    this.active--;
-    this.queue.shift()?.();
+    const next = this.queue.shift();
+    if (next) next();
+    else this.active--;
   }
 }
