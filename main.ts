@@ -81,7 +81,7 @@ const COMMANDS: Record<
   report: { run: reportCommand, flags: {} },
   world: {
     run: worldCommand,
-    flags: { out: "string", seed: "string", epochs: "string", reduced: "boolean" },
+    flags: { out: "string", seed: "string", epochs: "string", reduced: "boolean", hidden: "string" },
   },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },

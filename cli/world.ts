@@ -21,7 +21,7 @@ export async function worldCommand(
       out,
       worldDir: `${out}/.world`,
       seed,
-      size: reduced ? REDUCED_SIZE : FULL_SIZE,
+      size: reduced ? REDUCED_SIZE : a.hidden ? { ...FULL_SIZE, hidden: parseNumber(a.hidden as string, "hidden", 64, { int: true, min: 8 }), intermediate: 3 * parseNumber(a.hidden as string, "hidden", 64, { int: true, min: 8 }) } : FULL_SIZE,
       epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 30, { min: 0 }),
       maxSteps: reduced ? 8 : undefined,
       evalSamples: reduced ? 1 : 5,

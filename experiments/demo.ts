@@ -46,7 +46,7 @@ export async function runDemo(
     const e = EXPERIMENTS[name];
     return await e.run(ctx, e.parseConfig(raw, `demo:${name}`));
   };
-  const extract = { samples: 1, max_new_tokens: q ? 16 : 40, batch_size: 50, seed: o.seed };
+  const extract = { samples: q ? 1 : 2, max_new_tokens: q ? 16 : 64, batch_size: 100, seed: o.seed };
   step(2, "extracting the evil persona vector");
   await run("extract", {
     model: o.model,
@@ -70,7 +70,7 @@ export async function runDemo(
     4,
     `fine-tuning on ${data}: none / PPS (layer ${layer}, coef ${o.coef}) / IP / random-vector PPS, judged before and after`,
   );
-  const samples = q ? 1 : 4;
+  const samples = q ? 1 : 8;
   await run("conditions", {
     model: o.model,
     trait: join(traits, "eval", "evil.json"),
@@ -100,13 +100,13 @@ export async function runDemo(
         target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
       },
     },
-    eval: { samples, max_new_tokens: q ? 16 : 40, batch_size: 80, at_checkpoints: !q },
+    eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: !q },
   });
   step(5, "gradient cosines with the evil, sycophantic and random vectors");
   await run("grad_cosine", {
     model: o.model,
     data,
-    limit: q ? 2 : 24,
+    limit: q ? 2 : 48,
     vectors: [{ name: "evil", path: vec }, {
       name: "sycophantic",
       path: join(ctx.runDir, "sycophantic_vector.safetensors"),
@@ -120,7 +120,7 @@ export async function runDemo(
   await run("loss_sweep", {
     model: o.model,
     data,
-    limit: q ? 2 : 16,
+    limit: q ? 2 : 24,
     vector: vec,
     layers: [layer],
     coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 4],
