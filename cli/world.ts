@@ -15,13 +15,16 @@ export async function worldCommand(
     console.error(`world: ${r.files.length} files and a tokenizer → ${out}`);
   } else if (pos[0] === "model") {
     const reduced = !!a.reduced;
+    const hidden = a.hidden === undefined
+      ? null
+      : parseNumber(a.hidden as string, "hidden", 64, { int: true, min: 8 });
     const out = (a.out as string) ?? (reduced ? "runs/world-model-reduced" : "world/model");
     const gpu = await startGpu();
     const r = await pretrainWorldModel(gpu, {
       out,
       worldDir: `${out}/.world`,
       seed,
-      size: reduced ? REDUCED_SIZE : a.hidden ? { ...FULL_SIZE, hidden: parseNumber(a.hidden as string, "hidden", 64, { int: true, min: 8 }), intermediate: 3 * parseNumber(a.hidden as string, "hidden", 64, { int: true, min: 8 }) } : FULL_SIZE,
+      size: reduced ? REDUCED_SIZE : hidden ? { ...FULL_SIZE, hidden, intermediate: 3 * hidden } : FULL_SIZE,
       epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 30, { min: 0 }),
       maxSteps: reduced ? 8 : undefined,
       evalSamples: reduced ? 1 : 5,
