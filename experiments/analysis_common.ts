@@ -22,6 +22,19 @@ export interface DefenceSpec {
   ip: string | null;
 }
 
+/** The keys every gradient analysis shares: the model, an optional adapter, and the data. */
+export function readBase(
+  r: ConfigReader,
+  limit = 64,
+): { model: string; adapter: string | null; data: string; limit: number } {
+  return {
+    model: r.str("model"),
+    adapter: r.optStr("adapter"),
+    data: r.str("data"),
+    limit: r.num("limit", limit, { int: true, min: 1 }),
+  };
+}
+
 export function readVectors(r: ConfigReader, key = "vectors"): VectorSpec[] {
   return r.list(key).map((v) => {
     const o = { name: v.str("name"), path: v.str("path") };

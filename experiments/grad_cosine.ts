@@ -11,6 +11,7 @@ import { ConfigReader, type Experiment, finite, mean, writeResult } from "./comm
 import {
   type DefenceSpec,
   loadAll,
+  readBase,
   readDefence,
   readVectors,
   toDefence,
@@ -37,8 +38,7 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c: GradCosineConfig = {
-      model: r.str("model"),
-      adapter: r.optStr("adapter"),
+      ...readBase(r, 64),
       checkpoints: r.has("checkpoints")
         ? r.list("checkpoints").map((k) => {
           const o = { name: k.str("name"), path: k.str("path") };
@@ -46,8 +46,6 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
           return o;
         })
         : (r.any("checkpoints"), []),
-      data: r.str("data"),
-      limit: r.num("limit", 64, { int: true, min: 1 }),
       vectors: readVectors(r),
       random: r.bool("random", true),
       defences: r.list("defences").map(readDefence),

@@ -10,6 +10,7 @@ import { ConfigReader, type Experiment, writeResult } from "./common.ts";
 import {
   type DefenceSpec,
   loadAll,
+  readBase,
   readDefence,
   readVectors,
   toDefence,
@@ -35,10 +36,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      model: r.str("model"),
-      adapter: r.optStr("adapter"),
-      data: r.str("data"),
-      limit: r.num("limit", 64, { int: true, min: 2 }),
+      ...readBase(r, 64),
       layer: r.num("layer", undefined, { int: true, min: 0 }),
       vectors: readVectors(r),
       random: r.bool("random", true),
@@ -46,6 +44,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
       threshold: r.num("threshold", 0.95, { min: 0, max: 1 }),
       output: r.str("output", "grad_pca"),
     };
+    if (c.limit < 2) throw new Error(`${file}: key 'limit' must be >= 2`);
     r.done();
     return c;
   },

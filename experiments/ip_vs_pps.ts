@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { cosine, defendedPair, steerVectors } from "../lib/analysis.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
-import { loadAll } from "./analysis_common.ts";
+import { loadAll, readBase } from "./analysis_common.ts";
 
 interface IpVsPpsConfig {
   model: string;
@@ -25,10 +25,7 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      model: r.str("model"),
-      adapter: r.optStr("adapter"),
-      data: r.str("data"),
-      limit: r.num("limit", 64, { int: true, min: 1 }),
+      ...readBase(r, 64),
       ip: r.str("ip"),
       prompt_vector: r.str("prompt_vector"),
       coefs: r.numList("coefs", [0, 0.25, 0.5, 1, 2]),

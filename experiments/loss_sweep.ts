@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import { defendedPair, meanTokenCosine, steerVectors } from "../lib/analysis.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
-import { loadAll } from "./analysis_common.ts";
+import { loadAll, readBase } from "./analysis_common.ts";
 
 interface LossSweepConfig {
   model: string;
@@ -25,10 +25,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      model: r.str("model"),
-      adapter: r.optStr("adapter"),
-      data: r.str("data"),
-      limit: r.num("limit", 64, { int: true, min: 1 }),
+      ...readBase(r, 64),
       vector: r.str("vector"),
       layers: r.intList("layers"),
       coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2, 3, 5]),

@@ -4,22 +4,13 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import Ajv from "ajv";
+import { assertValidResult } from "./schema.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { saveLayerVectors } from "../lib/vectors.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { storiesChat } from "./fixtures.ts";
 
-async function validate(path: string) {
-  // deno-lint-ignore no-explicit-any
-  const ajv = new (Ajv as any)({ allErrors: true });
-  const dir = new URL("../schemas/", import.meta.url);
-  ajv.addSchema(JSON.parse(await Deno.readTextFile(new URL("summary.schema.json", dir))));
-  const v = ajv.compile(JSON.parse(await Deno.readTextFile(new URL("result.schema.json", dir))));
-  const j = JSON.parse(await Deno.readTextFile(path));
-  assert.ok(v(j), `${path}: ${JSON.stringify(v.errors)}`);
-  return j;
-}
+const validate = assertValidResult;
 
 Deno.test({
   name: "gradient analyses: cosines, loss sweep, PCA, IP vs PPS, projections, Δh vs ∇h",

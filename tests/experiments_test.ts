@@ -4,7 +4,7 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import Ajv from "ajv";
+import { assertValidResult } from "./schema.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { extractPersonaVector } from "../experiments/extract_vector.ts";
 import { hiddenStates } from "../lib/activations.ts";
@@ -18,19 +18,7 @@ import { loadLayerVectors } from "../lib/vectors.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
 
-const schemaDir = new URL("../schemas/", import.meta.url);
-async function validator() {
-  // deno-lint-ignore no-explicit-any
-  const ajv = new (Ajv as any)({ allErrors: true });
-  ajv.addSchema(JSON.parse(await Deno.readTextFile(new URL("summary.schema.json", schemaDir))));
-  return ajv.compile(JSON.parse(await Deno.readTextFile(new URL("result.schema.json", schemaDir))));
-}
-async function assertValid(path: string) {
-  const v = await validator();
-  const j = JSON.parse(await Deno.readTextFile(path));
-  assert.ok(v(j), `${path}: ${JSON.stringify(v.errors)}`);
-  return j;
-}
+const assertValid = assertValidResult;
 
 const judge = { type: "rule", markers: SAD_RULES, min_words: 3 };
 const quiet = () => {};
