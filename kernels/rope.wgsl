@@ -16,21 +16,34 @@ struct Params { rows: u32, t: u32, t_cache: u32, past: u32, heads: u32, kv_heads
 @group(0) @binding(5) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(6) var<storage, read_write> vc: array<f32>;
 
+// Where invocation idx works: pair i of head h (q heads, then k, then v) of row `row`; `fused` indexes
+// the fused qkv row, `crow` the K/V cache row. `valid` is false past the end.
+struct Slot { valid: bool, i: u32, h: u32, row: u32, fused: u32, crow: u32 }
+
+fn slot_of(idx: u32) -> Slot {
+  let half = params.head_dim / 2u;
+  let heads_all = params.heads + 2u * params.kv_heads;
+  let i = idx % half;
+  let h = (idx / half) % heads_all;
+  let row = idx / (half * heads_all);
+  let b = row / params.t;
+  return Slot(idx < params.rows * heads_all * half, i, h, row,
+              row * heads_all * params.head_dim + h * params.head_dim + i,
+              b * params.t_cache + params.past + row % params.t);
+}
+
 @compute @workgroup_size(64)
 fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
   let half = params.head_dim / 2u;
-  let heads_all = params.heads + 2u * params.kv_heads;
-  let idx = flat_index(wg, nwg, lid, 64u);
-  if (idx >= params.rows * heads_all * half) { return; }
-  let i = idx % half;
-  let h = (idx / half) % heads_all;
-  let row = idx / (half * heads_all);
-  let src = row * heads_all * params.head_dim + h * params.head_dim + i;
-  let x1 = qkv[src];
-  let x2 = qkv[src + half];
-  let b = row / params.t;
-  let crow = b * params.t_cache + params.past + row % params.t;
+  let sl = slot_of(flat_index(wg, nwg, lid, 64u));
+  if (!sl.valid) { return; }
+  let i = sl.i;
+  let h = sl.h;
+  let row = sl.row;
+  let crow = sl.crow;
+  let x1 = qkv[sl.fused];
+  let x2 = qkv[sl.fused + half];
   let kvw = params.kv_heads * params.head_dim;
   if (h >= params.heads + params.kv_heads) { // v: copy
     let dst = crow * kvw + (h - params.heads - params.kv_heads) * params.head_dim + i;
@@ -65,15 +78,13 @@ fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 fn qkv_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
   let half = params.head_dim / 2u;
-  let heads_all = params.heads + 2u * params.kv_heads;
-  let idx = flat_index(wg, nwg, lid, 64u);
-  if (idx >= params.rows * heads_all * half) { return; }
-  let i = idx % half;
-  let h = (idx / half) % heads_all;
-  let row = idx / (half * heads_all);
-  let dst = row * heads_all * params.head_dim + h * params.head_dim + i;
-  let b = row / params.t;
-  let crow = b * params.t_cache + params.past + row % params.t;
+  let sl = slot_of(flat_index(wg, nwg, lid, 64u));
+  if (!sl.valid) { return; }
+  let i = sl.i;
+  let h = sl.h;
+  let row = sl.row;
+  let crow = sl.crow;
+  let dst = sl.fused;
   let kvw = params.kv_heads * params.head_dim;
   if (h >= params.heads + params.kv_heads) {
     let src = crow * kvw + (h - params.heads - params.kv_heads) * params.head_dim + i;
