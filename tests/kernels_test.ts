@@ -388,3 +388,22 @@ Deno.test({
     void f32bits;
   },
 });
+
+Deno.test({
+  name: "more dispatches than the params arena holds: earlier readbacks still resolve, results stay right",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const a = Tensor.fromF32(gpu, new Float32Array(64).fill(0), [64]);
+    const one = Tensor.fromF32(gpu, new Float32Array(64).fill(1), [64]);
+    addInPlace(gpu, a, one);
+    const early = a.read(gpu); // scheduled (and submitted) before the flood below
+    const first = await early;
+    assert.equal(first[0], 1);
+    const pending = gpu.readLater(a.raw.buffer, 0, 64 * 4);
+    for (let i = 0; i < 9000; i++) addInPlace(gpu, a, one); // > 8192 dispatches: the arena flushes mid-way
+    const last = a.read(gpu);
+    assert.equal(new Float32Array(await pending)[0], 1, "a readback scheduled before the flush resolves");
+    assert.equal((await last)[0], 9001);
+  },
+});

@@ -217,8 +217,10 @@ export class Gpu {
 
   private flushParamsBySubmit() {
     // The params arena is full: submit what we have (queue order keeps earlier dispatches on
-    // their params) and start over. Errors surface at the next awaited submit.
-    this.submitSync();
+    // their params) and start over. Errors surface at the next awaited submit, and readbacks
+    // scheduled so far stay pending until then (their copies are already in the submitted work).
+    const reads = this.submitSync();
+    this.pendingReads.unshift(...reads);
   }
 
   private submitSync(): PendingRead[] {
