@@ -107,14 +107,14 @@ export interface SavedForward {
   rstdF: Tensor;
 }
 
-export function disposeActs(a: LayerActs, withInput: boolean): void {
-  const { hIn, ...rest } = a;
-  if (withInput) hIn.dispose();
+export function disposeActs(a: LayerActs): void {
+  // hIn is h_l, owned by the residual-stream list (SavedForward.hs) or the caller
+  const { hIn: _hIn, ...rest } = a;
   for (const t of Object.values(rest)) (t as Tensor | null)?.dispose();
 }
 
 export function disposeSaved(s: SavedForward): void {
-  for (const a of s.layers) disposeActs(a, false);
+  for (const a of s.layers) disposeActs(a);
   for (const h of s.hs) h.dispose();
   for (const t of [s.inputs.ids, s.inputs.pos, s.inputs.kvStart, s.rstdF]) t.dispose();
 }
@@ -247,7 +247,7 @@ export class Decoder {
     rmsnorm(gpu, hL, w.finalNorm, cfg.rmsNormEps, normed, rstdF);
     if (inp.save) return { normed, saved: { inputs, layers, hs, rstdF } };
     for (const t of [inputs.ids, inputs.pos, inputs.kvStart, rstdF, hL]) t.dispose();
-    if (shared) disposeActs(shared, false);
+    if (shared) disposeActs(shared);
     return { normed };
   }
 

@@ -67,10 +67,6 @@ export function worldJudge(): RuleJudge {
   return new RuleJudge({ markers: MARKERS, coherence: (_q, a) => coherence(a) });
 }
 
-export function worldJudgeConfig() {
-  return { type: "rule" as const, markers: MARKERS, min_words: 3, world: true };
-}
-
 /** The judge on held-out world answers of every persona and intensity: mean trait scores and coherence. */
 export async function calibrate(
   questions: Question[],

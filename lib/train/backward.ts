@@ -15,6 +15,7 @@ import { crossEntropyBackward } from "../ops/loss.ts";
 import { colsum } from "../ops/elementwise.ts";
 import { embeddingBackward } from "../ops/embedding.ts";
 import type { Decoder, ProjectionName, SavedForward } from "../../models/decoder.ts";
+import type { LayerWeights } from "../../models/loader.ts";
 
 /** What the training engine plugs into the backward pass. */
 export interface BackwardExtras {
@@ -40,15 +41,8 @@ export interface BaseGrads {
   /** null when tied to embed */
   lmHead: Tensor | null;
   finalNorm: Tensor;
-  layers: {
-    inputNorm: Tensor;
-    postNorm: Tensor;
-    qkv: Tensor;
-    qkvBias: Tensor | null;
-    o: Tensor;
-    gateUp: Tensor;
-    down: Tensor;
-  }[];
+  /** one gradient per weight of LayerWeights */
+  layers: LayerWeights[];
 }
 
 export interface LossTargets {

@@ -33,7 +33,7 @@ export interface LoraConfig {
 }
 
 export function moduleParent(m: LoraModule): "self_attn" | "mlp" {
-  return m.endsWith("_proj") && ["gate_proj", "up_proj", "down_proj"].includes(m) ? "mlp" : "self_attn";
+  return m === "gate_proj" || m === "up_proj" || m === "down_proj" ? "mlp" : "self_attn";
 }
 
 /** in/out features of a module for a config. */
