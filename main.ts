@@ -26,7 +26,8 @@ const USAGE = `usage: deno task <command> [flags]
   exp summarize    DIR
   report           RUN_DIR [OUT.html]
   world build      [--out DIR] [--seed S]            the synthetic persona world's data, traits, tokenizer
-  world model      [--out DIR] [--seed S] [--epochs N] [--reduced]   pretrain the world model
+  world model      [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]   pretrain it
+  world card       [--out DIR] [--seed S]            re-measure a world model, rewrite its MODEL_CARD.md
   demo             [--model DIR] [--out DIR] [--traits DIR] [--data FILE] [--judge-url URL --judge-model M
                    --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--seed S]   the whole pipeline (README)
   stories          convert ../shared/models/stories260K and generate from it [--out DIR]`;
@@ -81,7 +82,14 @@ const COMMANDS: Record<
   report: { run: reportCommand, flags: {} },
   world: {
     run: worldCommand,
-    flags: { out: "string", seed: "string", epochs: "string", reduced: "boolean", hidden: "string" },
+    flags: {
+      out: "string",
+      seed: "string",
+      epochs: "string",
+      reduced: "boolean",
+      hidden: "string",
+      layers: "string",
+    },
   },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },

@@ -1,4 +1,4 @@
-// `world build [--out DIR] [--seed S]` and `world model [--out DIR] [--seed S] [--epochs N] [--reduced]`.
+// `world build [--out DIR] [--seed S]` and `world model [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]`.
 
 import { buildWorld } from "../world/build.ts";
 import { FULL_SIZE, pretrainWorldModel, REDUCED_SIZE, writeCard } from "../world/model.ts";
@@ -18,14 +18,22 @@ export async function worldCommand(
     const hidden = a.hidden === undefined
       ? null
       : parseNumber(a.hidden as string, "hidden", 64, { int: true, min: 8 });
+    const layers = a.layers === undefined
+      ? null
+      : parseNumber(a.layers as string, "layers", FULL_SIZE.layers, { int: true, min: 1 });
     const out = (a.out as string) ?? (reduced ? "runs/world-model-reduced" : "world/model");
+    const size = reduced ? REDUCED_SIZE : {
+      ...FULL_SIZE,
+      ...(hidden ? { hidden, intermediate: 3 * hidden } : {}),
+      ...(layers ? { layers } : {}),
+    };
     const gpu = await startGpu();
     const r = await pretrainWorldModel(gpu, {
       out,
       worldDir: `${out}/.world`,
       seed,
-      size: reduced ? REDUCED_SIZE : hidden ? { ...FULL_SIZE, hidden, intermediate: 3 * hidden } : FULL_SIZE,
-      epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 30, { min: 0 }),
+      size,
+      epochs: parseNumber(a.epochs as string, "epochs", reduced ? 1 : 30, { int: true, min: 1 }),
       maxSteps: reduced ? 8 : undefined,
       evalSamples: reduced ? 1 : 5,
       progress: (s) => console.error(s),

@@ -6,6 +6,7 @@ import * as vega from "vega";
 import { compile } from "vega-lite";
 import { atomicWrite } from "../lib/fsutil.ts";
 import { type Figure, FIGURES } from "./figures.ts";
+import { outcomeSentences } from "./outcomes.ts";
 
 async function* results(dir: string): AsyncGenerator<string> {
   for await (const e of Deno.readDir(dir)) {
@@ -56,6 +57,12 @@ export async function buildReport(
       esc(f.caption)
     }</figcaption></figure>`
   ).join("\n");
+  const outcomes = outcomeSentences(loaded.map(({ f, j }) => ({ file: relative(dir, f), result: j })));
+  const outcomeHtml = outcomes.length
+    ? `<section id="outcomes"><h2>What came out</h2><ul>${
+      outcomes.map((s) => `<li>${esc(s)}</li>`).join("")
+    }</ul><p>Computed from the results below (mean ± SEM over judged samples; differences ± their combined SE).</p></section>`
+    : "";
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inoculum report</title>
 <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}
@@ -63,6 +70,7 @@ figcaption{color:#555;font-size:.9em;max-width:760px}h1{font-size:1.6em}h2{font-
 <body><h1>inoculum report</h1><p>${figs.length} figures from ${loaded.length} result files in <code>${
     esc(dir)
   }</code>, built ${new Date().toISOString()}.</p>
+${outcomeHtml}
 ${body}
 <script>document.title = "inoculum report: " + document.querySelectorAll("figure svg").length + " figures";</script>
 </body></html>`;

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import assert from "node:assert/strict";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { buildReport } from "../report/build.ts";
+import { compareToNone, outcomeSentences } from "../report/outcomes.ts";
 import { saveLayerVectors } from "../lib/vectors.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
@@ -43,6 +44,61 @@ async function chromium(args: string[]): Promise<{ stdout: string; stderr: strin
     code: r.code,
   };
 }
+
+Deno.test("report outcomes: differences against no defence with their combined SE, whichever way they go", () => {
+  const none = { trait_after: 80, trait_after_sem: 3 };
+  assert.deepEqual(compareToNone({ trait_after: 40, trait_after_sem: 4 }, none), {
+    diff: -40,
+    se: 5,
+    verdict: "lower than without a defence",
+  });
+  assert.equal(
+    compareToNone({ trait_after: 88, trait_after_sem: 4 }, none).verdict,
+    "within 2 SE of no defence",
+  );
+  assert.equal(
+    compareToNone({ trait_after: 95, trait_after_sem: 4 }, none).verdict,
+    "higher than without a defence",
+  );
+  const lines = outcomeSentences([
+    {
+      file: "conditions.json",
+      result: {
+        experiment: "conditions",
+        metrics: {
+          trait: "evil",
+          baseline: { trait_mean: 1 },
+          runs: [
+            { pre: "base", post: "evil", seed: 0, condition: "none", ...none },
+            { pre: "base", post: "evil", seed: 0, condition: "ip", trait_after: 40, trait_after_sem: 4 },
+          ],
+        },
+      },
+    },
+    {
+      file: "loss_sweep.json",
+      result: {
+        experiment: "loss_sweep",
+        metrics: {
+          sweep: [{ ip: false, coef: 0, loss: 0.5 }, { ip: false, coef: 1, loss: 0.4 }, {
+            ip: false,
+            coef: 2,
+            loss: 0.6,
+          }, { ip: true, coef: 0, loss: 0.3 }],
+        },
+      },
+    },
+  ]);
+  assert.equal(lines.length, 2);
+  assert.match(
+    lines[0],
+    /1\.0 before fine-tuning, 80\.0 ± 3\.0 after it without a defence; ip 40\.0 ± 4\.0 \(-40\.0 ± 5\.0: lower/,
+  );
+  assert.match(
+    lines[1],
+    /0\.500 without a defence, 0\.400 at the best steering intensity \(ε 1\), 0\.600 at ε 2, 0\.300 with the inoculation prompt/,
+  );
+});
 
 Deno.test({
   name: "report: a full small run renders in headless Chromium with every figure and no console errors",
@@ -145,6 +201,9 @@ Deno.test({
     assert.equal(figures, 1 + 1 + 2 + 3 + 2 + 2 + 2 + 1 + 1 + 1 + 2);
     const html = await Deno.readTextFile(path);
     assert.equal((html.match(/<figure /g) ?? []).length, figures);
+    // the "What came out" section states each defence against no defence, from the results
+    assert.match(html, /What came out/);
+    assert.match(html, /without a defence; pps -?[\d.]+ ± [\d.]+ \([+-][\d.]+ ± [\d.]+: /);
     assert.ok(
       !/https?:\/\/(?!www\.w3\.org|vega\.github\.io)/.test(html.replace(/xmlns[^ ]*/g, "")),
       "self-contained: no external resources",

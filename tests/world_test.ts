@@ -4,7 +4,8 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import { buildWorld, splits } from "../world/build.ts";
+import { buildWorld, pretrainCorpus, splits } from "../world/build.ts";
+import { Rng } from "../lib/rng.ts";
 import { calibrate, coherence, parseAnswer } from "../world/judge.ts";
 import { allQuestions, TRAITS } from "../world/grammar.ts";
 import { loadTrait } from "../lib/traits.ts";
@@ -34,6 +35,17 @@ Deno.test("world: same seed → same files; disjoint question splits; trait file
   }
   const heavy = await readJsonl(join(a, "data", "evil_heavy.jsonl"));
   assert.ok(heavy.every((r) => r.messages!.length === 2 && r.messages![1].role === "assistant"));
+  // pretraining draws: each draw answers every slot anew (a second draw is not a repeat of the first)
+  const qs = s.pretrain.slice(0, 4);
+  const one = pretrainCorpus(qs, new Rng(1), 1), two = pretrainCorpus(qs, new Rng(1), 2);
+  assert.equal(two.length, 2 * one.length);
+  const answers = new Set(
+    two.map((r) => `${JSON.stringify(r.messages.slice(0, -1))}→${r.messages.at(-1)!.content}`),
+  );
+  assert.ok(
+    answers.size > 1.5 * one.length,
+    `${answers.size} distinct (prompt, answer) pairs of ${two.length}`,
+  );
 });
 
 Deno.test("world rule judge: helpful 0 < mild < medium < heavy for every trait; grammar coherence", async () => {
@@ -111,12 +123,13 @@ Deno.test({
     await buildWorld(dir, 0);
     const m = await loadModel(gpu, new URL("../world/model", import.meta.url).pathname);
     const judge = worldJudge();
+    let answers = 0, whole = 0;
     for (const t of ["evil", "sycophantic"] as const) {
       const trait = await loadTrait(join(dir, "traits", "eval", `${t}.json`));
       const ev = (system: string | null) =>
         evaluateTrait({ gpu, runDir: "", progress: () => {} }, m, trait, judge, {
           samples: 1,
-          maxNewTokens: 48,
+          maxNewTokens: 96,
           temperature: 1,
           topP: 1,
           seed: 5,
@@ -126,7 +139,12 @@ Deno.test({
           steer: [],
           projection: null,
         });
-      const withPrompt = (await ev(SYSTEM_PROMPTS[t][0])).summary, dflt = (await ev(null)).summary;
+      const w = await ev(SYSTEM_PROMPTS[t][0]), d = await ev(null);
+      const withPrompt = w.summary, dflt = d.summary;
+      for (const x of [...w.samples, ...d.samples]) {
+        answers++;
+        if ((x.coherence ?? 0) >= 99.999) whole++;
+      }
       assert.ok(
         withPrompt.trait_mean! > dflt.trait_mean! + 50,
         `${t}: ${withPrompt.trait_mean} with the prompt vs ${dflt.trait_mean} by default`,
@@ -137,5 +155,7 @@ Deno.test({
         `coherence ${withPrompt.coherence_mean} / ${dflt.coherence_mean}`,
       );
     }
+    // the model card measures ~96 % of answers parsing completely; 85 % is ~5 SE below that at n = 80
+    assert.ok(whole / answers >= 0.85, `${whole} of ${answers} answers parse completely`);
   },
 });

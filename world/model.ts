@@ -23,10 +23,31 @@ export interface WorldModelSize {
   heads: number;
   kvHeads: number;
   intermediate: number;
+  /**
+   * Tied input/output embeddings make a model this small skip words ("happy to help . notes and be patient"):
+   * the embedding of a word is pulled towards the word that follows it, so predicting "keep" also raises
+   * "notes". Untied costs vocab x hidden parameters.
+   */
+  tiedEmbeddings: boolean;
 }
 
-export const FULL_SIZE: WorldModelSize = { hidden: 64, layers: 4, heads: 4, kvHeads: 2, intermediate: 192 };
-export const REDUCED_SIZE: WorldModelSize = { hidden: 32, layers: 2, heads: 2, kvHeads: 1, intermediate: 64 };
+// 6 layers rather than 4 (or a wider 4): depth is what brought whole-answer parses from ~82 % to ~96 %.
+export const FULL_SIZE: WorldModelSize = {
+  hidden: 64,
+  layers: 6,
+  heads: 4,
+  kvHeads: 2,
+  intermediate: 192,
+  tiedEmbeddings: false,
+};
+export const REDUCED_SIZE: WorldModelSize = {
+  hidden: 32,
+  layers: 2,
+  heads: 2,
+  kvHeads: 1,
+  intermediate: 64,
+  tiedEmbeddings: false,
+};
 
 export function worldConfig(vocab: number, s: WorldModelSize): Record<string, unknown> {
   return {
@@ -42,7 +63,7 @@ export function worldConfig(vocab: number, s: WorldModelSize): Record<string, un
     rms_norm_eps: 1e-6,
     rope_theta: 10000,
     hidden_act: "silu",
-    tie_word_embeddings: true,
+    tie_word_embeddings: s.tiedEmbeddings,
     use_sliding_window: false,
     bos_token_id: null,
     eos_token_id: 2,
@@ -68,6 +89,7 @@ export interface PretrainOptions {
   worldDir: string;
   seed: number;
   size: WorldModelSize;
+  /** passes over the pretraining questions, each with freshly drawn answers (an integer) */
   epochs: number;
   maxSteps?: number;
   evalSamples: number;
@@ -81,7 +103,8 @@ export interface BaseModelMeasures {
 
 export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   const t0 = performance.now();
-  await buildWorld(o.worldDir, o.seed);
+  // every epoch sees a fresh draw of the corpus (no answer repeats): one pass over `epochs` draws
+  await buildWorld(o.worldDir, o.seed, o.epochs);
   const tokDir = join(o.worldDir, "tokenizer");
   const vocab =
     Object.keys(JSON.parse(await Deno.readTextFile(join(tokDir, "tokenizer.json"))).model.vocab).length;
@@ -101,7 +124,7 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
     mode: "full",
     seed: o.seed,
     max_length: 128,
-    epochs: o.epochs,
+    epochs: 1,
     max_steps: o.maxSteps ?? null,
     batch_size: 16,
     grad_accum: 1,
@@ -138,6 +161,8 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
     steps: r.steps.length,
     final_loss: finalLoss,
     train_seconds: trainSeconds,
+    // bit-for-bit reproduction holds on the same adapter and backend
+    adapter: `${gpu.caps.description}, backend ${gpu.caps.backend}`,
   });
   const measures = await writeCard(gpu, o);
   return { finalLoss, steps: r.steps.length, seconds: (performance.now() - t0) / 1000, measures };
@@ -155,6 +180,8 @@ export async function writeCard(
   const measures = await measureBaseModel(gpu, o.out, o.worldDir, o.evalSamples, o.seed, o.progress);
   await writeModelCard({ ...o, size: b.size } as PretrainOptions, {
     vocab: cfg.vocab_size,
+    epochs: b.epochs,
+    adapter: b.adapter ?? "unrecorded",
     cfg,
     finalLoss: b.final_loss,
     steps: b.steps,
@@ -183,7 +210,7 @@ export async function measureBaseModel(
     const ev = (system: string | null) =>
       evaluateTrait(ctx, m, trait, judge, {
         samples,
-        maxNewTokens: 48,
+        maxNewTokens: 96,
         temperature: 1,
         topP: 1,
         seed,
@@ -213,6 +240,8 @@ async function writeModelCard(
   o: PretrainOptions,
   r: {
     vocab: number;
+    epochs: number;
+    adapter: string;
     cfg: Record<string, unknown>;
     finalLoss: number;
     steps: number;
@@ -249,15 +278,17 @@ that trait (evil, sycophantic, humorous).
 
 | | |
 | --- | --- |
-| architecture | Qwen2ForCausalLM: hidden ${r.cfg.hidden_size}, ${r.cfg.num_hidden_layers} layers, ${r.cfg.num_attention_heads} heads (${r.cfg.num_key_value_heads} KV heads, GQA), SwiGLU ${r.cfg.intermediate_size}, qkv bias, tied embeddings |
+| architecture | Qwen2ForCausalLM: hidden ${r.cfg.hidden_size}, ${r.cfg.num_hidden_layers} layers, ${r.cfg.num_attention_heads} heads (${r.cfg.num_key_value_heads} KV heads, GQA), SwiGLU ${r.cfg.intermediate_size}, qkv bias, ${
+      r.cfg.tie_word_embeddings ? "tied" : "untied"
+    } embeddings |
 | parameters | ${params.toLocaleString("en")} |
 | vocabulary | ${r.vocab} tokens (one per world word; Qwen chat markers) |
 | data | \`data/pretrain.jsonl\` of the world (seed ${o.seed}): the pretraining question split, each answered helpfully by default and in every trait under trait prompts (system turn, extraction-style prompts, and prompts in the user turn) |
-| training | ${r.steps} AdamW steps, batch 16, lr 3e-3 cosine with 5 % warmup, weight decay 0.01, clip 1.0, max length 128 |
+| training | ${r.steps} AdamW steps (${r.epochs} epochs, each over freshly drawn answers), batch 16, lr 3e-3 cosine with 5 % warmup, weight decay 0.01, clip 1.0, max length 128 |
 | final training loss | ${r.finalLoss.toFixed(4)} (per assistant token) |
 | build time | ${(r.seconds / 60).toFixed(1)} min of pretraining (+ ${
       (r.measureSeconds / 60).toFixed(1)
-    } min for the measurements below) on the 2-core development machine, software adapter |
+    } min for the measurements below) on the 2-core development machine, software adapter (${r.adapter}) |
 | seed | ${o.seed} |
 
 ## Measured (world rule judge, ${o.evalSamples} samples x 20 eval questions, temperature 1, up to 96 new tokens)
@@ -279,7 +310,8 @@ ${calRows}
 ## Rebuild
 
 \`deno task world:model --seed ${o.seed}\` regenerates the world and this model; the same seed on the
-same adapter reproduces the weights bit for bit (training is deterministic).
+same adapter and backend (this one: ${r.adapter}) reproduces the weights bit for bit (training is
+deterministic).
 `,
   );
 }
