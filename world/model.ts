@@ -1,4 +1,4 @@
-// The world model: a small Qwen2ForCausalLM (qkv bias, GQA, tied embeddings) pretrained from scratch
+// The world model: a small Qwen2ForCausalLM (qkv bias, GQA, untied embeddings) pretrained from scratch
 // on the world's persona-mixed corpus with this engine's full-parameter mode, then measured: trait
 // score with a trait prompt vs the default prompt, and coherence, with the world's rule judge.
 
@@ -174,7 +174,8 @@ export async function writeCard(
   o: Pick<PretrainOptions, "out" | "worldDir" | "seed" | "evalSamples" | "progress">,
 ): Promise<BaseModelMeasures> {
   const b = JSON.parse(await Deno.readTextFile(join(o.out, "build.json")));
-  await buildWorld(o.worldDir, o.seed);
+  // the same draws as the build, so the world folder beside the model shows the corpus it was trained on
+  await buildWorld(o.worldDir, o.seed, b.epochs ?? 1);
   const cfg = JSON.parse(await Deno.readTextFile(join(o.out, "config.json")));
   const t0 = performance.now();
   const measures = await measureBaseModel(gpu, o.out, o.worldDir, o.evalSamples, o.seed, o.progress);
