@@ -14,7 +14,8 @@
 //               by 16, staging 64x16 tiles of A and W in workgroup memory (for GPUs; any layout);
 //   regtile     (REGTILE, [M,K] x [N,K], K, lda, a_off % 4 == 0) each invocation computes 8x8
 //               outputs straight from memory with vec4 loads along k and no barriers;
-//   regtile_kn  (REGTILE, W_KN, N % 4 == 0) the same with vec4 loads along n.
+//   regtile_kn  (REGTILE, W_KN, N % 4 == 0) the same with vec4 loads along n;
+//   row_n8      (REGTILE + ROW_N8, N <= 8) one row of C per invocation, for the LoRA rank products.
 // On CPU adapters (llvmpipe, lavapipe) barriers are expensive and workgroup memory is just cache,
 // so the register tilings run 5-10x faster there.
 
@@ -136,9 +137,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 #endif
 
 #ifdef REGTILE
+// Row m's first min(N, 8) outputs, written with constant component indices (a dynamically indexed
+// vector or array would be kept in memory by CPU adapters).
+fn store_row8(m: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  store_c(m, 0u, lo.x);
+  if (1u < params.n) { store_c(m, 1u, lo.y); }
+  if (2u < params.n) { store_c(m, 2u, lo.z); }
+  if (3u < params.n) { store_c(m, 3u, lo.w); }
+  if (4u < params.n) { store_c(m, 4u, hi.x); }
+  if (5u < params.n) { store_c(m, 5u, hi.y); }
+  if (6u < params.n) { store_c(m, 6u, hi.z); }
+  if (7u < params.n) { store_c(m, 7u, hi.w); }
+}
+
 // Each invocation computes RM x RN outputs; the workgroup is WG_X (along n) x WG_Y (along m)
-// invocations: 8 x 4 normally, 1 x 32 when N <= 8 (LoRA rank products) so that the SIMD lanes
-// of a CPU adapter all work on different rows instead of idling on columns past N.
+// invocations. N <= 8 (LoRA rank products) goes to row_n8 instead, so that the SIMD lanes of a CPU
+// adapter all work on different rows instead of idling on columns past N.
 const RM = 8u;
 const RN = 8u;
 
@@ -172,6 +186,45 @@ fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
 }
+
+#ifdef ROW_N8
+// One output row per invocation and at most 8 columns (N <= 8: the LoRA product u = x A^T), as
+// row_n8 below for [K, N] weights: eight accumulators in registers, vec4 loads along k.
+@compute @workgroup_size(64)
+fn row_n8(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m = gid.x;
+  if (m >= params.m) { return; }
+  let k4 = params.k / 4u;
+  let arow = (params.a_off + m * params.lda) / 4u;
+  let last = params.n - 1u;
+  let w0 = 0u;
+  let w1 = min(1u, last) * k4;
+  let w2 = min(2u, last) * k4;
+  let w3 = min(3u, last) * k4;
+  let w4 = min(4u, last) * k4;
+  let w5 = min(5u, last) * k4;
+  let w6 = min(6u, last) * k4;
+  let w7 = min(7u, last) * k4;
+  var lo = vec4<f32>(0.0);
+  var hi = vec4<f32>(0.0);
+  for (var kk = 0u; kk < k4; kk++) {
+    let av = amat4[arow + kk];
+    lo += vec4<f32>(
+      dot(av, load_w4(w0 + kk)),
+      dot(av, load_w4(w1 + kk)),
+      dot(av, load_w4(w2 + kk)),
+      dot(av, load_w4(w3 + kk)),
+    );
+    hi += vec4<f32>(
+      dot(av, load_w4(w4 + kk)),
+      dot(av, load_w4(w5 + kk)),
+      dot(av, load_w4(w6 + kk)),
+      dot(av, load_w4(w7 + kk)),
+    );
+  }
+  store_row8(m, lo, hi);
+}
+#endif
 #else
 fn load_a(m: u32, k: u32) -> f32 {
 #ifdef A_KM
@@ -204,11 +257,38 @@ fn regtile_kn(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var i = 0u; i < RM; i++) {
     let m = m0 + i;
     if (m >= params.m) { break; }
-    for (var j = 0u; j < RN; j++) {
-      let n = n0 + j;
-      if (n < params.n) { store_c(m, n, acc[i][j / 4u][j % 4u]); }
-    }
+    let lo = acc[i][0];
+    let hi = acc[i][1];
+    if (n0 < params.n) { store_c(m, n0, lo.x); }
+    if (n0 + 1u < params.n) { store_c(m, n0 + 1u, lo.y); }
+    if (n0 + 2u < params.n) { store_c(m, n0 + 2u, lo.z); }
+    if (n0 + 3u < params.n) { store_c(m, n0 + 3u, lo.w); }
+    if (n0 + 4u < params.n) { store_c(m, n0 + 4u, hi.x); }
+    if (n0 + 5u < params.n) { store_c(m, n0 + 5u, hi.y); }
+    if (n0 + 6u < params.n) { store_c(m, n0 + 6u, hi.z); }
+    if (n0 + 7u < params.n) { store_c(m, n0 + 7u, hi.w); }
   }
 }
+
+#ifdef ROW_N8
+// One output row per invocation and at most 8 columns (N <= 8, N % 4 == 0: the LoRA rank products
+// dB = dy^T u and du = dy B). Eight accumulators stay in registers on CPU adapters, where the 8x8
+// tile of regtile_kn spills, and neighbouring invocations work on neighbouring rows.
+@compute @workgroup_size(64)
+fn row_n8(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let m = gid.x;
+  if (m >= params.m) { return; }
+  let n4 = params.n / 4u;
+  let q1 = min(1u, n4 - 1u);
+  var lo = vec4<f32>(0.0);
+  var hi = vec4<f32>(0.0);
+  for (var k = 0u; k < params.k; k++) {
+    let a = vec4<f32>(load_a(m, k));
+    lo = fma(a, load_w4(k * n4), lo);
+    hi = fma(a, load_w4(k * n4 + q1), hi);
+  }
+  store_row8(m, lo, hi);
+}
+#endif
 #endif
 #endif

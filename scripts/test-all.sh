@@ -15,6 +15,7 @@ run() {
   [ "$s" -eq 0 ] || status=$s
 }
 run "static checks (fmt, lint, type check)" deno task check
+checks_failed=$(( status != 0 ))
 run "all tests on Vulkan (lavapipe)" env DENO_WEBGPU_BACKEND=vulkan deno test --unstable-webgpu -A tests/
 run "kernel tests on GL (llvmpipe)" env DENO_WEBGPU_BACKEND=gl deno test --unstable-webgpu -A tests/kernels_test.ts tests/backward_test.ts
 # deno test closes each run with "ok | N passed | M failed (time)"; add them up
@@ -23,5 +24,7 @@ read -r passed failed < <(sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '/^(ok|FAILED) 
   END { print p + 0, f + 0 }')
 rm -f "$log"
 echo
-echo "${passed:-0} passed, ${failed:-0} failed"
+# the static checks count as one test, so that a formatting or type error shows in the summary
+[ "$checks_failed" -eq 1 ] && echo "static checks failed (see the top of this log)"
+echo "$(( ${passed:-0} + 1 - checks_failed )) passed, $(( ${failed:-0} + checks_failed )) failed"
 exit $status

@@ -99,6 +99,66 @@ Deno.test({
 });
 
 Deno.test({
+  name: "matmul with N <= 8 (the LoRA rank products, row_n8 on CPU adapters): dB, du, u layouts (atol 1e-4)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    // dy is a column slice [off, off + outF) of a wider gradient (as q/k/v and gate/up are)
+    const rows = 37, outF = 70, inF = 68, ld = 80, off = 5;
+    const wide = randn(rows * ld, 21), x = randn(rows * inF, 22);
+    const dy = new Float32Array(rows * outF);
+    for (let t = 0; t < rows; t++) for (let j = 0; j < outF; j++) dy[t * outF + j] = wide[t * ld + off + j];
+    const Wide = Tensor.fromF32(gpu, wide, [rows, ld]), X = Tensor.fromF32(gpu, x, [rows, inF]);
+    for (const tiling of ["register", "workgroup"] as const) {
+      for (const r of [4, 5, 8]) {
+        const u = randn(rows * r, 23 + r), b = randn(outF * r, 24 + r), a = randn(r * inF, 25 + r);
+        const U = Tensor.fromF32(gpu, u, [rows, r]), B = Tensor.fromF32(gpu, b, [outF, r]);
+        const A = Tensor.fromF32(gpu, a, [r, inF]);
+        const tag = `${tiling} r=${r}`;
+        // u = x A^T ([N, K] weights, N = r)
+        const Uo = Tensor.empty(gpu, [rows, r]);
+        matmul(gpu, { a: X, w: A, M: rows, out: Uo, tiling });
+        assertClose(
+          await Uo.read(gpu),
+          ref.matmul(x, rows, inF, a, r),
+          { atol: 1e-4, rtol: 1e-4 },
+          `u ${tag}`,
+        );
+        if (r % 4 !== 0) continue; // [K, N] register kernels need N % 4 == 0 (other N take the general path)
+        // dB += 0.5 dy^T u: A is dy in [K, M] layout with a leading dimension and an offset
+        const init = randn(outF * r, 26);
+        const gB = Tensor.fromF32(gpu, init, [outF, r]);
+        matmul(gpu, {
+          a: Wide,
+          aLayout: "km",
+          lda: ld,
+          aOff: off,
+          w: U,
+          wLayout: "kn",
+          M: outF,
+          out: gB,
+          accumulate: true,
+          alpha: 0.5,
+          tiling,
+        });
+        const wantB = ref.matmul(dy, outF, rows, u, r, { aKM: true, wKN: true, alpha: 0.5 });
+        for (let i = 0; i < wantB.length; i++) wantB[i] += init[i];
+        assertClose(await gB.read(gpu), wantB, { atol: 1e-4, rtol: 1e-4 }, `dB ${tag}`);
+        // du = 2 dy B: A is dy in [M, K] layout with a leading dimension and an offset
+        const du = Tensor.empty(gpu, [rows, r]);
+        matmul(gpu, { a: Wide, lda: ld, aOff: off, w: B, wLayout: "kn", M: rows, out: du, alpha: 2, tiling });
+        assertClose(
+          await du.read(gpu),
+          ref.matmul(dy, rows, outF, b, r, { wKN: true, alpha: 2 }),
+          { atol: 1e-4, rtol: 1e-4 },
+          `du ${tag}`,
+        );
+      }
+    }
+  },
+});
+
+Deno.test({
   name: "rmsnorm backward: dx (plain and accumulated) and dw (atol 1e-5 + rtol 1e-4)",
   ...gpuTest,
   fn: async () => {

@@ -51,10 +51,11 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   if (s.bias) check(s.bias.numel >= colOff + N, () => `${name}: bias shorter than ${colOff + N}`);
   const register = (s.tiling ?? gpu.matmulTiling) === "register" &&
     (wKN ? N % 4 === 0 : !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0);
-  const narrow = register && N <= 8;
+  // N <= 8 (the LoRA rank products): one output row per invocation, 8 accumulators
+  const rowN8 = register && N <= 8;
   const defs = {
-    WG_X: narrow ? 1 : 8,
-    WG_Y: narrow ? 32 : 4,
+    WG_X: 8,
+    WG_Y: 4,
     W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
     W_VEC4: register,
@@ -63,10 +64,11 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     W_KN: wKN,
     HAS_BIAS: !!s.bias,
     RESIDUAL: !!s.residual,
+    ROW_N8: rowN8,
   };
   // register tiles: WG_X x WG_Y invocations of 8x8 outputs; workgroup tiles: 64x64
-  const [tn, tm] = register ? (narrow ? [8, 256] : [64, 32]) : [64, 64];
-  const entry = register ? (wKN ? "regtile_kn" : "regtile") : "main";
+  const [tn, tm] = register ? [64, 32] : [64, 64];
+  const entry = rowN8 ? "row_n8" : register ? (wKN ? "regtile_kn" : "regtile") : "main";
   const alpha = f32bits(s.alpha ?? 1);
   s.w.chunks.forEach((c, i) => {
     // [N,K] chunks are column blocks of C; [K,N] chunks are K-blocks summed into C
@@ -81,16 +83,21 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     const aO = wKN ? aOff + (aKM ? c.rowStart * lda : c.rowStart) : aOff;
     const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
     const residual = first ? s.residual?.buffer : undefined;
-    gpu.dispatch(k, params, [
-      s.a.buffer,
-      s.w.chunkBinding(c),
-      s.out.buffer,
-      first ? s.bias?.buffer : undefined,
-      residual,
-    ], [
-      Math.ceil(n / tn),
-      Math.ceil(M / tm),
-    ]);
+    gpu.dispatch(
+      k,
+      params,
+      [
+        s.a.buffer,
+        s.w.chunkBinding(c),
+        s.out.buffer,
+        first ? s.bias?.buffer : undefined,
+        residual,
+      ],
+      rowN8 ? [Math.ceil(M / 64)] : [
+        Math.ceil(n / tn),
+        Math.ceil(M / tm),
+      ],
+    );
     check(!wKN || !s.bias || i === 0, () => `${name}: bias with a split K`);
   });
 }
