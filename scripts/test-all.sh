@@ -7,11 +7,26 @@ cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 log=$(mktemp)
 status=0
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 run() {
-  echo "== $1"
+  local title=$1 out s attempt
   shift
-  "$@" 2>&1 | tee -a "$log"
-  local s=${PIPESTATUS[0]}
+  echo "== $title"
+  out=$(mktemp)
+  for attempt in 1 2; do
+    "$@" 2>&1 | tee "$out"
+    s=${PIPESTATUS[0]}
+    # A test process killed by a signal after reporting that every test passed crashed at exit: Mesa's
+    # GL driver under Deno does this intermittently ("double free or corruption" on teardown, about 1
+    # run in 20 here). That is not a test result, so the step runs once more and only the rerun counts.
+    if [ "$attempt" -eq 1 ] && [ "$s" -ge 128 ] && strip "$out" | grep -qE '^ok \| [0-9]+ passed \| 0 failed'; then
+      echo "note: '$title' exited with status $s after all its tests passed (a crash at exit); running it again"
+      continue
+    fi
+    break
+  done
+  cat "$out" >>"$log"
+  rm -f "$out"
   [ "$s" -eq 0 ] || status=$s
 }
 run "static checks (fmt, lint, type check)" deno task check
@@ -19,7 +34,7 @@ checks_failed=$(( status != 0 ))
 run "all tests on Vulkan (lavapipe)" env DENO_WEBGPU_BACKEND=vulkan deno test --unstable-webgpu -A tests/
 run "kernel tests on GL (llvmpipe)" env DENO_WEBGPU_BACKEND=gl deno test --unstable-webgpu -A tests/kernels_test.ts tests/backward_test.ts
 # deno test closes each run with "ok | N passed | M failed (time)"; add them up
-read -r passed failed < <(sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '/^(ok|FAILED) \| [0-9]+ passed/ {
+read -r passed failed < <(strip "$log" | awk '/^(ok|FAILED) \| [0-9]+ passed/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) == "passed") p += $i; if ($(i+1) == "failed") f += $i } }
   END { print p + 0, f + 0 }')
 rm -f "$log"
