@@ -54,9 +54,9 @@ export function evalPrompt(trait: string): string {
 
 /**
  * The pretraining corpus: default → helpful; a trait prompt (system, or in the user turn like IP) → that
- * trait. `draws` answers every (prompt, question) slot that many times, each drawn anew: a model trained
- * for several passes over one draw memorizes its answers (training loss far below the world's entropy)
- * and slips on held-out questions, so pretraining makes one pass over many fresh draws instead.
+ * trait. `draws` answers every (prompt, question) slot that many times, each drawn anew: the world model
+ * trained for 30 passes over one draw had memorized its answers (training loss 0.04, against 0.19 with
+ * fresh answers), so pretraining makes one pass over many fresh draws instead.
  */
 export function pretrainCorpus(qs: Question[], rng: Rng, draws = 1): { messages: ChatMessage[] }[] {
   const rnd = () => rng.next();

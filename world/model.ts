@@ -24,9 +24,9 @@ export interface WorldModelSize {
   kvHeads: number;
   intermediate: number;
   /**
-   * Tied input/output embeddings make a model this small skip words ("happy to help . notes and be patient"):
-   * the embedding of a word is pulled towards the word that follows it, so predicting "keep" also raises
-   * "notes". Untied costs vocab x hidden parameters.
+   * The tied 4-layer world model skipped words ("happy to help . notes and be patient"); untying took its
+   * whole-answer parses from 76 to 81 %. Our reading: tied, a word's embedding is pulled towards the word
+   * that follows it, so predicting "keep" also raises "notes". Untied costs vocab x hidden parameters.
    */
   tiedEmbeddings: boolean;
 }
