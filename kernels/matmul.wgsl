@@ -155,6 +155,8 @@ fn store_row8(m: u32, lo: vec4<f32>, hi: vec4<f32>) {
 // adapter all work on different rows instead of idling on columns past N.
 const RM = 8u;
 const RN = 8u;
+const WG_X = 8u;
+const WG_Y = 4u;
 
 #ifndef W_KN
 @compute @workgroup_size(WG_X, WG_Y)

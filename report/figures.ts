@@ -1,8 +1,9 @@
 // Vega-Lite figure specs for each kind of result JSON. Each returns figures with a caption that says
 // what was run; the page builder renders them to SVG headlessly.
 
+/** A parsed result file (shapes vary by experiment; each reader checks what it uses). */
 // deno-lint-ignore no-explicit-any
-type Json = any;
+export type Json = any;
 
 export interface Figure {
   title: string;

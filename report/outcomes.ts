@@ -1,8 +1,7 @@
 // The report's "What came out" section: plain sentences computed from the results (never written by
 // hand), so that a run says what its defences did, whichever way it went.
 
-// deno-lint-ignore no-explicit-any
-type Json = any;
+import type { Json } from "./figures.ts";
 
 export interface LoadedResult {
   file: string;

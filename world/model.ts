@@ -101,6 +101,31 @@ export interface BaseModelMeasures {
   coherent_fraction: number;
 }
 
+/** The pretraining recipe (also written into the model card). */
+const RECIPE = {
+  batch_size: 16,
+  lr: 3e-3,
+  schedule: "cosine",
+  warmup: 0.05,
+  weight_decay: 0.01,
+  max_grad_norm: 1.0,
+  max_length: 128,
+} as const;
+
+/** Answers are generated up to this many tokens when the card measures the model. */
+const MEASURE_MAX_NEW_TOKENS = 96;
+
+/** What build.json records about a pretraining run. */
+interface BuildRecord {
+  seed: number;
+  size: WorldModelSize;
+  epochs: number;
+  steps: number;
+  final_loss: number;
+  train_seconds: number;
+  adapter?: string;
+}
+
 export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   const t0 = performance.now();
   // every epoch sees a fresh draw of the corpus (no answer repeats): one pass over `epochs` draws
@@ -123,16 +148,10 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
     output_dir: runDir,
     mode: "full",
     seed: o.seed,
-    max_length: 128,
+    ...RECIPE,
     epochs: 1,
     max_steps: o.maxSteps ?? null,
-    batch_size: 16,
     grad_accum: 1,
-    lr: 3e-3,
-    weight_decay: 0.01,
-    schedule: "cosine",
-    warmup: 0.05,
-    max_grad_norm: 1.0,
     checkpoint_every: 100,
     keep_checkpoints: 1,
     log_every: 20,
@@ -154,7 +173,7 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
   await Deno.remove(init, { recursive: true });
   await Deno.remove(runDir, { recursive: true });
   const trainSeconds = (performance.now() - t0) / 1000;
-  await atomicWriteJson(join(o.out, "build.json"), {
+  const build: BuildRecord = {
     seed: o.seed,
     size: o.size,
     epochs: o.epochs,
@@ -163,8 +182,9 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
     train_seconds: trainSeconds,
     // bit-for-bit reproduction holds on the same adapter and backend
     adapter: `${gpu.caps.description}, backend ${gpu.caps.backend}`,
-  });
-  const measures = await writeCard(gpu, o);
+  };
+  await atomicWriteJson(join(o.out, "build.json"), build);
+  const measures = await measureAndWriteCard(gpu, o, build); // the world is built already
   return { finalLoss, steps: r.steps.length, seconds: (performance.now() - t0) / 1000, measures };
 }
 
@@ -173,9 +193,17 @@ export async function writeCard(
   gpu: Gpu,
   o: Pick<PretrainOptions, "out" | "worldDir" | "seed" | "evalSamples" | "progress">,
 ): Promise<BaseModelMeasures> {
-  const b = JSON.parse(await Deno.readTextFile(join(o.out, "build.json")));
+  const b: BuildRecord = JSON.parse(await Deno.readTextFile(join(o.out, "build.json")));
   // the same draws as the build, so the world folder beside the model shows the corpus it was trained on
   await buildWorld(o.worldDir, o.seed, b.epochs ?? 1);
+  return await measureAndWriteCard(gpu, o, b);
+}
+
+async function measureAndWriteCard(
+  gpu: Gpu,
+  o: Pick<PretrainOptions, "out" | "worldDir" | "seed" | "evalSamples" | "progress">,
+  b: BuildRecord,
+): Promise<BaseModelMeasures> {
   const cfg = JSON.parse(await Deno.readTextFile(join(o.out, "config.json")));
   const t0 = performance.now();
   const measures = await measureBaseModel(gpu, o.out, o.worldDir, o.evalSamples, o.seed, o.progress);
@@ -211,7 +239,7 @@ export async function measureBaseModel(
     const ev = (system: string | null) =>
       evaluateTrait(ctx, m, trait, judge, {
         samples,
-        maxNewTokens: 96,
+        maxNewTokens: MEASURE_MAX_NEW_TOKENS,
         temperature: 1,
         topP: 1,
         seed,
@@ -285,14 +313,18 @@ that trait (evil, sycophantic, humorous).
 | parameters | ${params.toLocaleString("en")} |
 | vocabulary | ${r.vocab} tokens (one per world word; Qwen chat markers) |
 | data | \`data/pretrain.jsonl\` of the world (seed ${o.seed}): the pretraining question split, each answered helpfully by default and in every trait under trait prompts (system turn, extraction-style prompts, and prompts in the user turn) |
-| training | ${r.steps} AdamW steps (${r.epochs} epochs, each over freshly drawn answers), batch 16, lr 3e-3 cosine with 5 % warmup, weight decay 0.01, clip 1.0, max length 128 |
+| training | ${r.steps} AdamW steps (${r.epochs} epochs, each over freshly drawn answers), batch ${RECIPE.batch_size}, lr ${RECIPE.lr.toExponential()} ${RECIPE.schedule} with ${
+      100 * RECIPE.warmup
+    } % warmup, weight decay ${RECIPE.weight_decay}, clip ${
+      RECIPE.max_grad_norm.toFixed(1)
+    }, max length ${RECIPE.max_length} |
 | final training loss | ${r.finalLoss.toFixed(4)} (per assistant token) |
 | build time | ${(r.seconds / 60).toFixed(1)} min of pretraining (+ ${
       (r.measureSeconds / 60).toFixed(1)
     } min for the measurements below) on the 2-core development machine, software adapter (${r.adapter}) |
 | seed | ${o.seed} |
 
-## Measured (world rule judge, ${o.evalSamples} samples x 20 eval questions, temperature 1, up to 96 new tokens)
+## Measured (world rule judge, ${o.evalSamples} samples x 20 eval questions, temperature 1, up to ${MEASURE_MAX_NEW_TOKENS} new tokens)
 
 | trait | trait score with the trait's system prompt | with the default prompt | coherence (with / default) |
 | --- | --- | --- | --- |

@@ -54,8 +54,6 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   // N <= 8 (the LoRA rank products): one output row per invocation, 8 accumulators
   const rowN8 = register && N <= 8;
   const defs = {
-    WG_X: 8,
-    WG_Y: 4,
     W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
     W_VEC4: register,
@@ -66,7 +64,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     RESIDUAL: !!s.residual,
     ROW_N8: rowN8,
   };
-  // register tiles: WG_X x WG_Y invocations of 8x8 outputs; workgroup tiles: 64x64
+  // register tiles: 8 x 4 invocations (WG_X x WG_Y in matmul.wgsl) of 8x8 outputs; workgroup tiles: 64x64
   const [tn, tm] = register ? [64, 32] : [64, 64];
   const entry = rowN8 ? "row_n8" : register ? (wKN ? "regtile_kn" : "regtile") : "main";
   const alpha = f32bits(s.alpha ?? 1);
