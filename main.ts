@@ -12,6 +12,7 @@ import { expCommand } from "./cli/exp.ts";
 import { reportCommand } from "./cli/report.ts";
 import { worldCommand } from "./cli/world.ts";
 import { demoCommand } from "./cli/demo.ts";
+import { randomModelCommand } from "./cli/random_model.ts";
 
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
@@ -30,7 +31,9 @@ const USAGE = `usage: deno task <command> [flags]
   world card       [--out DIR] [--seed S]            re-measure a world model, rewrite its MODEL_CARD.md
   demo             [--model DIR] [--out DIR] [--traits DIR] [--data FILE] [--judge-url URL --judge-model M
                    --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--seed S]   the whole pipeline (README)
-  stories          convert ../shared/models/stories260K and generate from it [--out DIR]`;
+  stories          convert ../shared/models/stories260K and generate from it [--out DIR]
+  model:random     --like qwen2.5-0.5b|qwen2.5-7b|llama-3.2-1b --out DIR [--dtype bf16|f16|f32] [--layers N]
+                   [--seed S] [--tokenizer DIR] [--shard-gb G]   random weights of a real shape, Hub layout`;
 
 const COMMANDS: Record<
   string,
@@ -89,6 +92,18 @@ const COMMANDS: Record<
       reduced: "boolean",
       hidden: "string",
       layers: "string",
+    },
+  },
+  "model:random": {
+    run: randomModelCommand,
+    flags: {
+      like: "string",
+      out: "string",
+      dtype: "string",
+      layers: "string",
+      seed: "string",
+      tokenizer: "string",
+      "shard-gb": "string",
     },
   },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },

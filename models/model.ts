@@ -18,13 +18,16 @@ export async function loadModel(
   dir: string,
   opts: LoadOptions & { tokenizer?: boolean } = {},
 ): Promise<Model> {
-  const cfg = await loadConfig(dir);
-  const ck = await Checkpoint.open(dir);
-  try {
-    const weights = await loadWeights(gpu, ck, cfg, opts);
-    const tokenizer = opts.tokenizer === false ? null : await TextTokenizer.load(dir, cfg.eosTokenIds);
-    return { dir, cfg, decoder: new Decoder(gpu, cfg, weights), tokenizer };
-  } finally {
-    ck.close();
-  }
+  const load = async (): Promise<Model> => {
+    const cfg = await loadConfig(dir);
+    const ck = await Checkpoint.open(dir);
+    try {
+      const weights = await loadWeights(gpu, ck, cfg, opts);
+      const tokenizer = opts.tokenizer === false ? null : await TextTokenizer.load(dir, cfg.eosTokenIds);
+      return { dir, cfg, decoder: new Decoder(gpu, cfg, weights), tokenizer };
+    } finally {
+      ck.close();
+    }
+  };
+  return gpu.profiler ? gpu.profiler.phase("loadMs", load) : load();
 }

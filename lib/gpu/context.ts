@@ -8,6 +8,7 @@
 import { type GpuCaps, type GpuOptions, requestGpu } from "./device.ts";
 import { type Defines, preprocess } from "./preprocess.ts";
 import { BufferPool } from "./pool.ts";
+import { envProfiler, type OpCost, type Profiler } from "./profile.ts";
 
 const KERNEL_DIR = new URL("../../kernels/", import.meta.url);
 
@@ -24,6 +25,20 @@ interface PendingRead {
   size: number;
   resolve: (b: ArrayBuffer) => void;
   reject: (e: unknown) => void;
+}
+
+/** Timestamp queries resolved per batch (the WebGPU maximum query-set size). */
+const QUERY_CAPACITY = 4096;
+
+interface ProfiledDispatch {
+  name: string;
+  cost: OpCost;
+}
+
+/** Resolved timestamps of a batch of profiled dispatches, read after the submit that carries them. */
+interface PendingTimestamps {
+  staging: GPUBuffer;
+  dispatches: ProfiledDispatch[];
 }
 
 const PARAM_SLOT_WORDS = 64; // 256 bytes per dispatch's uniform block; kernels use at most 16 words
@@ -49,9 +64,22 @@ export class Gpu {
   useNativeF16 = true;
   /** Matmul tiling: workgroup-memory tiles for GPUs, register tiles for CPU adapters. */
   matmulTiling: "workgroup" | "register";
+  /** Per-kernel GPU times and host wall-time breakdown (INOCULUM_PROFILE=1, or given to create()). */
+  readonly profiler: Profiler | null;
+  private querySet: GPUQuerySet | null = null;
+  private queriesUsed = 0;
+  private profiled: ProfiledDispatch[] = [];
+  private pendingTimestamps: PendingTimestamps[] = [];
 
-  private constructor(readonly device: GPUDevice, readonly caps: GpuCaps) {
-    this.pool = new BufferPool(device);
+  private constructor(readonly device: GPUDevice, readonly caps: GpuCaps, profiler: Profiler | null) {
+    this.profiler = profiler;
+    if (profiler) {
+      profiler.timestamps = caps.timestamps;
+      if (caps.timestamps) {
+        this.querySet = device.createQuerySet({ type: "timestamp", count: QUERY_CAPACITY });
+      }
+    }
+    this.pool = new BufferPool(device, profiler);
     const forced = Deno.env.get("INOCULUM_MATMUL");
     this.matmulTiling = forced === "workgroup" || forced === "register"
       ? forced
@@ -67,9 +95,11 @@ export class Gpu {
     });
   }
 
-  static async create(opts: GpuOptions = {}): Promise<Gpu> {
-    const { device, caps } = await requestGpu(opts);
-    return new Gpu(device, caps);
+  /** `profiler`: record into this one (tests); by default the process's when INOCULUM_PROFILE=1. */
+  static async create(opts: GpuOptions & { profiler?: Profiler | null } = {}): Promise<Gpu> {
+    const profiler = opts.profiler === undefined ? envProfiler() : opts.profiler;
+    const { device, caps } = await requestGpu({ ...opts, timestamps: !!profiler });
+    return new Gpu(device, caps, profiler);
   }
 
   private openScope() {
@@ -111,6 +141,7 @@ export class Gpu {
     }`;
     let k = this.kernels.get(name);
     if (k) return k;
+    const t0 = performance.now();
     const code = this.wgsl(file, defines);
     this.openScope();
     this.recorded.push(`compile ${name}`);
@@ -122,6 +153,10 @@ export class Gpu {
     });
     k = { name, pipeline, usesParams: /var<uniform>\s+params\b/.test(code) };
     this.kernels.set(name, k);
+    if (this.profiler) {
+      this.profiler.wall.compiles++;
+      this.profiler.wall.compileMs += performance.now() - t0;
+    }
     return k;
   }
 
@@ -152,7 +187,9 @@ export class Gpu {
     params: ArrayLike<number>,
     buffers: (Binding | undefined)[],
     groups: [number, number?, number?],
+    cost?: OpCost,
   ): void {
+    const t0 = this.profiler ? performance.now() : 0;
     const [gx, gy = 1, gz = 1] = groups;
     if (gx === 0 || gy === 0 || gz === 0) return;
     const lim = this.caps.maxWorkgroupsPerDim;
@@ -178,7 +215,8 @@ export class Gpu {
         });
       }
     });
-    const pass = this.ensurePass();
+    const timed = this.querySet !== null;
+    const pass = timed ? this.beginTimedPass() : this.ensurePass();
     const bg = this.device.createBindGroup({
       label: k.name,
       layout: k.pipeline.getBindGroupLayout(0),
@@ -189,6 +227,66 @@ export class Gpu {
     pass.dispatchWorkgroups(gx, gy, gz);
     this.recorded.push(k.name);
     this.dispatchCount++;
+    if (this.profiler) {
+      const c = cost ?? { bytes: boundBytes(buffers) };
+      if (timed) {
+        pass.end();
+        this.pass = null;
+        this.profiled.push({ name: k.name, cost: c });
+      }
+      this.profiler.dispatched(k.name, c);
+      this.profiler.wall.encodeMs += performance.now() - t0;
+    }
+  }
+
+  /** Profiling: a compute pass of its own for the next dispatch, with a timestamp at each end. */
+  private beginTimedPass(): GPUComputePassEncoder {
+    const enc = this.endPass();
+    if (this.queriesUsed + 2 > QUERY_CAPACITY) this.resolveTimestamps();
+    const i = this.queriesUsed;
+    this.queriesUsed += 2;
+    this.pass = enc.beginComputePass({
+      timestampWrites: { querySet: this.querySet!, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 },
+    });
+    return this.pass;
+  }
+
+  /** Copy the timestamps written so far out of the query set (which is then reused) into a staging buffer. */
+  private resolveTimestamps(): void {
+    if (!this.queriesUsed) return;
+    const bytes = this.queriesUsed * 8;
+    const resolved = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const enc = this.endPass();
+    enc.resolveQuerySet(this.querySet!, 0, this.queriesUsed, resolved, 0);
+    enc.copyBufferToBuffer(resolved, 0, staging, 0, bytes);
+    this.retired.push(resolved);
+    this.pendingTimestamps.push({ staging, dispatches: this.profiled });
+    this.profiled = [];
+    this.queriesUsed = 0;
+  }
+
+  /** Read back resolved timestamps (after their submit) into the profiler. */
+  private async collectTimestamps(): Promise<void> {
+    const batches = this.pendingTimestamps;
+    this.pendingTimestamps = [];
+    for (const b of batches) {
+      await b.staging.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(b.staging.getMappedRange());
+      b.dispatches.forEach((d, i) => {
+        const ns = t[2 * i + 1] - t[2 * i];
+        // an end before its begin means the counter wrapped or was reset: drop that sample
+        if (ns >= 0n) this.profiler!.timed(d.name, Number(ns), d.cost);
+      });
+      b.staging.unmap();
+      b.staging.destroy();
+    }
   }
 
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
@@ -200,6 +298,10 @@ export class Gpu {
   /** Schedule a readback; the promise resolves after the next submit(). */
   readLater(src: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
     const padded = Math.ceil(size / 4) * 4;
+    if (this.profiler) {
+      this.profiler.wall.readbacks++;
+      this.profiler.wall.readbackBytes += size;
+    }
     const staging = this.device.createBuffer({
       size: padded,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
@@ -232,6 +334,7 @@ export class Gpu {
       this.device.queue.writeBuffer(this.paramsGpu, 0, this.paramsCpu, 0, this.paramSlots * this.slotWords);
       this.paramSlots = 0;
     }
+    if (this.querySet) this.resolveTimestamps();
     if (this.encoder) {
       this.device.queue.submit([this.encoder.finish()]);
       this.encoder = null;
@@ -246,6 +349,18 @@ export class Gpu {
 
   /** Submit everything recorded, check the error scope, and resolve pending readbacks. */
   async submit(): Promise<void> {
+    const t0 = this.profiler ? performance.now() : 0;
+    try {
+      await this.submitAndWait();
+    } finally {
+      if (this.profiler) {
+        this.profiler.wall.submits++;
+        this.profiler.wall.waitMs += performance.now() - t0;
+      }
+    }
+  }
+
+  private async submitAndWait(): Promise<void> {
     const reads = this.submitSync();
     const recorded = this.recorded;
     this.recorded = [];
@@ -270,15 +385,22 @@ export class Gpu {
       r.staging.unmap();
       r.staging.destroy();
     }));
+    if (this.pendingTimestamps.length) await this.collectTimestamps();
   }
 
   /** Wait until the GPU has finished all submitted work (benchmarks). */
   async finish(): Promise<void> {
     await this.submit();
+    const t0 = this.profiler ? performance.now() : 0;
     await this.device.queue.onSubmittedWorkDone();
+    if (this.profiler) this.profiler.wall.waitMs += performance.now() - t0;
   }
 
   createBuffer(size: number, label = "", extraUsage = 0): GPUBuffer {
+    if (this.profiler) {
+      this.profiler.wall.buffersCreated++;
+      this.profiler.wall.bufferBytesCreated += size;
+    }
     return this.device.createBuffer({
       label,
       size: Math.max(16, Math.ceil(size / 16) * 16),
@@ -295,6 +417,10 @@ export class Gpu {
   writeBuffer(buf: GPUBuffer, offset: number, data: ArrayBufferView): void {
     // writeBuffer needs a size that is a multiple of 4
     const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (this.profiler) {
+      this.profiler.wall.uploads++;
+      this.profiler.wall.uploadBytes += bytes.byteLength;
+    }
     if (bytes.byteLength % 4 === 0) {
       this.device.queue.writeBuffer(buf, offset, bytes);
     } else {
@@ -307,8 +433,20 @@ export class Gpu {
   destroy(): void {
     this.pool.destroy();
     this.paramsGpu.destroy();
+    this.querySet?.destroy();
     this.device.destroy();
   }
+}
+
+/** Bytes of the buffers bound to a dispatch: the default cost of an op that states none. */
+function boundBytes(buffers: (Binding | undefined)[]): number {
+  let n = 0;
+  for (const b of buffers) {
+    if (!b) continue;
+    if (b instanceof GPUBuffer) n += b.size;
+    else n += b.size ?? b.buffer.size - (b.offset ?? 0);
+  }
+  return n;
 }
 
 /** The bits of an f32, for passing floats among u32 uniform words. */

@@ -6,6 +6,8 @@ export interface GpuOptions {
   maxBindingBytes?: number;
   /** Ask for shader-f16 when the adapter has it (default true). */
   wantF16?: boolean;
+  /** Ask for timestamp-query when the adapter has it (the profiler). */
+  timestamps?: boolean;
 }
 
 export interface GpuCaps {
@@ -21,6 +23,8 @@ export interface GpuCaps {
   uniformAlign: number;
   /** A CPU implementation (llvmpipe, lavapipe, SwiftShader, WARP): kernels pick CPU-friendly tilings. */
   cpuAdapter: boolean;
+  /** timestamp-query was granted (only requested when profiling) */
+  timestamps: boolean;
 }
 
 export class NoAdapterError extends Error {}
@@ -59,6 +63,7 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
   const features: GPUFeatureName[] = [];
   const hasF16 = adapter.features.has("shader-f16") && opts.wantF16 !== false;
   if (hasF16) features.push("shader-f16");
+  if (opts.timestamps && adapter.features.has("timestamp-query")) features.push("timestamp-query");
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures: features });
   const binding = Math.min(
     device.limits.maxStorageBufferBindingSize,
@@ -74,6 +79,7 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
     maxStorageBuffersPerStage: device.limits.maxStorageBuffersPerShaderStage,
     workgroupStorageBytes: device.limits.maxComputeWorkgroupStorageSize,
     shaderF16: device.features.has("shader-f16"),
+    timestamps: device.features.has("timestamp-query"),
     uniformAlign: Math.max(256, device.limits.minUniformBufferOffsetAlignment),
     cpuAdapter: !!adapter.info?.isFallbackAdapter ||
       /llvmpipe|lavapipe|swiftshader|warp|software/i.test(adapter.info?.description ?? ""),

@@ -1,6 +1,8 @@
 // A buffer pool keyed by exact byte size: activations of a step come back with the same shapes
 // every step, so exact-size reuse gets full reuse without the 2x waste of power-of-two buckets.
 
+import type { Profiler } from "./profile.ts";
+
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 export class BufferPool {
@@ -9,7 +11,7 @@ export class BufferPool {
   bytesLive = 0;
   bytesFree = 0;
 
-  constructor(private device: GPUDevice) {}
+  constructor(private device: GPUDevice, private profiler: Profiler | null = null) {}
 
   static roundSize(bytes: number): number {
     return Math.max(16, Math.ceil(bytes / 16) * 16);
@@ -23,6 +25,10 @@ export class BufferPool {
       this.bytesFree -= size;
     } else {
       buf = this.device.createBuffer({ label, size, usage: USAGE });
+      if (this.profiler) {
+        this.profiler.wall.buffersCreated++;
+        this.profiler.wall.bufferBytesCreated += size;
+      }
     }
     this.live.add(buf);
     this.bytesLive += size;

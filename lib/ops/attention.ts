@@ -22,12 +22,24 @@ export function attention(
     () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`,
   );
   const k = gpu.kernel("attention", "forward", { HEAD_DIM: s.headDim });
+  // q·k and p·v per attended (query, key) pair; q, K/V rows in use and o moved once
+  const kvBytes = 2 * 4 * s.batch * (s.past + s.t) * s.kvHeads * s.headDim;
+  const cost = {
+    flops: 4 * s.batch * s.heads * s.headDim * attendedPairs(s),
+    bytes: 2 * 4 * s.batch * s.t * s.heads * s.headDim + kvBytes,
+  };
   gpu.dispatch(
     k,
     [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0],
     [q.buffer, kCache.buffer, vCache.buffer, kvStart.buffer, o.buffer, lse.buffer],
     [Math.ceil(s.t / 64), s.heads, s.batch],
+    cost,
   );
+}
+
+/** (query, key) pairs a causal pass attends to per head and sequence, ignoring left padding. */
+function attendedPairs(s: QkvShape): number {
+  return s.t * s.past + s.t * (s.t + 1) / 2;
 }
 
 /**
@@ -43,34 +55,49 @@ export function attentionBackward(
   const defs = { HEAD_DIM: s.headDim };
   const params = [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0];
   const kq = gpu.kernel("attention", "backward_dq", defs);
-  gpu.dispatch(kq, params, [
-    t.q.buffer,
-    t.k.buffer,
-    t.v.buffer,
-    t.kvStart.buffer,
-    undefined,
-    undefined,
-    t.o.buffer,
-    t.lse.buffer,
-    t.dO.buffer,
-    g.dq.buffer,
-    g.dsum.buffer,
-  ], [Math.ceil(s.t / 64), s.heads, s.batch]);
+  // backward_dq: q·k, dO·v and ds·k per pair; backward_dkv: the same two dots, dv and dk updates
+  const pairs = s.batch * s.heads * attendedPairs(s);
+  const qBytes = 4 * s.batch * s.t * s.heads * s.headDim, kvBytes = 4 * s.batch * s.t * s.kvHeads * s.headDim;
+  gpu.dispatch(
+    kq,
+    params,
+    [
+      t.q.buffer,
+      t.k.buffer,
+      t.v.buffer,
+      t.kvStart.buffer,
+      undefined,
+      undefined,
+      t.o.buffer,
+      t.lse.buffer,
+      t.dO.buffer,
+      g.dq.buffer,
+      g.dsum.buffer,
+    ],
+    [Math.ceil(s.t / 64), s.heads, s.batch],
+    { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes },
+  );
   const kkv = gpu.kernel("attention", "backward_dkv", defs);
-  gpu.dispatch(kkv, params, [
-    t.q.buffer,
-    t.k.buffer,
-    t.v.buffer,
-    t.kvStart.buffer,
-    undefined,
-    undefined,
-    undefined,
-    t.lse.buffer,
-    t.dO.buffer,
-    undefined,
-    undefined,
-    g.dsum.buffer,
-    g.dk.buffer,
-    g.dv.buffer,
-  ], [Math.ceil(s.t / 64), s.kvHeads, s.batch]);
+  gpu.dispatch(
+    kkv,
+    params,
+    [
+      t.q.buffer,
+      t.k.buffer,
+      t.v.buffer,
+      t.kvStart.buffer,
+      undefined,
+      undefined,
+      undefined,
+      t.lse.buffer,
+      t.dO.buffer,
+      undefined,
+      undefined,
+      g.dsum.buffer,
+      g.dk.buffer,
+      g.dv.buffer,
+    ],
+    [Math.ceil(s.t / 64), s.kvHeads, s.batch],
+    { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 4 * kvBytes },
+  );
 }

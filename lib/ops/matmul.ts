@@ -2,7 +2,7 @@
 // the general `matmul` used by the backward pass (dx = dy W, dW = dy^T x, LoRA products).
 
 import { f32bits, type Gpu } from "../gpu/context.ts";
-import type { Tensor } from "../tensor.ts";
+import { bytesPerElement, type Tensor } from "../tensor.ts";
 import { check, weightDtype } from "./common.ts";
 
 export interface MatmulSpec {
@@ -81,6 +81,12 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     const aO = wKN ? aOff + (aKM ? c.rowStart * lda : c.rowStart) : aOff;
     const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
     const residual = first ? s.residual?.buffer : undefined;
+    // compulsory traffic: A and W once, C written (and read when it accumulates or adds a residual)
+    const cReads = (!!s.accumulate || !first) || (first && !!s.residual) ? 2 : 1;
+    const cost = {
+      flops: 2 * M * n * kk,
+      bytes: 4 * M * kk + n * kk * bytesPerElement(s.w.dtype) + 4 * M * n * cReads,
+    };
     gpu.dispatch(
       k,
       params,
@@ -95,6 +101,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
         Math.ceil(n / tn),
         Math.ceil(M / tm),
       ],
+      cost,
     );
     check(!wKN || !s.bias || i === 0, () => `${name}: bias with a split K`);
   });

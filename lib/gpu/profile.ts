@@ -1,0 +1,199 @@
+// The profiler behind INOCULUM_PROFILE=1: GPU time per kernel variant from timestamp queries (each
+// dispatch in its own compute pass, bracketed by two timestamps), achieved GFLOP/s and GB/s where an
+// op states its cost, and where the wall time went on the host (model load, encoding, pipeline
+// compiles, waiting for the GPU, readbacks, uploads, buffers created). Printed to stderr at exit.
+//
+// It exists to find structural costs without a GPU: too many dispatches, serial loops inside one
+// invocation (a kernel whose time does not follow its FLOPs), a readback or buffer creation per
+// token. Timing each dispatch in its own pass serialises the passes, so totals are a little above
+// an unprofiled run's; shares between kernels are what to read.
+
+/** What one dispatch moves and computes, as the op knows it (bytes: compulsory traffic). */
+export interface OpCost {
+  flops?: number;
+  bytes?: number;
+}
+
+interface KernelStat {
+  dispatches: number;
+  /** dispatches whose GPU time came back (all of them when timestamps work) */
+  timed: number;
+  gpuNs: number;
+  flops: number;
+  bytes: number;
+  /** flops/bytes summed over timed dispatches only, so that rates use matching numerators */
+  timedFlops: number;
+  timedBytes: number;
+}
+
+export interface WallStats {
+  loadMs: number;
+  encodeMs: number;
+  compileMs: number;
+  compiles: number;
+  waitMs: number;
+  submits: number;
+  readbacks: number;
+  readbackBytes: number;
+  uploads: number;
+  uploadBytes: number;
+  buffersCreated: number;
+  bufferBytesCreated: number;
+}
+
+export class Profiler {
+  readonly kernels = new Map<string, KernelStat>();
+  readonly wall: WallStats = {
+    loadMs: 0,
+    encodeMs: 0,
+    compileMs: 0,
+    compiles: 0,
+    waitMs: 0,
+    submits: 0,
+    readbacks: 0,
+    readbackBytes: 0,
+    uploads: 0,
+    uploadBytes: 0,
+    buffersCreated: 0,
+    bufferBytesCreated: 0,
+  };
+  /** Set by the runtime: whether the device granted timestamp queries. */
+  timestamps: boolean | null = null;
+  readonly startMs = performance.now();
+
+  private stat(name: string): KernelStat {
+    let s = this.kernels.get(name);
+    if (!s) {
+      s = { dispatches: 0, timed: 0, gpuNs: 0, flops: 0, bytes: 0, timedFlops: 0, timedBytes: 0 };
+      this.kernels.set(name, s);
+    }
+    return s;
+  }
+
+  dispatched(name: string, cost: OpCost): void {
+    const s = this.stat(name);
+    s.dispatches++;
+    s.flops += cost.flops ?? 0;
+    s.bytes += cost.bytes ?? 0;
+  }
+
+  /** GPU time of one dispatch, with the cost it was recorded with. */
+  timed(name: string, ns: number, cost: OpCost): void {
+    const s = this.stat(name);
+    s.timed++;
+    s.gpuNs += ns;
+    s.timedFlops += cost.flops ?? 0;
+    s.timedBytes += cost.bytes ?? 0;
+  }
+
+  /** Time an async phase of the host (e.g. model load) into `wall[field]`. */
+  async phase<T>(field: "loadMs", fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      return await fn();
+    } finally {
+      this.wall[field] += performance.now() - t0;
+    }
+  }
+
+  /** Sum of the GPU time of every timed dispatch, in milliseconds. */
+  gpuMs(): number {
+    let ns = 0;
+    for (const s of this.kernels.values()) ns += s.gpuNs;
+    return ns / 1e6;
+  }
+
+  /** The table printed at exit. */
+  report(): string {
+    const w = this.wall;
+    const totalMs = performance.now() - this.startMs;
+    const gpuMs = this.gpuMs();
+    const rows = [...this.kernels.entries()].sort((a, b) =>
+      b[1].gpuNs - a[1].gpuNs || b[1].dispatches - a[1].dispatches
+    );
+    const dispatches = rows.reduce((n, [, s]) => n + s.dispatches, 0);
+    const out: string[] = [];
+    out.push(
+      `inoculum profile — ${dispatches} dispatches, ${rows.length} kernel variants, ` +
+        (this.timestamps
+          ? `GPU time ${fmtMs(gpuMs)}`
+          : "no timestamp-query on this device: GPU times unavailable"),
+    );
+    const nameW = Math.min(72, Math.max(20, ...rows.map(([n]) => n.length)));
+    out.push(
+      `${"kernel (file:entry{defines})".padEnd(nameW)} ${"disp".padStart(7)} ${"GPU ms".padStart(10)} ${
+        "share".padStart(6)
+      } ${"µs/disp".padStart(9)} ${"GFLOP/s".padStart(9)} ${"GB/s".padStart(8)}`,
+    );
+    for (const [name, s] of rows) {
+      const ms = s.gpuNs / 1e6;
+      const sec = s.gpuNs / 1e9;
+      const rate = (x: number) => (s.timed && sec > 0 && x > 0 ? (x / sec / 1e9).toFixed(1) : "");
+      out.push(
+        `${clip(name, nameW).padEnd(nameW)} ${String(s.dispatches).padStart(7)} ${
+          (s.timed ? ms.toFixed(2) : "").padStart(10)
+        } ${(s.timed && gpuMs > 0 ? (100 * ms / gpuMs).toFixed(1) + "%" : "").padStart(6)} ${
+          (s.timed ? (1000 * ms / s.timed).toFixed(1) : "").padStart(9)
+        } ${rate(s.timedFlops).padStart(9)} ${rate(s.timedBytes).padStart(8)}`,
+      );
+    }
+    const accounted = w.loadMs + w.encodeMs + w.compileMs + w.waitMs;
+    out.push(`wall time ${fmtMs(totalMs)}:`);
+    out.push(`  model load                ${fmtMs(w.loadMs)}`);
+    out.push(`  encoding dispatches       ${fmtMs(w.encodeMs)} (${dispatches} dispatches)`);
+    out.push(`  pipeline compiles         ${fmtMs(w.compileMs)} (${w.compiles})`);
+    out.push(
+      `  waiting for the GPU       ${fmtMs(w.waitMs)} (${w.submits} awaited submits; GPU busy ${
+        this.timestamps ? fmtMs(gpuMs) : "n/a"
+      } of it)`,
+    );
+    out.push(`  other host work           ${fmtMs(Math.max(0, totalMs - accounted))}`);
+    out.push(`  readbacks                 ${w.readbacks} (${fmtBytes(w.readbackBytes)})`);
+    out.push(`  uploads                   ${w.uploads} (${fmtBytes(w.uploadBytes)})`);
+    out.push(`  buffers created           ${w.buffersCreated} (${fmtBytes(w.bufferBytesCreated)})`);
+    out.push(
+      "(GB/s counts each op's compulsory traffic, or its bound buffers where it states none; each dispatch is " +
+        "timed in its own compute pass)",
+    );
+    return out.join("\n");
+  }
+}
+
+function clip(s: string, n: number): string {
+  return s.length <= n ? s : s.slice(0, n - 1) + "…";
+}
+
+function fmtMs(ms: number): string {
+  return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${ms.toFixed(1)} ms`;
+}
+
+function fmtBytes(b: number): string {
+  if (b >= 1 << 30) return `${(b / (1 << 30)).toFixed(2)} GiB`;
+  if (b >= 1 << 20) return `${(b / (1 << 20)).toFixed(1)} MiB`;
+  if (b >= 1 << 10) return `${(b / (1 << 10)).toFixed(1)} KiB`;
+  return `${b} B`;
+}
+
+let processProfiler: Profiler | null | undefined;
+
+/**
+ * The process-wide profiler when INOCULUM_PROFILE=1 (else null). Its report goes to stderr when the
+ * process exits, whichever command ran.
+ */
+export function envProfiler(): Profiler | null {
+  if (processProfiler !== undefined) return processProfiler;
+  const on = (() => {
+    try {
+      const v = Deno.env.get("INOCULUM_PROFILE");
+      return v !== undefined && v !== "" && v !== "0";
+    } catch {
+      return false;
+    }
+  })();
+  processProfiler = on ? new Profiler() : null;
+  if (processProfiler) {
+    const p = processProfiler;
+    globalThis.addEventListener("unload", () => console.error("\n" + p.report()));
+  }
+  return processProfiler;
+}
