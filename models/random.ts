@@ -228,8 +228,7 @@ export async function writeRandomModel(o: RandomModelOptions): Promise<RandomMod
       if (await exists(src)) {
         await Deno.copyFile(src, join(tmp, f));
         await Deno.chmod(join(tmp, f), 0o644);
-      }
-      else if (f.startsWith("tokenizer")) throw new Error(`--tokenizer: ${src} is missing`);
+      } else if (f.startsWith("tokenizer")) throw new Error(`--tokenizer: ${src} is missing`);
     }
     await Deno.writeTextFile(
       join(tmp, "README.md"),
