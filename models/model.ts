@@ -29,5 +29,5 @@ export async function loadModel(
       ck.close();
     }
   };
-  return gpu.profiler ? gpu.profiler.phase("loadMs", load) : load();
+  return await (gpu.profiler ? gpu.profiler.phase("loadMs", load) : load());
 }
