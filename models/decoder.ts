@@ -40,8 +40,9 @@ export class KVCache {
 }
 
 export interface ForwardInput {
-  /** token ids, row-major [batch, t] */
-  ids: Uint32Array;
+  /** token ids, row-major [batch, t]: on the host, or a u32 GPU tensor (e.g. the last decode step's
+   * argmax; no range check, no `save`; the caller keeps ownership) */
+  ids: Uint32Array | Tensor;
   batch: number;
   t: number;
   /** left-padding count per sequence (default 0) */
@@ -158,10 +159,15 @@ export class Decoder {
     const B = inp.batch, T = inp.t, rows = B * T, d = cfg.hiddenSize;
     const past = inp.past ?? 0;
     const kvStart = inp.kvStart ?? new Array(B).fill(0);
-    if (inp.ids.length !== rows) throw new Error(`forward: ${inp.ids.length} ids for a ${B}x${T} batch`);
-    for (const id of inp.ids) {
-      if (id >= cfg.vocabSize) {
-        throw new Error(`forward: token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
+    const gpuIds = inp.ids instanceof Tensor ? inp.ids : null;
+    const nIds = gpuIds ? gpuIds.numel : (inp.ids as Uint32Array).length;
+    if (nIds !== rows) throw new Error(`forward: ${nIds} ids for a ${B}x${T} batch`);
+    if (gpuIds && inp.save) throw new Error("forward: saving activations for backward needs host token ids");
+    if (!gpuIds) {
+      for (const id of inp.ids as Uint32Array) {
+        if (id >= cfg.vocabSize) {
+          throw new Error(`forward: token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
+        }
       }
     }
     const tCache = inp.cache ? inp.cache.capacity : T;
@@ -184,8 +190,8 @@ export class Decoder {
     };
     const inputs: ForwardInputs = {
       shape: s,
-      idsHost: inp.ids,
-      ids: Tensor.fromU32(gpu, inp.ids, [rows], "ids"),
+      idsHost: gpuIds ? new Uint32Array(0) : inp.ids as Uint32Array,
+      ids: gpuIds ?? Tensor.fromU32(gpu, inp.ids as Uint32Array, [rows], "ids"),
       pos: Tensor.fromU32(gpu, pos, [rows], "positions"),
       kvStart: Tensor.fromU32(gpu, kvStart, [B], "kv_start"),
       cosSin: this.cosSin(past + T),
@@ -246,7 +252,8 @@ export class Decoder {
     const rstdF = e([rows], "rstd_final");
     rmsnorm(gpu, hL, w.finalNorm, cfg.rmsNormEps, normed, rstdF);
     if (inp.save) return { normed, saved: { inputs, layers, hs, rstdF } };
-    for (const t of [inputs.ids, inputs.pos, inputs.kvStart, rstdF, hL]) t.dispose();
+    for (const t of [inputs.pos, inputs.kvStart, rstdF, hL]) t.dispose();
+    if (!gpuIds) inputs.ids.dispose();
     if (shared) disposeActs(shared);
     return { normed };
   }

@@ -31,3 +31,13 @@ export async function loadModel(
   };
   return await (gpu.profiler ? gpu.profiler.phase("loadMs", load) : load());
 }
+
+/** Free a model's GPU weights (its decoder cannot be used afterwards). */
+export function disposeModel(m: Model): void {
+  const w = m.decoder.w;
+  const all = new Set([w.embed, w.lmHead, w.finalNorm]);
+  for (const l of w.layers) {
+    for (const t of [l.inputNorm, l.postNorm, l.qkv, l.qkvBias, l.o, l.gateUp, l.down]) if (t) all.add(t);
+  }
+  for (const t of all) t.dispose();
+}

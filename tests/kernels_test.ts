@@ -12,6 +12,9 @@ import { attention } from "../lib/ops/attention.ts";
 import { swiglu } from "../lib/ops/swiglu.ts";
 import { crossEntropy } from "../lib/ops/loss.ts";
 import { addInPlace } from "../lib/ops/elementwise.ts";
+import { argmax } from "../lib/ops/sample.ts";
+import { Rng } from "../lib/rng.ts";
+import { sample } from "../lib/generate.ts";
 import { inverseFrequencies, ropeTable } from "../models/rope.ts";
 import * as ref from "./ref/ops.ts";
 import { assertClose, gpuTest, randn, testGpu } from "./helpers.ts";
@@ -405,5 +408,37 @@ Deno.test({
     const last = a.read(gpu);
     assert.equal(new Float32Array(await pending)[0], 1, "a readback scheduled before the flush resolves");
     assert.equal((await last)[0], 9001);
+  },
+});
+
+Deno.test({
+  name:
+    "argmax on the GPU equals the host's greedy choice: ties, -inf, NaN, V = 1, 7, 300 and 151936 (exact)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    for (const V of [1, 7, 300, 151936]) {
+      const rows = 5;
+      const x = randn(rows * V, V);
+      if (V > 1) {
+        // row 1: a tie between two maxima (the first wins); row 2: all -inf but one NaN (host gives 0)
+        x[V + V - 1] = x[V + 1] = 9;
+        for (let j = 0; j < V; j++) x[2 * V + j] = -Infinity;
+        x[2 * V + V - 1] = NaN;
+        x[3 * V + 0] = -Infinity; // row 3: -inf at index 0 must not win
+      }
+      const logits = Tensor.fromF32(gpu, x, [rows, V]);
+      const next = Tensor.empty(gpu, [rows], "u32");
+      const hist = Tensor.empty(gpu, [3 * rows], "u32");
+      argmax(gpu, logits, next, hist, rows);
+      const got = await next.readU32(gpu), h = await hist.readU32(gpu);
+      const want = Array.from(
+        { length: rows },
+        (_, r) => sample(x.subarray(r * V, (r + 1) * V), 0, 1, new Rng(0)),
+      );
+      assert.deepEqual([...got], want, `V = ${V}`);
+      assert.deepEqual([...h.subarray(rows, 2 * rows)], want, `V = ${V}: history at its offset`);
+      for (const t of [logits, next, hist]) t.dispose();
+    }
   },
 });

@@ -8,6 +8,7 @@ import { Tensor } from "../lib/tensor.ts";
 import { linear } from "../lib/ops/matmul.ts";
 import { loadModel } from "../models/model.ts";
 import { presetConfig, writeRandomModel } from "../models/random.ts";
+import { DECODE_CHUNK, generate } from "../lib/generate.ts";
 import { parseConfig } from "../models/config.ts";
 import { convertedStories, QWEN_TOKENIZER, readAllF32 } from "./fixtures.ts";
 import { assertClose, gpuTest, randn } from "./helpers.ts";
@@ -76,6 +77,32 @@ Deno.test({
       x.dispose();
       w.dispose();
       y.dispose();
+    } finally {
+      gpu.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "greedy generation reads back once per DECODE_CHUNK tokens, not once per token, and stops where the host would",
+  ...gpuTest,
+  fn: async () => {
+    const profiler = new Profiler();
+    const gpu = await Gpu.create({ profiler });
+    try {
+      const m = await loadModel(gpu, await convertedStories(), { tokenizer: false });
+      const before = profiler.wall.readbacks;
+      const g = await generate(m.decoder, [[1], [1, 403]], { maxNewTokens: 40 });
+      assert.equal(profiler.wall.readbacks - before, Math.ceil(40 / DECODE_CHUNK));
+      assert.deepEqual(g.tokens.map((t) => t.length), [40, 40]);
+      // a stop token mid-chunk ends that row there; the other row goes on
+      const stopAt = g.tokens[0][20];
+      const s = await generate(m.decoder, [[1], [1, 403]], { maxNewTokens: 40, stopIds: [stopAt] });
+      assert.deepEqual(s.tokens[0], g.tokens[0].slice(0, g.tokens[0].indexOf(stopAt) + 1));
+      assert.equal(s.finish[0], "stop");
+      const other = g.tokens[1].indexOf(stopAt);
+      assert.deepEqual(s.tokens[1], other < 0 ? g.tokens[1] : g.tokens[1].slice(0, other + 1));
     } finally {
       gpu.destroy();
     }

@@ -7,7 +7,7 @@
 
 import { type GpuCaps, type GpuOptions, requestGpu } from "./device.ts";
 import { type Defines, preprocess } from "./preprocess.ts";
-import { BufferPool } from "./pool.ts";
+import { BufferPool, MemoryMeter } from "./pool.ts";
 import { envProfiler, type OpCost, type Profiler } from "./profile.ts";
 
 const KERNEL_DIR = new URL("../../kernels/", import.meta.url);
@@ -46,6 +46,8 @@ const PARAM_SLOTS = 8192;
 
 export class Gpu {
   readonly pool: BufferPool;
+  /** Bytes of buffers the engine holds, live and at peak (pool, weights, uploads, readback staging). */
+  readonly memory = new MemoryMeter();
   private kernels = new Map<string, Kernel>();
   private sources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
@@ -79,7 +81,7 @@ export class Gpu {
         this.querySet = device.createQuerySet({ type: "timestamp", count: QUERY_CAPACITY });
       }
     }
-    this.pool = new BufferPool(device, profiler);
+    this.pool = new BufferPool(device, profiler, this.memory);
     const forced = Deno.env.get("INOCULUM_MATMUL");
     this.matmulTiling = forced === "workgroup" || forced === "register"
       ? forced
@@ -276,8 +278,9 @@ export class Gpu {
   private async collectTimestamps(): Promise<void> {
     const batches = this.pendingTimestamps;
     this.pendingTimestamps = [];
+    // map all at once: every mapAsync waits at least one 10 ms poll interval in Deno
+    await Promise.all(batches.map((b) => b.staging.mapAsync(GPUMapMode.READ)));
     for (const b of batches) {
-      await b.staging.mapAsync(GPUMapMode.READ);
       const t = new BigUint64Array(b.staging.getMappedRange());
       b.dispatches.forEach((d, i) => {
         const ns = t[2 * i + 1] - t[2 * i];
@@ -302,10 +305,10 @@ export class Gpu {
       this.profiler.wall.readbacks++;
       this.profiler.wall.readbackBytes += size;
     }
-    const staging = this.device.createBuffer({
+    const staging = this.memory.track(this.device.createBuffer({
       size: padded,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    }));
     this.endPass().copyBufferToBuffer(src, offset, staging, 0, padded);
     return new Promise((resolve, reject) => this.pendingReads.push({ staging, size, resolve, reject }));
   }
@@ -401,11 +404,11 @@ export class Gpu {
       this.profiler.wall.buffersCreated++;
       this.profiler.wall.bufferBytesCreated += size;
     }
-    return this.device.createBuffer({
+    return this.memory.track(this.device.createBuffer({
       label,
       size: Math.max(16, Math.ceil(size / 16) * 16),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
-    });
+    }));
   }
 
   /** Destroy a buffer once the commands recorded so far are submitted (it may still be in use by them). */

@@ -3,6 +3,34 @@
 
 import type { Profiler } from "./profile.ts";
 
+/**
+ * Bytes of GPU buffers the engine holds, live and at peak. WebGPU does not report the driver's memory
+ * use, so this is what the engine allocated: a floor on the process's GPU memory.
+ */
+export class MemoryMeter {
+  live = 0;
+  peak = 0;
+  /** Count `buf` until it is destroyed. */
+  track(buf: GPUBuffer): GPUBuffer {
+    const size = buf.size;
+    this.live += size;
+    if (this.live > this.peak) this.peak = this.live;
+    const destroy = buf.destroy.bind(buf);
+    let gone = false;
+    buf.destroy = () => {
+      if (!gone) {
+        gone = true;
+        this.live -= size;
+      }
+      destroy();
+    };
+    return buf;
+  }
+  resetPeak(): void {
+    this.peak = this.live;
+  }
+}
+
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 export class BufferPool {
@@ -11,7 +39,11 @@ export class BufferPool {
   bytesLive = 0;
   bytesFree = 0;
 
-  constructor(private device: GPUDevice, private profiler: Profiler | null = null) {}
+  constructor(
+    private device: GPUDevice,
+    private profiler: Profiler | null = null,
+    private memory: MemoryMeter | null = null,
+  ) {}
 
   static roundSize(bytes: number): number {
     return Math.max(16, Math.ceil(bytes / 16) * 16);
@@ -25,6 +57,7 @@ export class BufferPool {
       this.bytesFree -= size;
     } else {
       buf = this.device.createBuffer({ label, size, usage: USAGE });
+      this.memory?.track(buf);
       if (this.profiler) {
         this.profiler.wall.buffersCreated++;
         this.profiler.wall.bufferBytesCreated += size;

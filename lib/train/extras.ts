@@ -12,8 +12,8 @@ import type { LoraModule, LoraSet } from "./lora.ts";
 import type { Hooks } from "../hooks.ts";
 
 interface LoraSaved {
-  /** dropout(x) when dropout is on (else the forward input is used) */
-  xd: Tensor | null;
+  /** u = dropout(x) A^T; dropout(x) itself is recomputed in the backward from the seed (not kept: at 7B
+   * the seven dropped copies of each layer's inputs would be ~9 GB at 4 x 512) */
   u: Tensor;
 }
 
@@ -75,7 +75,8 @@ export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
       const u = Tensor.empty(gpu, [rows, lora!.lora.r], "f32", "lora_u");
       linear(gpu, xin, p.a, u);
       linear(gpu, u, p.b, out, { accumulate: true, colOffset, alpha: lora!.scale });
-      saved.set(`${l}.${m}`, { xd, u });
+      xd?.dispose(); // released after recording: later users of the buffer run after these reads
+      saved.set(`${l}.${m}`, { u });
     },
     boundary(l, h) {
       for (const s of hooks.steer ?? []) {
@@ -93,7 +94,12 @@ export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
       if (!p || !sv) return;
       const rows = input.rows, r = lora!.lora.r, s = lora!.scale;
       const gA = lora!.store.get(p.a.name).grad, gB = lora!.store.get(p.b.name).grad;
-      const xin = sv.xd ?? input;
+      let xd: Tensor | null = null;
+      if (pDrop > 0) {
+        xd = Tensor.empty(gpu, input.shape, "f32", "lora_dropout");
+        dropout(gpu, input, xd, pDrop, seedOf(l, m)); // the forward's mask again: same seed, same kernel
+      }
+      const xin = xd ?? input;
       // dB += s dy^T u ;  du = s dy B ;  dA += du^T x ;  dx += dropout'(du A)
       matmul(gpu, {
         a: dy,
@@ -119,12 +125,13 @@ export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
         alpha: s,
       });
       matmul(gpu, { a: du, aLayout: "km", w: xin, wLayout: "kn", M: r, out: gA, accumulate: true });
-      if (sv.xd) {
+      if (xd) {
         const dxd = Tensor.empty(gpu, input.shape, "f32", "lora_dx");
         matmul(gpu, { a: du, w: p.a, wLayout: "kn", M: rows, out: dxd });
-        dropout(gpu, dxd, sv.xd, pDrop, seedOf(l, m)); // same mask; xd is no longer needed
-        addInPlace(gpu, dInput, sv.xd);
+        dropout(gpu, dxd, xd, pDrop, seedOf(l, m)); // same mask; xd is no longer needed
+        addInPlace(gpu, dInput, xd);
         dxd.dispose();
+        xd.dispose();
       } else {
         matmul(gpu, { a: du, w: p.a, wLayout: "kn", M: rows, out: dInput, accumulate: true });
       }
@@ -144,10 +151,7 @@ export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
     activations,
     grads,
     dispose() {
-      for (const sv of saved.values()) {
-        sv.u.dispose();
-        sv.xd?.dispose();
-      }
+      for (const sv of saved.values()) sv.u.dispose();
       saved.clear();
       for (const t of temps) t.dispose();
     },

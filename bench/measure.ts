@@ -1,0 +1,139 @@
+// What `deno task bench` measures on the engine: forward, training steps (LoRA or full-parameter) and
+// greedy generation of a loaded model, each as tokens/s, plus the engine's peak GPU allocation.
+
+import type { Gpu } from "../lib/gpu/context.ts";
+import { Tensor } from "../lib/tensor.ts";
+import { disposeSaved } from "../models/decoder.ts";
+import type { Model } from "../models/model.ts";
+import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
+import { FullParams } from "../lib/train/full.ts";
+import { buildExtras } from "../lib/train/extras.ts";
+import { backward } from "../lib/train/backward.ts";
+import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
+import { generate } from "../lib/generate.ts";
+
+export interface Timing {
+  /** seconds per call, after one warm-up call */
+  seconds: number;
+  runs: number;
+}
+
+/** Time `record` (recorded GPU work) until minSeconds and minRuns are both reached, after a warm-up. */
+export async function timeGpu(
+  gpu: Gpu,
+  record: () => void | Promise<void>,
+  o: { minSeconds: number; minRuns?: number },
+): Promise<Timing> {
+  await record();
+  await gpu.finish(); // warm-up: pipelines compiled, pooled buffers allocated
+  const minRuns = o.minRuns ?? 3;
+  let n = 0;
+  const t0 = performance.now();
+  while (true) {
+    await record();
+    n++;
+    await gpu.finish();
+    const dt = (performance.now() - t0) / 1000;
+    if (dt >= o.minSeconds && n >= minRuns) return { seconds: dt / n, runs: n };
+  }
+}
+
+function randomIds(n: number, vocab: number, seed: number): Uint32Array {
+  let s = seed >>> 0;
+  const top = Math.min(vocab, 30000); // ordinary tokens, not the special ones at the top
+  return Uint32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return 3 + (s % (top - 3));
+  });
+}
+
+/** Forward to logits for every position of a B x T batch (logits in row blocks that fit a binding). */
+export function forwardRecorder(m: Model, B: number, T: number): () => void {
+  const ids = randomIds(B * T, m.cfg.vocabSize, 1);
+  const block = m.decoder.maxLogitRows();
+  return () => {
+    const { normed } = m.decoder.forward({ ids, batch: B, t: T });
+    for (let r = 0; r < B * T; r += block) {
+      const rows = Array.from({ length: Math.min(block, B * T - r) }, (_, i) => r + i);
+      m.decoder.logits(normed, rows).dispose();
+    }
+    normed.dispose();
+  };
+}
+
+export interface StepBench {
+  record: () => void;
+  dispose: () => void;
+}
+
+/** One optimizer step (forward, backward, AdamW) of LoRA on all projections or of every parameter. */
+export function trainStepRecorder(
+  gpu: Gpu,
+  m: Model,
+  kind: "lora" | "full",
+  B: number,
+  T: number,
+  rank: number,
+): StepBench {
+  const lora = kind === "lora"
+    ? LoraSet.create(gpu, m.cfg, {
+      r: rank,
+      alpha: 2 * rank,
+      dropout: 0,
+      targetModules: [...LORA_MODULES],
+      rslora: false,
+    }, 0)
+    : null;
+  const full = kind === "full" ? FullParams.create(gpu, m.cfg, m.decoder.w) : null;
+  const store = (lora?.store ?? full?.store)!;
+  const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
+  const partials = Tensor.empty(gpu, [Math.ceil(store.total / 4096)]), clip = Tensor.empty(gpu, [4]);
+  const ids = randomIds(B * T, m.cfg.vocabSize, 2), targets = randomIds(B * T, m.cfg.vocabSize, 3);
+  const mask = new Float32Array(B * T).fill(1);
+  let n = 0;
+  return {
+    record: () => {
+      zeroGrads(gpu, flat);
+      const ex = buildExtras(gpu, { lora, rows: B * T, dropoutSeed: n++ });
+      const { normed, saved } = m.decoder.forward({ ids, batch: B, t: T, save: true, extras: ex.forward });
+      backward(
+        m.decoder,
+        saved!,
+        normed,
+        { targets, mask, scale: 1 / (B * T) },
+        ex.backward,
+        full?.grads ?? null,
+      )
+        .dispose();
+      disposeSaved(saved!);
+      ex.dispose();
+      adamwStep(
+        gpu,
+        flat,
+        { lr: 1e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: n, maxGradNorm: 1 },
+        partials,
+        clip,
+      );
+    },
+    dispose: () => {
+      partials.dispose();
+      clip.dispose();
+      store.destroy();
+    },
+  };
+}
+
+/** Greedy generation of `newTokens` tokens (no stop) for B prompts of 16 tokens; tokens/s over all rows. */
+export async function generationTokensPerS(
+  gpu: Gpu,
+  m: Model,
+  B: number,
+  newTokens: number,
+  minSeconds: number,
+): Promise<{ tokensPerS: number; runs: number }> {
+  const prompts = Array.from({ length: B }, (_, b) => [...randomIds(16, m.cfg.vocabSize, 10 + b)]);
+  const t = await timeGpu(gpu, async () => {
+    await generate(m.decoder, prompts, { maxNewTokens: newTokens, temperature: 0 });
+  }, { minSeconds, minRuns: 2 });
+  return { tokensPerS: B * newTokens / t.seconds, runs: t.runs };
+}
