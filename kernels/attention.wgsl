@@ -57,6 +57,81 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
 }
 
+// ---- Decode (TQ = 1, generation with a KV cache): one 64-wide workgroup per (b, h) instead of one
+// invocation, so that a single query's keys are spread over the workgroup. Keys go in chunks of 64, one
+// per invocation for the scores (online softmax across chunks); the weighted sum of values has each
+// invocation own output dims d = lid, lid + 64, ... (neighbouring invocations read neighbouring floats).
+const DEC_WG = 64u;
+const DPT = (D + 63u) / 64u; // output dims per invocation
+var<workgroup> dec_q: array<f32, D>;
+var<workgroup> dec_p: array<f32, 64>;
+var<workgroup> dec_red: array<f32, 64>;
+
+fn dec_reduce(v: f32, i: u32, is_max: bool) -> f32 {
+  dec_red[i] = v;
+  workgroupBarrier();
+  for (var s = DEC_WG / 2u; s > 0u; s >>= 1u) {
+    if (i < s) {
+      dec_red[i] = select(dec_red[i] + dec_red[i + s], max(dec_red[i], dec_red[i + s]), is_max);
+    }
+    workgroupBarrier();
+  }
+  let r = dec_red[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(64)
+fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.y;
+  let b = wg.z;
+  let i = lid.x;
+  let hk = h / (params.heads / params.kv_heads);
+  let qbase = b * params.heads * D + h * D; // tq = 1: row b
+  let kvw = params.kv_heads * D;
+  for (var d = i; d < D; d += DEC_WG) { dec_q[d] = q[qbase + d] * params.scale; }
+  workgroupBarrier();
+  var acc: array<f32, DPT>;
+  for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
+  var mx = NEG_BIG;
+  var den = 0.0;
+  let first = kv_start[b];
+  let last = params.past; // inclusive; uniform over the workgroup, so the barriers below are too
+  for (var c = first; c <= last; c += DEC_WG) {
+    let j = c + i;
+    var s = NEG_BIG;
+    if (j <= last) {
+      let kb = (b * params.t_cache + j) * kvw + hk * D;
+      s = 0.0;
+      for (var d = 0u; d < D; d++) { s = fma(dec_q[d], kc[kb + d], s); }
+    }
+    let m_new = max(mx, dec_reduce(s, i, true));
+    let p = select(0.0, exp(s - m_new), j <= last);
+    dec_p[i] = p;
+    let corr = exp(mx - m_new);
+    den = den * corr + dec_reduce(p, i, false); // the reduction's barriers also publish dec_p
+    mx = m_new;
+    let n = min(DEC_WG, last + 1u - c);
+    for (var r = 0u; r < DPT; r++) {
+      let d = i + r * DEC_WG;
+      if (d < D) {
+        var a = acc[r] * corr;
+        for (var jj = 0u; jj < n; jj++) {
+          a = fma(dec_p[jj], vc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
+        }
+        acc[r] = a;
+      }
+    }
+    workgroupBarrier(); // dec_p is rewritten by the next chunk
+  }
+  let inv = select(0.0, 1.0 / den, den > 0.0);
+  for (var r = 0u; r < DPT; r++) {
+    let d = i + r * DEC_WG;
+    if (d < D) { o[qbase + d] = acc[r] * inv; }
+  }
+  if (i == 0u) { lse[b * params.heads + h] = select(NEG_BIG, mx + log(den), den > 0.0); }
+}
+
 // ---- Backward (training: past = 0, t_cache = TQ). With P = softmax(scale * q k^T) over valid keys,
 // dP = dO v^T and Dsum_t = sum_j P_tj dP_tj = dO_t · O_t:
 //   dq_t = scale * sum_j P_tj (dP_tj - Dsum_t) k_j

@@ -3,14 +3,16 @@
 #   Mesa's software WebGPU drivers (lavapipe for Vulkan; llvmpipe for GL ships with the base image),
 #   Chromium (the report's headless rendering test),
 #   Deno from the npm package `deno` (pinned), and the npm dependencies from package-lock.json.
-# Optional: INOCULUM_BENCH_REF=1 also installs python3-torch, the same-run reference of `deno task bench`.
+# Optional: INOCULUM_BENCH_REF=1 also installs python3-torch and libopenblas0-pthread, the same-run reference of
+# `deno task bench`. Without OpenBLAS, Debian's torch and numpy run on the reference BLAS (~3 GFLOP/s), which
+# is no baseline; with it installed, the libblas.so.3 alternative points at OpenBLAS (50-300 GFLOP/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO_VERSION=2.9.6
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 pkgs=(mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri chromium)
-[ "${INOCULUM_BENCH_REF:-0}" = 1 ] && pkgs+=(python3-torch)
+[ "${INOCULUM_BENCH_REF:-0}" = 1 ] && pkgs+=(python3-torch python3-numpy libopenblas0-pthread)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -260,77 +260,92 @@ for (const c of attnCases) {
   });
 }
 
-Deno.test({
-  name: "attention with a KV cache: decoding token by token equals one full pass (atol 2e-5)",
-  ...gpuTest,
-  fn: async () => {
-    const gpu = await testGpu();
-    const batch = 2, T = 9, heads = 4, kvHeads = 2, headDim = 8, starts = [0, 2], tCache = 12;
-    const cache = () =>
-      Tensor.fromF32(gpu, new Float32Array(batch * tCache * kvHeads * headDim), [
-        batch * tCache,
-        kvHeads * headDim,
-      ]);
-    const kc = cache(), vc = cache();
-    const qkvAll = randn(batch * T * (heads + 2 * kvHeads) * headDim, 21);
-    const width = (heads + 2 * kvHeads) * headDim;
-    const table = ropeTable(inverseFrequencies({ headDim, theta: 10000 }), tCache);
-    const cs = Tensor.fromF32(gpu, table, [table.length]), st = Tensor.fromU32(gpu, starts, [batch]);
-    const outs: Float32Array[] = [];
-    // prefill 6 tokens, then 3 single steps
-    const steps = [[0, 6], [6, 7], [7, 8], [8, 9]];
-    for (const [t0, t1] of steps) {
-      const t = t1 - t0;
-      const qkv = new Float32Array(batch * t * width), pos: number[] = [];
-      for (let b = 0; b < batch; b++) {
-        for (let i = 0; i < t; i++) {
-          qkv.set(
-            qkvAll.subarray((b * T + t0 + i) * width, (b * T + t0 + i + 1) * width),
-            (b * t + i) * width,
-          );
-          pos.push(Math.max(0, t0 + i - starts[b]));
+for (
+  const c of [
+    { T: 9, heads: 4, kvHeads: 2, headDim: 8, starts: [0, 2], tCache: 12, prefill: 6 },
+    // keys past one 64-key chunk of the decode kernel, and head dims past its 64 invocations
+    { T: 150, heads: 4, kvHeads: 1, headDim: 72, starts: [0, 70], tCache: 160, prefill: 136 },
+  ]
+) {
+  Deno.test({
+    name:
+      `attention with a KV cache: decoding token by token equals one full pass, T ${c.T}, head dim ${c.headDim} (atol 2e-5)`,
+    ...gpuTest,
+    fn: async () => {
+      const gpu = await testGpu();
+      const { T, heads, kvHeads, headDim, starts, tCache } = c, batch = 2;
+      const cache = () =>
+        Tensor.fromF32(gpu, new Float32Array(batch * tCache * kvHeads * headDim), [
+          batch * tCache,
+          kvHeads * headDim,
+        ]);
+      const kc = cache(), vc = cache();
+      const qkvAll = randn(batch * T * (heads + 2 * kvHeads) * headDim, 21);
+      const width = (heads + 2 * kvHeads) * headDim;
+      const table = ropeTable(inverseFrequencies({ headDim, theta: 10000 }), tCache);
+      const cs = Tensor.fromF32(gpu, table, [table.length]), st = Tensor.fromU32(gpu, starts, [batch]);
+      const outs: Float32Array[] = [];
+      // prefill, then single steps
+      const steps = [
+        [0, c.prefill],
+        ...Array.from({ length: T - c.prefill }, (_, i) => [c.prefill + i, c.prefill + i + 1]),
+      ];
+      for (const [t0, t1] of steps) {
+        const t = t1 - t0;
+        const qkv = new Float32Array(batch * t * width), pos: number[] = [];
+        for (let b = 0; b < batch; b++) {
+          for (let i = 0; i < t; i++) {
+            qkv.set(
+              qkvAll.subarray((b * T + t0 + i) * width, (b * T + t0 + i + 1) * width),
+              (b * t + i) * width,
+            );
+            pos.push(Math.max(0, t0 + i - starts[b]));
+          }
         }
+        const s = { batch, t, tCache, past: t0, heads, kvHeads, headDim };
+        const q = Tensor.empty(gpu, [batch * t, heads * headDim]),
+          o = Tensor.empty(gpu, [batch * t, heads * headDim]);
+        const lse = Tensor.empty(gpu, [batch * heads * t]);
+        qkvRope(
+          gpu,
+          s,
+          Tensor.fromF32(gpu, qkv, [batch * t, width]),
+          Tensor.fromU32(gpu, pos, [batch * t]),
+          cs,
+          q,
+          kc,
+          vc,
+        );
+        attention(gpu, s, q, kc, vc, st, o, lse);
+        outs.push(await o.read(gpu));
       }
-      const s = { batch, t, tCache, past: t0, heads, kvHeads, headDim };
-      const q = Tensor.empty(gpu, [batch * t, heads * headDim]),
-        o = Tensor.empty(gpu, [batch * t, heads * headDim]);
-      const lse = Tensor.empty(gpu, [batch * heads * t]);
-      qkvRope(
-        gpu,
-        s,
-        Tensor.fromF32(gpu, qkv, [batch * t, width]),
-        Tensor.fromU32(gpu, pos, [batch * t]),
-        cs,
-        q,
-        kc,
-        vc,
+      // reference: full pass
+      const pos = Array.from(
+        { length: batch * T },
+        (_, r) => Math.max(0, (r % T) - starts[Math.floor(r / T)]),
       );
-      attention(gpu, s, q, kc, vc, st, o, lse);
-      outs.push(await o.read(gpu));
-    }
-    // reference: full pass
-    const pos = Array.from({ length: batch * T }, (_, r) => Math.max(0, (r % T) - starts[Math.floor(r / T)]));
-    const s = { batch, t: T, tCache: T, past: 0, heads, kvHeads, headDim };
-    const rkc = new Float64Array(batch * T * kvHeads * headDim), rvc = new Float64Array(rkc.length);
-    const rq = ref.qkvRope(s, qkvAll, pos, table, rkc, rvc);
-    const want = ref.attention(s, rq, rkc, rvc, starts).o;
-    const D = heads * headDim;
-    for (let si = 0; si < steps.length; si++) {
-      const [t0, t1] = steps[si];
-      for (let b = 0; b < batch; b++) {
-        for (let i = 0; i < t1 - t0; i++) {
-          const got = outs[si].subarray((b * (t1 - t0) + i) * D, (b * (t1 - t0) + i + 1) * D);
-          assertClose(
-            got,
-            want.subarray((b * T + t0 + i) * D, (b * T + t0 + i + 1) * D),
-            { atol: 2e-5 },
-            `step ${si} b${b}`,
-          );
+      const s = { batch, t: T, tCache: T, past: 0, heads, kvHeads, headDim };
+      const rkc = new Float64Array(batch * T * kvHeads * headDim), rvc = new Float64Array(rkc.length);
+      const rq = ref.qkvRope(s, qkvAll, pos, table, rkc, rvc);
+      const want = ref.attention(s, rq, rkc, rvc, starts).o;
+      const D = heads * headDim;
+      for (let si = 0; si < steps.length; si++) {
+        const [t0, t1] = steps[si];
+        for (let b = 0; b < batch; b++) {
+          for (let i = 0; i < t1 - t0; i++) {
+            const got = outs[si].subarray((b * (t1 - t0) + i) * D, (b * (t1 - t0) + i + 1) * D);
+            assertClose(
+              got,
+              want.subarray((b * T + t0 + i) * D, (b * T + t0 + i + 1) * D),
+              { atol: 2e-5 },
+              `step ${si} b${b}`,
+            );
+          }
         }
       }
-    }
-  },
-});
+    },
+  });
+}
 
 Deno.test({
   name: "swiglu and residual add (rtol 1e-5)",

@@ -21,7 +21,9 @@ export function attention(
     s.heads % s.kvHeads === 0,
     () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`,
   );
-  const k = gpu.kernel("attention", "forward", { HEAD_DIM: s.headDim });
+  // one query per sequence (a decode step): a workgroup per (b, h) rather than one invocation
+  const decode = s.t === 1;
+  const k = gpu.kernel("attention", decode ? "decode" : "forward", { HEAD_DIM: s.headDim });
   // q·k and p·v per attended (query, key) pair; q, K/V rows in use and o moved once
   const kvBytes = 2 * 4 * s.batch * (s.past + s.t) * s.kvHeads * s.headDim;
   const cost = {
@@ -32,7 +34,7 @@ export function attention(
     k,
     [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0],
     [q.buffer, kCache.buffer, vCache.buffer, kvStart.buffer, o.buffer, lse.buffer],
-    [Math.ceil(s.t / 64), s.heads, s.batch],
+    [decode ? 1 : Math.ceil(s.t / 64), s.heads, s.batch],
     cost,
   );
 }
