@@ -9,9 +9,10 @@
 // column block of C (c_off); with W_KN each chunk is a K-block, accumulated with ACCUMULATE.
 // Variants: HAS_BIAS, RESIDUAL (C = R + ...; R may not alias C), ACCUMULATE (C += ...).
 //
-// Three tilings, chosen by the op wrapper:
-//   main        a 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block strided
-//               by 16, staging 64x16 tiles of A and W in workgroup memory (for GPUs; any layout);
+// The tilings, chosen by the op wrapper:
+//   main        a 16x16 workgroup computes a 64x64 (TM = TN = 4) or 128x128 (TM = TN = 8) tile of C,
+//               each invocation a TM x TN block strided by 16, staging BK = 16 deep tiles of A and W
+//               in workgroup memory (for GPUs; any layout); SPLIT_K + splitk_reduce split a long k;
 //   regtile     (REGTILE, [M,K] x [N,K], K, lda, a_off % 4 == 0) each invocation computes 8x8
 //               outputs straight from memory with vec4 loads along k and no barriers;
 //   regtile_kn  (REGTILE, W_KN, N % 4 == 0) the same with vec4 loads along n;
@@ -21,10 +22,11 @@
 
 #include "packed"
 
+// k_chunk: SPLIT_K, the depth of each k-slice; SPLIT_REDUCE, the number of slices.
 struct Params {
   m: u32, n: u32, k: u32, ldc: u32,
   c_off: u32, a_off: u32, c_row_off: u32, alpha: f32,
-  lda: u32, _p0: u32, _p1: u32, _p2: u32,
+  lda: u32, k_chunk: u32, _p1: u32, _p2: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
 #ifdef REGTILE
@@ -60,14 +62,25 @@ fn store_c(m: u32, n: u32, acc: f32) {
 }
 
 #ifndef REGTILE
-const BM = 64u;
-const BN = 64u;
+// Workgroup tiles for GPUs: 16 x 16 invocations, each computing TM x TN outputs strided by 16 (so the
+// shared-memory reads of a warp are broadcasts along m and consecutive along n); TM = TN = 4 gives a
+// 64 x 64 tile, TM = TN = 8 a 128 x 128 tile with 4 FMAs per shared load. Tiles are stored k-major with
+// a stride of BM + 1 / BN + 1 floats, so that the transposing stores of a [M,K] / [N,K] operand do not
+// all land in one bank.
+// SPLIT_K: workgroup z computes the k-range [z * k_chunk, (z + 1) * k_chunk) and stores its partial
+// sums to cmat[z * m * n + m * n + n] (no alpha, bias or residual); splitk_reduce adds the slices in
+// order (deterministic) and applies them. For shapes with few tiles and a long k (dX of the LM head,
+// LoRA's du = dy B, dA = du^T x), which would otherwise leave most of a GPU idle.
+const BM = 16u * TM;
+const BN = 16u * TN;
 const BK = 16u;
-var<workgroup> a_tile: array<f32, 1024>; // [BK][BM]
-var<workgroup> w_tile: array<f32, 1024>; // [BK][BN]
+const SA = BM + 1u;
+const SW = BN + 1u;
+var<workgroup> a_tile: array<f32, BK * SA>; // [BK][BM (+1)]
+var<workgroup> w_tile: array<f32, BK * SW>; // [BK][BN (+1)]
 
-fn load_a(m: u32, k: u32) -> f32 {
-  if (m >= params.m || k >= params.k) { return 0.0; }
+fn load_a(m: u32, k: u32, k_hi: u32) -> f32 {
+  if (m >= params.m || k >= k_hi) { return 0.0; }
 #ifdef A_KM
   return amat[params.a_off + k * params.lda + m];
 #else
@@ -75,8 +88,8 @@ fn load_a(m: u32, k: u32) -> f32 {
 #endif
 }
 
-fn load_wt(k: u32, n: u32) -> f32 {
-  if (n >= params.n || k >= params.k) { return 0.0; }
+fn load_wt(k: u32, n: u32, k_hi: u32) -> f32 {
+  if (n >= params.n || k >= k_hi) { return 0.0; }
 #ifdef W_KN
   return load_w(k * params.n + n);
 #else
@@ -89,50 +102,79 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let m0 = wg.y * BM;
   let n0 = wg.x * BN;
   let t = lid.y * 16u + lid.x;
-  var acc: array<f32, 16>;
-  for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+#ifdef SPLIT_K
+  let k_lo = wg.z * params.k_chunk;
+  let k_hi = min(params.k, k_lo + params.k_chunk);
+#else
+  let k_lo = 0u;
+  let k_hi = params.k;
+#endif
+  var acc: array<f32, TM * TN>;
+  for (var i = 0u; i < TM * TN; i++) { acc[i] = 0.0; }
 
-  for (var k0 = 0u; k0 < params.k; k0 += BK) {
-    for (var i = 0u; i < 4u; i++) {
+  for (var k0 = k_lo; k0 < k_hi; k0 += BK) {
+    for (var i = 0u; i < BM * BK / 256u; i++) {
       let e = t + i * 256u;
 #ifdef A_KM
       let ar = e % BM; let ak = e / BM;
 #else
       let ar = e / BK; let ak = e % BK;
 #endif
-      a_tile[ak * BM + ar] = load_a(m0 + ar, k0 + ak);
+      a_tile[ak * SA + ar] = load_a(m0 + ar, k0 + ak, k_hi);
+    }
+    for (var i = 0u; i < BN * BK / 256u; i++) {
+      let e = t + i * 256u;
 #ifdef W_KN
       let wc = e % BN; let wk = e / BN;
 #else
       let wc = e / BK; let wk = e % BK;
 #endif
-      w_tile[wk * BN + wc] = load_wt(k0 + wk, n0 + wc);
+      w_tile[wk * SW + wc] = load_wt(k0 + wk, n0 + wc, k_hi);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
-      var av: array<f32, 4>;
-      var wv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        av[i] = a_tile[kk * BM + lid.y + 16u * i];
-        wv[i] = w_tile[kk * BN + lid.x + 16u * i];
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          acc[i * 4u + j] = fma(av[i], wv[j], acc[i * 4u + j]);
+      var av: array<f32, TM>;
+      var wv: array<f32, TN>;
+      for (var i = 0u; i < TM; i++) { av[i] = a_tile[kk * SA + lid.y + 16u * i]; }
+      for (var j = 0u; j < TN; j++) { wv[j] = w_tile[kk * SW + lid.x + 16u * j]; }
+      for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) {
+          acc[i * TN + j] = fma(av[i], wv[j], acc[i * TN + j]);
         }
       }
     }
     workgroupBarrier();
   }
 
-  for (var i = 0u; i < 4u; i++) {
+  for (var i = 0u; i < TM; i++) {
     let m = m0 + lid.y + 16u * i;
     if (m >= params.m) { continue; }
-    for (var j = 0u; j < 4u; j++) {
+    for (var j = 0u; j < TN; j++) {
       let n = n0 + lid.x + 16u * j;
-      if (n < params.n) { store_c(m, n, acc[i * 4u + j]); }
+      if (n < params.n) {
+#ifdef SPLIT_K
+        cmat[(wg.z * params.m + m) * params.n + n] = acc[i * TN + j];
+#else
+        store_c(m, n, acc[i * TN + j]);
+#endif
+      }
     }
   }
+}
+#endif
+
+#ifdef SPLIT_REDUCE
+// C = alpha * (sum of the k-slices of a SPLIT_K run, in slice order) (+ bias, residual, accumulate).
+@group(0) @binding(6) var<storage, read> partial: array<f32>;
+
+@compute @workgroup_size(64)
+fn splitk_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+  if (i >= params.m * params.n) { return; }
+  var s = 0.0;
+  for (var z = 0u; z < params.k_chunk; z++) { s += partial[z * params.m * params.n + i]; }
+  store_c(i / params.n, i % params.n, s);
 }
 #endif
 

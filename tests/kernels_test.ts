@@ -4,7 +4,7 @@
 
 import { f32bits, Gpu } from "../lib/gpu/context.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, Tensor } from "../lib/tensor.ts";
-import { linear } from "../lib/ops/matmul.ts";
+import { linear, matmul } from "../lib/ops/matmul.ts";
 import { embedding } from "../lib/ops/embedding.ts";
 import { rmsnorm } from "../lib/ops/rmsnorm.ts";
 import { qkvRope } from "../lib/ops/rope.ts";
@@ -66,6 +66,88 @@ for (const tiling of ["workgroup", "register"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "matmul (workgroup tiling): 128x128 tiles and k-splits over the operand layouts, bias, residual, " +
+    "accumulate, row/column offsets, K-chunked weights (atol 1e-3 + rtol 1e-4; K up to 1100)",
+  ...gpuTest,
+  fn: async () => {
+    // Few variants on purpose: llvmpipe's GL compiler takes up to minutes per cold variant.
+    const gpu = await testGpu();
+    const N = 131, tol = { atol: 1e-3, rtol: 1e-4 };
+    const data = (M: number, K: number) => ({ a: randn(M * K, 11 + K), w: randn(N * K, 12 + K) });
+    {
+      // y = x W^T + bias + residual, [N,K] weights, 128x128 tiles
+      const M = 150, K = 37, { a, w } = data(M, K), bias = randn(N, 13), res = randn(M * N, 14);
+      const out = Tensor.empty(gpu, [M, N]);
+      matmul(gpu, {
+        a: Tensor.fromF32(gpu, a, [M, K]),
+        w: Tensor.fromF32(gpu, w, [N, K]),
+        M,
+        out,
+        bias: Tensor.fromF32(gpu, bias, [N]),
+        residual: Tensor.fromF32(gpu, res, [M, N]),
+        tiling: "workgroup",
+        tile: 8,
+      });
+      assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), tol, "nk, tile 8");
+    }
+    {
+      // A [K,M] x W [K,N] (dW = dy^T x) in 3 k-slices of 128x128 tiles, accumulated with alpha at row 2
+      const M = 150, K = 1100, { a, w } = data(M, K);
+      const tall = Tensor.fromF32(gpu, new Float32Array((M + 2) * N).fill(1), [M + 2, N]);
+      matmul(gpu, {
+        a: Tensor.fromF32(gpu, a, [K, M]),
+        aLayout: "km",
+        w: Tensor.fromF32(gpu, w, [K, N]),
+        wLayout: "kn",
+        M,
+        out: tall,
+        rowOffset: 2,
+        accumulate: true,
+        alpha: 0.5,
+        tiling: "workgroup",
+        tile: 8,
+        splitK: 3,
+      });
+      const got = await tall.read(gpu),
+        want = ref.matmul(a, M, K, w, N, { aKM: true, wKN: true, alpha: 0.5 });
+      assertClose(
+        got.subarray(0, 2 * N),
+        new Float32Array(2 * N).fill(1),
+        { atol: 0 },
+        "rows above untouched",
+      );
+      assertClose(got.subarray(2 * N), want.map((x) => x + 1), tol, "km x kn, 3 k-slices, accumulate");
+    }
+    {
+      // W [K,N] in row chunks (K-blocks summed), each in 5 k-slices of 64x64 tiles, at a column offset
+      const M = 40, K = 1100, { a, w } = data(M, K);
+      const small = await Gpu.create({ maxBindingBytes: 256 * 1024 });
+      try {
+        const w2 = Tensor.fromF32(small, w, [K, N]);
+        assert.ok(w2.chunks.length > 1, "weights split into K-blocks");
+        const wide = Tensor.fromF32(small, new Float32Array(M * (N + 3)), [M, N + 3]);
+        matmul(small, {
+          a: Tensor.fromF32(small, a, [M, K]),
+          w: w2,
+          wLayout: "kn",
+          M,
+          out: wide,
+          colOffset: 3,
+          tiling: "workgroup",
+          tile: 4,
+          splitK: 5,
+        });
+        const g2 = await wide.read(small), cols = new Float32Array(M * N);
+        for (let m = 0; m < M; m++) cols.set(g2.subarray(m * (N + 3) + 3, (m + 1) * (N + 3)), m * N);
+        assertClose(cols, ref.matmul(a, M, K, w, N, { wKN: true }), tol, "chunked kn, 5 k-slices");
+      } finally {
+        small.destroy();
+      }
+    }
+  },
+});
 
 for (const kind of ["bf16", "f16"] as const) {
   for (const tiling of ["workgroup", "register"] as const) {

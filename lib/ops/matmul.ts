@@ -2,8 +2,8 @@
 // the general `matmul` used by the backward pass (dx = dy W, dW = dy^T x, LoRA products).
 
 import { f32bits, type Gpu } from "../gpu/context.ts";
-import { bytesPerElement, type Tensor } from "../tensor.ts";
-import { check, weightDtype } from "./common.ts";
+import { bytesPerElement, Tensor } from "../tensor.ts";
+import { check, grid1d, weightDtype } from "./common.ts";
 
 export interface MatmulSpec {
   /** f32 activations: [M, K] ("mk", default) or [K, M] ("km") with leading dimension lda */
@@ -29,6 +29,32 @@ export interface MatmulSpec {
   alpha?: number;
   /** Override the device's default tiling (tests run both). */
   tiling?: "workgroup" | "register";
+  /** Workgroup tiling: the number of k-slices (1 = no split; default: chosen from the shape). */
+  splitK?: number;
+  /** Workgroup tiling: outputs per invocation along m and n, 4 (64x64 tiles) or 8 (128x128; default for
+   * M, N >= 128). */
+  tile?: 4 | 8;
+}
+
+/** Workgroups a GPU wants in flight before a k-split pays (a few per SM on current GPUs). */
+const WANT_WORKGROUPS = 256;
+/** Shallowest k-slice worth a split (32 BK steps). */
+const MIN_SLICE_K = 512;
+
+/** How many k-slices for `tiles` output tiles over depth k; 1 when the grid is wide enough already. */
+function chooseSplit(
+  tiles: number,
+  k: number,
+  scratchBytesPerSlice: number,
+  maxBindingBytes: number,
+): number {
+  if (tiles >= WANT_WORKGROUPS / 2) return 1;
+  const s = Math.min(
+    Math.ceil(WANT_WORKGROUPS / tiles),
+    Math.floor(k / MIN_SLICE_K),
+    Math.floor(maxBindingBytes / scratchBytesPerSlice),
+  );
+  return s >= 2 ? s : 1;
 }
 
 export function matmul(gpu: Gpu, s: MatmulSpec): void {
@@ -53,7 +79,11 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     (wKN ? N % 4 === 0 : !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0);
   // N <= 8 (the LoRA rank products): one output row per invocation, 8 accumulators
   const rowN8 = register && N <= 8;
+  // register tiles: 8 x 4 invocations (WG_X x WG_Y in matmul.wgsl) of 8x8 outputs; workgroup tiles:
+  // 16 x 16 invocations of TM x TN outputs
+  const T = register ? 0 : s.tile ?? (M >= 128 && N >= 128 ? 8 : 4);
   const defs = {
+    ...(register ? {} : { TM: T, TN: T }),
     W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
     W_VEC4: register,
@@ -64,10 +94,10 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     RESIDUAL: !!s.residual,
     ROW_N8: rowN8,
   };
-  // register tiles: 8 x 4 invocations (WG_X x WG_Y in matmul.wgsl) of 8x8 outputs; workgroup tiles: 64x64
-  const [tn, tm] = register ? [64, 32] : [64, 64];
+  const [tn, tm] = register ? [64, 32] : [16 * T, 16 * T];
   const entry = rowN8 ? "row_n8" : register ? (wKN ? "regtile_kn" : "regtile") : "main";
   const alpha = f32bits(s.alpha ?? 1);
+  check(!wKN || !s.bias || s.w.chunks.length === 1, () => `${name}: bias with a split K`);
   s.w.chunks.forEach((c, i) => {
     // [N,K] chunks are column blocks of C; [K,N] chunks are K-blocks summed into C
     const first = i === 0 || !wKN;
@@ -81,12 +111,54 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     const aO = wKN ? aOff + (aKM ? c.rowStart * lda : c.rowStart) : aOff;
     const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
     const residual = first ? s.residual?.buffer : undefined;
+    const tiles = Math.ceil(n / tn) * Math.ceil(M / tm);
+    const split = register ? 1 : s.splitK ?? chooseSplit(tiles, kk, M * n * 4, gpu.caps.maxBindingBytes);
     // compulsory traffic: A and W once, C written (and read when it accumulates or adds a residual)
     const cReads = (!!s.accumulate || !first) || (first && !!s.residual) ? 2 : 1;
     const cost = {
       flops: 2 * M * n * kk,
       bytes: 4 * M * kk + n * kk * bytesPerElement(s.w.dtype) + 4 * M * n * cReads,
     };
+    if (split > 1) {
+      // k-slices into a scratch [split, M, n], then their ordered sum through store_c
+      const kChunk = Math.ceil(kk / split / 16) * 16, slices = Math.ceil(kk / kChunk);
+      const partial = Tensor.empty(gpu, [slices * M * n], "f32", "matmul_k_slices");
+      const ks = gpu.kernel("matmul", "main", {
+        TM: T,
+        TN: T,
+        W_DTYPE: defs.W_DTYPE,
+        W_BINDING: 2,
+        A_KM: aKM,
+        W_KN: wKN,
+        SPLIT_K: true,
+      });
+      gpu.dispatch(
+        ks,
+        [M, n, kk, n, 0, aO, 0, alpha, lda, kChunk, 0, 0],
+        [s.a.buffer, s.w.chunkBinding(c), partial.buffer],
+        [Math.ceil(n / tn), Math.ceil(M / tm), slices],
+        { flops: cost.flops, bytes: cost.bytes - 4 * M * n * (cReads - 1) },
+      );
+      const kr = gpu.kernel("matmul", "splitk_reduce", {
+        TM: T,
+        TN: T,
+        W_DTYPE: "f32",
+        W_BINDING: 2,
+        HAS_BIAS: !!s.bias && first,
+        RESIDUAL: first && !!s.residual,
+        ACCUMULATE: !!s.accumulate || !first,
+        SPLIT_REDUCE: true,
+      });
+      gpu.dispatch(
+        kr,
+        [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, slices, 0, 0],
+        [undefined, undefined, s.out.buffer, first ? s.bias?.buffer : undefined, residual, partial.buffer],
+        grid1d(gpu, M * n),
+        { bytes: 4 * M * n * (slices + cReads) },
+      );
+      partial.dispose();
+      return;
+    }
     gpu.dispatch(
       k,
       params,
@@ -103,7 +175,6 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       ],
       cost,
     );
-    check(!wKN || !s.bias || i === 0, () => `${name}: bias with a split K`);
   });
 }
 
