@@ -74,12 +74,13 @@ export function trainStepRecorder(
   B: number,
   T: number,
   rank: number,
+  dropout = 0,
 ): StepBench {
   const lora = kind === "lora"
     ? LoraSet.create(gpu, m.cfg, {
       r: rank,
       alpha: 2 * rank,
-      dropout: 0,
+      dropout,
       targetModules: [...LORA_MODULES],
       rslora: false,
     }, 0)

@@ -127,13 +127,15 @@ export async function loadWeights(
     }
     const all = parts.length === 1 ? parts[0] : concat(parts);
     const rowBytes = all.byteLength / rows;
-    return Tensor.uploadRows(
+    const t = Tensor.uploadRows(
       gpu,
       [rows, cols],
       dtype,
       label,
       (r0, r1) => all.subarray(r0 * rowBytes, r1 * rowBytes),
     );
+    await gpu.settleUploads(); // no second copy of the model in staging memory
+    return t;
   };
   const embed = await matrix(["model.embed_tokens.weight"], "embed_tokens");
   const lmHead = cfg.tieWordEmbeddings ? embed : await matrix(["lm_head.weight"], "lm_head");

@@ -417,7 +417,20 @@ export class Gpu {
     else buf.destroy();
   }
 
+  /**
+   * Let queued uploads retire once more than `bytes` were written since the last time: writeBuffer
+   * copies into staging memory that is only released after a submit completes, so loading a 15 GB model
+   * without this holds a second copy of it (in GPU-visible memory on many drivers) until the first step.
+   */
+  async settleUploads(bytes = 256 * 2 ** 20): Promise<void> {
+    if (this.uploadedSinceSettle < bytes) return;
+    this.uploadedSinceSettle = 0;
+    await this.finish();
+  }
+  private uploadedSinceSettle = 0;
+
   writeBuffer(buf: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.uploadedSinceSettle += data.byteLength;
     // writeBuffer needs a size that is a multiple of 4
     const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
     if (this.profiler) {
