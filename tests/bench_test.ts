@@ -1,0 +1,100 @@
+// deno task bench --model and bench:memory run end to end on small models (figures are not asserted:
+// speed lives in the benchmark, never in tests); the reference line says plainly what it measured against.
+
+import assert from "node:assert/strict";
+import { describeRef } from "../bench/reference.ts";
+import { convertedStories } from "./fixtures.ts";
+
+async function task(script: string, args: string[]) {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--unstable-webgpu",
+      "-A",
+      new URL(`../bench/${script}`, import.meta.url).pathname,
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: r.code, out: new TextDecoder().decode(r.stdout), err: new TextDecoder().decode(r.stderr) };
+}
+
+Deno.test("the bench reference line names the BLAS and warns when it is the reference BLAS", () => {
+  const cpu = { torch: "1.13", device: "cpu", threads: 2, impl: "plain torch" };
+  assert.match(describeRef({ ...cpu, blas: "OpenBLAS" }), /on CPU, 2 threads, BLAS: OpenBLAS$/);
+  assert.match(
+    describeRef({
+      ...cpu,
+      blas: "reference BLAS (netlib libblas; not a baseline: install libopenblas0-pthread)",
+    }),
+    /WARNING: this reference is not a baseline/,
+  );
+  assert.match(describeRef({ ...cpu, device: "cuda", gpu: "NVIDIA H200" }), /on GPU NVIDIA H200$/);
+  assert.match(
+    describeRef(null, "python3 with torch not found"),
+    /^reference: none \(python3 with torch not found\)/,
+  );
+});
+
+Deno.test({
+  name: "bench --model DIR: forward, LoRA and full-parameter steps, generation at batch 1 and 8, peak memory",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await convertedStories();
+    const r = await task("bench.ts", [
+      "--model",
+      dir,
+      "--quick",
+      "--batch",
+      "2",
+      "--len",
+      "32",
+      "--gen-tokens",
+      "4",
+      "--rank",
+      "4",
+    ]);
+    assert.equal(r.code, 0, r.err + r.out);
+    for (
+      const row of [
+        /^forward to logits, tokens\/s\s+[\d.]+\s+(n\/a|[\d.]+)\s+(n\/a|[\d.]+x)/m,
+        /^LoRA step \(r 4, all projections\), tok\/s\s+[\d.]+/m,
+        /^full-parameter step, tok\/s\s+[\d.]+/m,
+        /^greedy generation, batch 1, tok\/s\s+[\d.]+/m,
+        /^greedy generation, batch 8, tok\/s\s+[\d.]+/m,
+        /^peak GPU memory the engine allocated .*LoRA step [\d.]+ GiB/m,
+        /^reference: (none \(|PyTorch )/m,
+      ]
+    ) assert.match(r.out, row);
+    const bad = await task("bench.ts", ["--model", dir, "--skip", "backward"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--skip expects a list of forward, lora, full, gen; got 'backward'/);
+  },
+});
+
+Deno.test({
+  name: "bench:memory extrapolates a LoRA step's allocation from 1- and 2-layer cuts without running it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const r = await task("memory.ts", [
+      "--like",
+      "qwen2.5-0.5b",
+      "--batch",
+      "1",
+      "--len",
+      "64",
+      "--rank",
+      "8",
+    ]);
+    assert.equal(r.code, 0, r.err + r.out);
+    const w = [...r.out.matchAll(/weights ([\d.]+) GiB, peak during one LoRA step .* ([\d.]+) GiB/g)];
+    assert.equal(w.length, 2);
+    for (const [, weights, peak] of w) assert.ok(Number(peak) > Number(weights));
+    const m = r.out.match(/per layer ([\d.]+) GiB → qwen2.5-0.5b at 24 layers: ([\d.]+) GiB/);
+    assert.ok(m, r.out);
+    assert.ok(Number(m[1]) > 0 && Number(m[2]) > Number(w[1][2]), "24 layers need more than 2");
+  },
+});
