@@ -16,7 +16,8 @@
 //   regtile     (REGTILE, [M,K] x [N,K], K, lda, a_off % 4 == 0) each invocation computes 8x8
 //               outputs straight from memory with vec4 loads along k and no barriers;
 //   regtile_kn  (REGTILE, W_KN, N % 4 == 0) the same with vec4 loads along n;
-//   row_n8      (REGTILE + ROW_N8, N <= 8) one row of C per invocation, for the LoRA rank products.
+//   row_n8      (REGTILE + ROW_N8, N <= 8) one row of C per invocation, for the LoRA rank products;
+//   gemv_wg / gemv_row  (GEMV, M <= 8, [M,K] x [N,K]) for decode steps, see below.
 // On CPU adapters (llvmpipe, lavapipe) barriers are expensive and workgroup memory is just cache,
 // so the register tilings run 5-10x faster there.
 
@@ -29,6 +30,9 @@ struct Params {
   lda: u32, k_chunk: u32, _p1: u32, _p2: u32,
 }
 @group(0) @binding(0) var<uniform> params: Params;
+#ifdef GEMV
+@group(0) @binding(1) var<storage, read> amat4: array<vec4<f32>>;
+#else
 #ifdef REGTILE
 #ifndef W_KN
 @group(0) @binding(1) var<storage, read> amat4: array<vec4<f32>>;
@@ -37,6 +41,7 @@ struct Params {
 #endif
 #else
 @group(0) @binding(1) var<storage, read> amat: array<f32>;
+#endif
 #endif
 @group(0) @binding(3) var<storage, read_write> cmat: array<f32>;
 #ifdef HAS_BIAS
@@ -61,7 +66,89 @@ fn store_c(m: u32, n: u32, acc: f32) {
   cmat[ci] = v;
 }
 
+#ifdef GEMV
+// M <= 8 rows of A (K, lda and a_off multiples of 4) against W [N, K]: the projections and the LM head
+// of a decode step, where a tile kernel computes 8 to 64 rows for each useful one.
+//   gemv_wg   (GPUs) one 64-wide workgroup per output column n, striding along k with vec4 loads so
+//             that neighbouring invocations read neighbouring words, then summing across itself;
+//   gemv_row  (CPU adapters, no barriers) one invocation per n, streaming its weight row once.
+// The up to 8 sums live in two vec4 with constant components (CPU adapters keep dynamically indexed
+// private arrays in memory).
+fn a4(m: u32, q: u32) -> vec4<f32> {
+  return amat4[(params.a_off + m * params.lda) / 4u + q];
+}
+
+fn gemv_dot(n: u32, q0: u32, stride: u32, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
+  let k4 = params.k / 4u;
+  if (params.m == 1u) { // batch 1: the common decode case, without the per-row branches
+    var s = vec4<f32>(0.0);
+    let a0 = params.a_off / 4u;
+    for (var q = q0; q < k4; q += stride) { s = fma(load_w4(n * k4 + q), amat4[a0 + q], s); }
+    (*lo).x = s.x + s.y + s.z + s.w;
+    return;
+  }
+  for (var q = q0; q < k4; q += stride) {
+    let w = load_w4(n * k4 + q);
+    (*lo).x += dot(w, a4(0u, q));
+    if (params.m > 1u) { (*lo).y += dot(w, a4(1u, q)); }
+    if (params.m > 2u) { (*lo).z += dot(w, a4(2u, q)); }
+    if (params.m > 3u) { (*lo).w += dot(w, a4(3u, q)); }
+    if (params.m > 4u) { (*hi).x += dot(w, a4(4u, q)); }
+    if (params.m > 5u) { (*hi).y += dot(w, a4(5u, q)); }
+    if (params.m > 6u) { (*hi).z += dot(w, a4(6u, q)); }
+    if (params.m > 7u) { (*hi).w += dot(w, a4(7u, q)); }
+  }
+}
+
+// Column n's first min(M, 8) outputs.
+fn store_col8(n: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  store_c(0u, n, lo.x);
+  if (1u < params.m) { store_c(1u, n, lo.y); }
+  if (2u < params.m) { store_c(2u, n, lo.z); }
+  if (3u < params.m) { store_c(3u, n, lo.w); }
+  if (4u < params.m) { store_c(4u, n, hi.x); }
+  if (5u < params.m) { store_c(5u, n, hi.y); }
+  if (6u < params.m) { store_c(6u, n, hi.z); }
+  if (7u < params.m) { store_c(7u, n, hi.w); }
+}
+
+var<workgroup> gemv_lo: array<vec4<f32>, 64>;
+var<workgroup> gemv_hi: array<vec4<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn gemv_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let n = wg.y * nwg.x + wg.x;
+  if (n >= params.n) { return; } // uniform per workgroup: the barriers below stay uniform
+  var lo = vec4<f32>(0.0);
+  var hi = vec4<f32>(0.0);
+  gemv_dot(n, lid.x, 64u, &lo, &hi);
+  gemv_lo[lid.x] = lo;
+  gemv_hi[lid.x] = hi;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (lid.x < s) {
+      gemv_lo[lid.x] += gemv_lo[lid.x + s];
+      gemv_hi[lid.x] += gemv_hi[lid.x + s];
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { store_col8(n, gemv_lo[0], gemv_hi[0]); }
+}
+
+@compute @workgroup_size(64)
+fn gemv_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let n = gid.y * nwg.x * 64u + gid.x;
+  if (n >= params.n) { return; }
+  var lo = vec4<f32>(0.0);
+  var hi = vec4<f32>(0.0);
+  gemv_dot(n, 0u, 1u, &lo, &hi);
+  store_col8(n, lo, hi);
+}
+#endif
+
 #ifndef REGTILE
+#ifndef GEMV
 // Workgroup tiles for GPUs: 16 x 16 invocations, each computing TM x TN outputs strided by 16 (so the
 // shared-memory reads of a warp are broadcasts along m and consecutive along n); TM = TN = 4 gives a
 // 64 x 64 tile, TM = TN = 8 a 128 x 128 tile with 4 FMAs per shared load. Tiles are stored k-major with
@@ -161,6 +248,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
   }
 }
+#endif
 #endif
 
 #ifdef SPLIT_REDUCE

@@ -38,7 +38,14 @@ for (const tiling of ["workgroup", "register"] as const) {
       const gpu = await testGpu();
       gpu.matmulTiling = tiling;
       try {
-        for (const [M, K, N] of [[37, 29, 83], [37, 28, 83], [1, 64, 130], [300, 32, 5]]) {
+        // M <= 8 with K % 4 == 0 goes to the matrix-vector kernels (decode steps)
+        for (
+          const [M, K, N] of [[37, 29, 83], [37, 28, 83], [1, 64, 130], [300, 32, 5], [8, 68, 37], [
+            3,
+            36,
+            200,
+          ]]
+        ) {
           const a = randn(M * K, 1), w = randn(N * K, 2), bias = randn(N, 3), res = randn(M * N, 4);
           const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.fromF32(gpu, w, [N, K]);
           const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);
@@ -158,12 +165,24 @@ for (const kind of ["bf16", "f16"] as const) {
       fn: async () => {
         const gpu = await testGpu();
         gpu.matmulTiling = tiling;
+        // M = 5, K = 68: the matrix-vector kernel; K = 66 (workgroup tiling): the tile kernel
         const M = 5, K = tiling === "register" ? 68 : 66, N = 70;
         const a = randn(M * K, 5), { bits, values } = packHalf(randn(N * K, 6), kind);
         const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.upload(gpu, bits, [N, K], kind);
         const out = Tensor.empty(gpu, [M, N]);
         linear(gpu, x, W, out);
         assertClose(await out.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, kind);
+        if (tiling === "workgroup") {
+          const K4 = 68, a4 = randn(M * K4, 7), p4 = packHalf(randn(N * K4, 8), kind);
+          const o4 = Tensor.empty(gpu, [M, N]);
+          linear(gpu, Tensor.fromF32(gpu, a4, [M, K4]), Tensor.upload(gpu, p4.bits, [N, K4], kind), o4);
+          assertClose(
+            await o4.read(gpu),
+            ref.matmul(a4, M, K4, p4.values, N),
+            { atol: 1e-4, rtol: 1e-4 },
+            `${kind} gemv`,
+          );
+        }
         if (kind === "f16") {
           // both the bit-decoding path and (when the adapter has shader-f16) native f16 reads
           gpu.useNativeF16 = !gpu.useNativeF16;

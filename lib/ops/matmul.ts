@@ -3,7 +3,7 @@
 
 import { f32bits, type Gpu } from "../gpu/context.ts";
 import { bytesPerElement, Tensor } from "../tensor.ts";
-import { check, grid1d, weightDtype } from "./common.ts";
+import { check, grid1d, gridRows, weightDtype } from "./common.ts";
 
 export interface MatmulSpec {
   /** f32 activations: [M, K] ("mk", default) or [K, M] ("km") with leading dimension lda */
@@ -77,17 +77,20 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   if (s.bias) check(s.bias.numel >= colOff + N, () => `${name}: bias shorter than ${colOff + N}`);
   const register = (s.tiling ?? gpu.matmulTiling) === "register" &&
     (wKN ? N % 4 === 0 : !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0);
+  // M <= 8 (decode steps) against [N,K] weights: a matrix-vector kernel, whichever tiling
+  const gemv = M <= 8 && !wKN && !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0;
   // N <= 8 (the LoRA rank products): one output row per invocation, 8 accumulators
-  const rowN8 = register && N <= 8;
+  const rowN8 = register && N <= 8 && !gemv;
   // register tiles: 8 x 4 invocations (WG_X x WG_Y in matmul.wgsl) of 8x8 outputs; workgroup tiles:
   // 16 x 16 invocations of TM x TN outputs
   const T = register ? 0 : s.tile ?? (M >= 128 && N >= 128 ? 8 : 4);
   const defs = {
-    ...(register ? {} : { TM: T, TN: T }),
+    ...(register || gemv ? {} : { TM: T, TN: T }),
     W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
-    W_VEC4: register,
-    REGTILE: register,
+    W_VEC4: register || gemv,
+    REGTILE: register && !gemv,
+    GEMV: gemv,
     A_KM: aKM,
     W_KN: wKN,
     HAS_BIAS: !!s.bias,
@@ -95,7 +98,13 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     ROW_N8: rowN8,
   };
   const [tn, tm] = register ? [64, 32] : [16 * T, 16 * T];
-  const entry = rowN8 ? "row_n8" : register ? (wKN ? "regtile_kn" : "regtile") : "main";
+  const entry = gemv
+    ? (register ? "gemv_row" : "gemv_wg")
+    : rowN8
+    ? "row_n8"
+    : register
+    ? (wKN ? "regtile_kn" : "regtile")
+    : "main";
   const alpha = f32bits(s.alpha ?? 1);
   check(!wKN || !s.bias || s.w.chunks.length === 1, () => `${name}: bias with a split K`);
   s.w.chunks.forEach((c, i) => {
@@ -112,7 +121,9 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
     const residual = first ? s.residual?.buffer : undefined;
     const tiles = Math.ceil(n / tn) * Math.ceil(M / tm);
-    const split = register ? 1 : s.splitK ?? chooseSplit(tiles, kk, M * n * 4, gpu.caps.maxBindingBytes);
+    const split = register || gemv
+      ? 1
+      : s.splitK ?? chooseSplit(tiles, kk, M * n * 4, gpu.caps.maxBindingBytes);
     // compulsory traffic: A and W once, C written (and read when it accumulates or adds a residual)
     const cReads = (!!s.accumulate || !first) || (first && !!s.residual) ? 2 : 1;
     const cost = {
@@ -169,7 +180,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
         first ? s.bias?.buffer : undefined,
         residual,
       ],
-      rowN8 ? [Math.ceil(M / 64)] : [
+      gemv ? (register ? grid1d(gpu, n) : gridRows(gpu, n)) : rowN8 ? [Math.ceil(M / 64)] : [
         Math.ceil(n / tn),
         Math.ceil(M / tm),
       ],
