@@ -183,12 +183,26 @@ fn backward_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   for (var d = 0u; d < D; d++) { dq[qbase + d] = acc[d]; }
 }
 
+// PER_HEAD (grouped-query attention): one invocation per (key, query head) instead of per (key, kv
+// head), writing that head's share of dk/dv to dk/dv laid out [B*T, H*D]; group_sum then adds the
+// group's shares in head order. Group-size times more invocations for the same work.
 @compute @workgroup_size(64)
 fn backward_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let j = wg.x * 64u + lid.x;
-  let hk = wg.y;
   let b = wg.z;
   if (j >= params.tq) { return; }
+  let group = params.heads / params.kv_heads;
+#ifdef PER_HEAD
+  let h_first = wg.y;
+  let h_end = wg.y + 1u;
+  let hk = wg.y / group;
+  let ob = (b * params.t_cache + j) * params.heads * D + wg.y * D;
+#else
+  let h_first = wg.y * group;
+  let h_end = h_first + group;
+  let hk = wg.y;
+  let ob = (b * params.t_cache + j) * params.kv_heads * D + hk * D;
+#endif
   let kvw = params.kv_heads * D;
   let kb = (b * params.t_cache + j) * kvw + hk * D;
   var kv: array<f32, D>;
@@ -202,9 +216,7 @@ fn backward_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     dva[d] = 0.0;
   }
   if (j >= kv_start[b]) {
-    let group = params.heads / params.kv_heads;
-    for (var g = 0u; g < group; g++) {
-      let h = hk * group + g;
+    for (var h = h_first; h < h_end; h++) {
       for (var t = j; t < params.tq; t++) {
         let qbase = (b * params.tq + t) * params.heads * D + h * D;
         let li = (b * params.heads + h) * params.tq + t;
@@ -224,7 +236,32 @@ fn backward_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
   }
   for (var d = 0u; d < D; d++) {
-    dk[kb + d] = dka[d];
-    dv[kb + d] = dva[d];
+    dk[ob + d] = dka[d];
+    dv[ob + d] = dva[d];
   }
+}
+
+// dk/dv [B*T, HKV*D] = the sum over each kv head's group of the per-head shares [B*T, H*D], in order.
+@group(0) @binding(15) var<storage, read> dk_heads: array<f32>;
+@group(0) @binding(16) var<storage, read> dv_heads: array<f32>;
+
+@compute @workgroup_size(64)
+fn group_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+  let i = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+  let kvw = params.kv_heads * D;
+  if (i >= params.b * params.tq * kvw) { return; }
+  let row = i / kvw;
+  let hk = (i % kvw) / D;
+  let d = i % D;
+  let group = params.heads / params.kv_heads;
+  var sk = 0.0;
+  var sv = 0.0;
+  for (var g = 0u; g < group; g++) {
+    let src = row * params.heads * D + (hk * group + g) * D + d;
+    sk += dk_heads[src];
+    sv += dv_heads[src];
+  }
+  dk[i] = sk;
+  dv[i] = sv;
 }

@@ -120,6 +120,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
     }
   } finally {
     cache.dispose();
+    gpu.trimPool(); // KV caches and activations of lengths the next call may not reuse
   }
   return { tokens: out, finish };
 }

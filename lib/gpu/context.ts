@@ -81,7 +81,7 @@ export class Gpu {
         this.querySet = device.createQuerySet({ type: "timestamp", count: QUERY_CAPACITY });
       }
     }
-    this.pool = new BufferPool(device, profiler, this.memory);
+    this.pool = new BufferPool(device, profiler, this.memory, caps.maxBindingBytes);
     const forced = Deno.env.get("INOCULUM_MATMUL");
     this.matmulTiling = forced === "workgroup" || forced === "register"
       ? forced
@@ -409,6 +409,11 @@ export class Gpu {
       size: Math.max(16, Math.ceil(size / 16) * 16),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
     }));
+  }
+
+  /** Give back pooled buffers that no step has reused since the last call (once per training step). */
+  trimPool(): void {
+    this.pool.trimIdle((b) => this.retire(b));
   }
 
   /** Destroy a buffer once the commands recorded so far are submitted (it may still be in use by them). */

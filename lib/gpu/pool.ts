@@ -33,9 +33,20 @@ export class MemoryMeter {
 
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
+/**
+ * A buffer pool for activations. Sizes come in classes (eight per octave, so at most 12.5 % is wasted)
+ * and a request may take a free buffer up to twice its class: training batches are padded to their
+ * longest sample, so the sequence length, and with it every activation's size, changes from step to step;
+ * with exact-size reuse each new length allocated a whole new set of buffers and kept the old ones
+ * forever. trimIdle() destroys free buffers that no step has reused since its last call.
+ */
 export class BufferPool {
+  /** free buffers by size; `sizes` lists the sizes that have any, ascending */
   private free = new Map<number, GPUBuffer[]>();
+  private sizes: number[] = [];
   private live = new Set<GPUBuffer>();
+  private releasedIn = new Map<GPUBuffer, number>();
+  private epoch = 0;
   bytesLive = 0;
   bytesFree = 0;
 
@@ -43,28 +54,50 @@ export class BufferPool {
     private device: GPUDevice,
     private profiler: Profiler | null = null,
     private memory: MemoryMeter | null = null,
+    /** largest buffer the pool may hand out (the storage-binding limit) */
+    private maxBytes = Infinity,
   ) {}
 
-  static roundSize(bytes: number): number {
-    return Math.max(16, Math.ceil(bytes / 16) * 16);
+  /** The size class of a request: 16-byte multiples up to 4 KiB, then eight classes per octave. */
+  static sizeClass(bytes: number, maxBytes = Infinity): number {
+    const b = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (b <= 4096) return b;
+    const step = 2 ** (Math.floor(Math.log2(b)) - 3);
+    return Math.max(b, Math.min(Math.ceil(b / step) * step, Math.floor(maxBytes / 16) * 16));
   }
 
   acquire(bytes: number, label = "pooled"): GPUBuffer {
-    const size = BufferPool.roundSize(bytes);
-    const list = this.free.get(size);
-    let buf = list?.pop();
-    if (buf) {
-      this.bytesFree -= size;
-    } else {
-      buf = this.device.createBuffer({ label, size, usage: USAGE });
+    const want = BufferPool.sizeClass(bytes, this.maxBytes);
+    const limit = Math.min(2 * want, this.maxBytes);
+    let buf: GPUBuffer | undefined;
+    for (const size of this.sizes) {
+      if (size < want) continue;
+      if (size > limit) break;
+      buf = this.take(size);
+      break;
+    }
+    if (!buf) {
+      buf = this.device.createBuffer({ label, size: want, usage: USAGE });
       this.memory?.track(buf);
       if (this.profiler) {
         this.profiler.wall.buffersCreated++;
-        this.profiler.wall.bufferBytesCreated += size;
+        this.profiler.wall.bufferBytesCreated += want;
       }
     }
     this.live.add(buf);
-    this.bytesLive += size;
+    this.bytesLive += buf.size;
+    return buf;
+  }
+
+  private take(size: number): GPUBuffer {
+    const list = this.free.get(size)!;
+    const buf = list.pop()!;
+    if (!list.length) {
+      this.free.delete(size);
+      this.sizes.splice(this.sizes.indexOf(size), 1);
+    }
+    this.releasedIn.delete(buf);
+    this.bytesFree -= size;
     return buf;
   }
 
@@ -74,14 +107,46 @@ export class BufferPool {
     this.bytesLive -= buf.size;
     this.bytesFree += buf.size;
     let list = this.free.get(buf.size);
-    if (!list) this.free.set(buf.size, list = []);
+    if (!list) {
+      this.free.set(buf.size, list = []);
+      const i = this.sizes.findIndex((x) => x > buf.size);
+      this.sizes.splice(i < 0 ? this.sizes.length : i, 0, buf.size);
+    }
     list.push(buf);
+    this.releasedIn.set(buf, this.epoch);
+  }
+
+  /**
+   * Destroy the free buffers released before the previous call and not taken since (call once per step:
+   * a shape that did not recur for a whole step gives its memory back). `destroy` must wait for the
+   * submit of commands already recorded (Gpu.trimPool passes Gpu.retire).
+   */
+  trimIdle(destroy: (b: GPUBuffer) => void = (b) => b.destroy()): void {
+    for (const size of [...this.sizes]) {
+      const list = this.free.get(size)!;
+      const keep = list.filter((b) => (this.releasedIn.get(b) ?? 0) >= this.epoch);
+      for (const b of list) {
+        if (!keep.includes(b)) {
+          this.releasedIn.delete(b);
+          this.bytesFree -= b.size;
+          destroy(b);
+        }
+      }
+      if (keep.length) this.free.set(size, keep);
+      else {
+        this.free.delete(size);
+        this.sizes.splice(this.sizes.indexOf(size), 1);
+      }
+    }
+    this.epoch++;
   }
 
   /** Destroy free buffers (e.g. after a large one-off job). */
   trim(): void {
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
+    this.sizes = [];
+    this.releasedIn.clear();
     this.bytesFree = 0;
   }
 

@@ -1,6 +1,6 @@
 import { f32bits, type Gpu } from "../gpu/context.ts";
-import type { Tensor } from "../tensor.ts";
-import { check } from "./common.ts";
+import { Tensor } from "../tensor.ts";
+import { check, grid1d } from "./common.ts";
 import type { QkvShape } from "./rope.ts";
 
 /**
@@ -79,7 +79,12 @@ export function attentionBackward(
     [Math.ceil(s.t / 64), s.heads, s.batch],
     { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes },
   );
-  const kkv = gpu.kernel("attention", "backward_dkv", defs);
+  // grouped-query attention: one invocation per query head into per-head shares, summed per group
+  const group = s.heads / s.kvHeads;
+  const perHead = group > 1;
+  const dkH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dk_heads") : g.dk;
+  const dvH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dv_heads") : g.dv;
+  const kkv = gpu.kernel("attention", "backward_dkv", { ...defs, PER_HEAD: perHead });
   gpu.dispatch(
     kkv,
     params,
@@ -96,10 +101,20 @@ export function attentionBackward(
       undefined,
       undefined,
       g.dsum.buffer,
-      g.dk.buffer,
-      g.dv.buffer,
+      dkH.buffer,
+      dvH.buffer,
     ],
-    [Math.ceil(s.t / 64), s.kvHeads, s.batch],
-    { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 4 * kvBytes },
+    [Math.ceil(s.t / 64), perHead ? s.heads : s.kvHeads, s.batch],
+    { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 2 * kvBytes + (perHead ? 2 * qBytes : 2 * kvBytes) },
   );
+  if (perHead) {
+    const ks = gpu.kernel("attention", "group_sum", defs);
+    const n = s.batch * s.t * s.kvHeads * s.headDim;
+    const none = new Array(12).fill(undefined);
+    gpu.dispatch(ks, params, [...none, g.dk.buffer, g.dv.buffer, dkH.buffer, dvH.buffer], grid1d(gpu, n), {
+      bytes: 4 * n * 2 * (group + 1),
+    });
+    dkH.dispose();
+    dvH.dispose();
+  }
 }

@@ -279,6 +279,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
       );
       const clipRead = gpu.readLater(clip.raw.buffer, clip.raw.offset, 8);
       await gpu.submit();
+      gpu.trimPool(); // activations of sequence lengths this step did not reuse
       let lossSum = 0;
       for (const r of lossReads) for (const x of new Float32Array(await r)) lossSum += x;
       const [, norm] = new Float32Array(await clipRead);
