@@ -257,20 +257,24 @@ Deno.test({
       const dq = Tensor.empty(gpu, [rows, c.heads * D]),
         dk = Tensor.empty(gpu, [rows, c.kvHeads * D]),
         dv = Tensor.empty(gpu, [rows, c.kvHeads * D]);
-      attentionBackward(
-        gpu,
-        s,
-        { q: Q, k: K, v: V, kvStart: st, o: O, lse, dO: T(dO, [rows, c.heads * D]) },
-        {
-          dq,
-          dk,
-          dv,
-          dsum: Tensor.empty(gpu, [c.batch * c.heads * c.t]),
-        },
-      );
-      assertClose(await dq.read(gpu), g.dq, { atol: 2e-5, rtol: 1e-4 }, "dq");
-      assertClose(await dk.read(gpu), g.dk, { atol: 2e-5, rtol: 1e-4 }, "dk");
-      assertClose(await dv.read(gpu), g.dv, { atol: 2e-5, rtol: 1e-4 }, "dv");
+      // dk/dv per kv head (CPU adapters' default) and per query head summed per group (GPUs' default)
+      for (const perHead of [true, false]) {
+        attentionBackward(
+          gpu,
+          s,
+          { q: Q, k: K, v: V, kvStart: st, o: O, lse, dO: T(dO, [rows, c.heads * D]) },
+          {
+            dq,
+            dk,
+            dv,
+            dsum: Tensor.empty(gpu, [c.batch * c.heads * c.t]),
+          },
+          { perHead },
+        );
+        assertClose(await dq.read(gpu), g.dq, { atol: 2e-5, rtol: 1e-4 }, "dq");
+        assertClose(await dk.read(gpu), g.dk, { atol: 2e-5, rtol: 1e-4 }, `dk (per head: ${perHead})`);
+        assertClose(await dv.read(gpu), g.dv, { atol: 2e-5, rtol: 1e-4 }, `dv (per head: ${perHead})`);
+      }
       const DQKV = Tensor.empty(gpu, [rows, all * D]);
       qkvRopeBackward(gpu, s, dq, dk, dv, posT, cs, DQKV);
       assertClose(await DQKV.read(gpu), dqkv, { atol: 2e-5, rtol: 1e-4 }, "dqkv");

@@ -52,6 +52,9 @@ export function attentionBackward(
   s: QkvShape,
   t: { q: Tensor; k: Tensor; v: Tensor; kvStart: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
   g: { dq: Tensor; dk: Tensor; dv: Tensor; dsum: Tensor },
+  /** GQA dk/dv by query head, then summed per group (default on GPUs, where the invocations are wanted;
+   * on CPU adapters the per-head shares only add work) */
+  opts: { perHead?: boolean } = {},
 ): void {
   check(s.past === 0 && s.tCache === s.t, () => "attention backward: only full sequences (no KV cache)");
   const defs = { HEAD_DIM: s.headDim };
@@ -81,7 +84,7 @@ export function attentionBackward(
   );
   // grouped-query attention: one invocation per query head into per-head shares, summed per group
   const group = s.heads / s.kvHeads;
-  const perHead = group > 1;
+  const perHead = group > 1 && (opts.perHead ?? !gpu.caps.cpuAdapter);
   const dkH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dk_heads") : g.dk;
   const dvH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dv_heads") : g.dv;
   const kkv = gpu.kernel("attention", "backward_dkv", { ...defs, PER_HEAD: perHead });
