@@ -193,7 +193,21 @@ export function envProfiler(): Profiler | null {
   processProfiler = on ? new Profiler() : null;
   if (processProfiler) {
     const p = processProfiler;
-    globalThis.addEventListener("unload", () => console.error("\n" + p.report()));
+    let printed = false;
+    const print = () => {
+      if (!printed) console.error("\n" + p.report());
+      printed = true;
+    };
+    globalThis.addEventListener("unload", print);
+    // a run stopped by `timeout` or Ctrl-C still reports what it measured (unload does not fire then)
+    for (const [sig, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+      try {
+        Deno.addSignalListener(sig, () => {
+          print();
+          Deno.exit(code);
+        });
+      } catch { /* a platform without this signal */ }
+    }
   }
   return processProfiler;
 }
