@@ -117,6 +117,8 @@ export class Profiler {
       `inoculum profile — ${dispatches} dispatches, ${rows.length} kernel variants, ` +
         (this.timestamps
           ? `GPU time ${fmtMs(gpuMs)}`
+          : this.timestamps === null
+          ? "no GPU device was created"
           : "no timestamp-query on this device: GPU times unavailable"),
     );
     const nameW = Math.min(72, Math.max(20, ...rows.map(([n]) => n.length)));
