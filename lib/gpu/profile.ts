@@ -103,29 +103,47 @@ export class Profiler {
     return ns / 1e6;
   }
 
-  /** The table printed at exit. */
+  /**
+   * The report printed at exit: a header, where the wall time went, then one row per kernel variant
+   * sorted by GPU time with the largest LAST, so that the end of a log (what `tail` shows) holds them.
+   */
   report(): string {
     const w = this.wall;
     const totalMs = performance.now() - this.startMs;
     const gpuMs = this.gpuMs();
     const rows = [...this.kernels.entries()].sort((a, b) =>
-      b[1].gpuNs - a[1].gpuNs || b[1].dispatches - a[1].dispatches
+      a[1].gpuNs - b[1].gpuNs || a[1].dispatches - b[1].dispatches
     );
     const dispatches = rows.reduce((n, [, s]) => n + s.dispatches, 0);
+    const accounted = w.loadMs + w.encodeMs + w.compileMs + w.waitMs;
     const out: string[] = [];
     out.push(
       `inoculum profile — ${dispatches} dispatches, ${rows.length} kernel variants, ` +
         (this.timestamps
-          ? `GPU time ${fmtMs(gpuMs)}`
+          ? `GPU time ${fmtMs(gpuMs)} (each dispatch timed in its own compute pass)`
           : this.timestamps === null
           ? "no GPU device was created"
           : "no timestamp-query on this device: GPU times unavailable"),
     );
+    out.push(
+      `wall time ${fmtMs(totalMs)}: model load ${fmtMs(w.loadMs)} · encoding dispatches ${
+        fmtMs(w.encodeMs)
+      } · pipeline compiles ${fmtMs(w.compileMs)} (${w.compiles}) · waiting for the GPU ${
+        fmtMs(w.waitMs)
+      } (${w.submits} awaited submits; GPU busy ${
+        this.timestamps ? fmtMs(gpuMs) : "n/a"
+      } of it) · other host work ${fmtMs(Math.max(0, totalMs - accounted))}`,
+    );
+    out.push(
+      `readbacks ${w.readbacks} (${fmtBytes(w.readbackBytes)}) · uploads ${w.uploads} (${
+        fmtBytes(w.uploadBytes)
+      }) · buffers created ${w.buffersCreated} (${fmtBytes(w.bufferBytesCreated)})`,
+    );
     const nameW = Math.min(72, Math.max(20, ...rows.map(([n]) => n.length)));
     out.push(
-      `${"kernel (file:entry{defines})".padEnd(nameW)} ${"disp".padStart(7)} ${"GPU ms".padStart(10)} ${
-        "share".padStart(6)
-      } ${"µs/disp".padStart(9)} ${"GFLOP/s".padStart(9)} ${"GB/s".padStart(8)}`,
+      `${"kernel (file:entry{defines}), largest last".padEnd(nameW)} ${"disp".padStart(7)} ${
+        "GPU ms".padStart(10)
+      } ${"share".padStart(6)} ${"µs/disp".padStart(9)} ${"GFLOP/s".padStart(9)} ${"GB/s*".padStart(8)}`,
     );
     for (const [name, s] of rows) {
       const ms = s.gpuNs / 1e6;
@@ -139,24 +157,7 @@ export class Profiler {
         } ${rate(s.timedFlops).padStart(9)} ${rate(s.timedBytes).padStart(8)}`,
       );
     }
-    const accounted = w.loadMs + w.encodeMs + w.compileMs + w.waitMs;
-    out.push(`wall time ${fmtMs(totalMs)}:`);
-    out.push(`  model load                ${fmtMs(w.loadMs)}`);
-    out.push(`  encoding dispatches       ${fmtMs(w.encodeMs)} (${dispatches} dispatches)`);
-    out.push(`  pipeline compiles         ${fmtMs(w.compileMs)} (${w.compiles})`);
-    out.push(
-      `  waiting for the GPU       ${fmtMs(w.waitMs)} (${w.submits} awaited submits; GPU busy ${
-        this.timestamps ? fmtMs(gpuMs) : "n/a"
-      } of it)`,
-    );
-    out.push(`  other host work           ${fmtMs(Math.max(0, totalMs - accounted))}`);
-    out.push(`  readbacks                 ${w.readbacks} (${fmtBytes(w.readbackBytes)})`);
-    out.push(`  uploads                   ${w.uploads} (${fmtBytes(w.uploadBytes)})`);
-    out.push(`  buffers created           ${w.buffersCreated} (${fmtBytes(w.bufferBytesCreated)})`);
-    out.push(
-      "(GB/s counts each op's compulsory traffic, or its bound buffers where it states none; each dispatch is " +
-        "timed in its own compute pass)",
-    );
+    out.push("* GB/s: each op's compulsory traffic, or the size of its bound buffers where it states none");
     return out.join("\n");
   }
 }
