@@ -283,7 +283,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cross-entropy forward+backward in place (atol 1e-6 + rtol 1e-4)",
+  name: "cross-entropy forward+backward in place, 64 and 256 invocations per row (atol 1e-6 + rtol 1e-4)",
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();
@@ -301,23 +301,26 @@ Deno.test({
       want,
       "dlogits",
     );
-    const L = Tensor.fromF32(gpu, logits, [rows, V]),
-      loss = Tensor.empty(gpu, [rows]),
-      lse = Tensor.empty(gpu, [rows]);
-    crossEntropyBackward(
-      gpu,
-      L,
-      Tensor.fromU32(gpu, targets, [rows]),
-      Tensor.fromF32(gpu, mask, [rows]),
-      loss,
-      lse,
-      scale,
-    );
-    assertClose(await L.read(gpu), want, { atol: 1e-6, rtol: 1e-4 }, "dlogits");
-    assertClose(await loss.read(gpu), ref.crossEntropy(logits, targets, mask).loss, {
-      atol: 1e-5,
-      rtol: 1e-5,
-    }, "loss");
+    for (const wg of [64, 256] as const) {
+      const L = Tensor.fromF32(gpu, logits, [rows, V]),
+        loss = Tensor.empty(gpu, [rows]),
+        lse = Tensor.empty(gpu, [rows]);
+      crossEntropyBackward(
+        gpu,
+        L,
+        Tensor.fromU32(gpu, targets, [rows]),
+        Tensor.fromF32(gpu, mask, [rows]),
+        loss,
+        lse,
+        scale,
+        { wg },
+      );
+      assertClose(await L.read(gpu), want, { atol: 1e-6, rtol: 1e-4 }, `dlogits, ${wg} per row`);
+      assertClose(await loss.read(gpu), ref.crossEntropy(logits, targets, mask).loss, {
+        atol: 1e-5,
+        rtol: 1e-5,
+      }, `loss, ${wg} per row`);
+    }
   },
 });
 

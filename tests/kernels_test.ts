@@ -465,11 +465,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cross-entropy with loss mask, V=1000 and V=3 (atol 1e-5 + rtol 1e-5)",
+  name:
+    "cross-entropy with loss mask, V=1000 and V=3, 64 and 256 invocations per row (atol 1e-5 + rtol 1e-5)",
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();
-    for (const V of [1000, 3]) {
+    for (const [V, wg] of [[1000, 64], [3, 64], [1000, 256], [3, 256]] as const) {
       const rows = 6,
         logits = randn(rows * V, V, 3),
         targets = [0, V - 1, 1, 2, 0, 1],
@@ -482,10 +483,11 @@ Deno.test({
         Tensor.fromF32(gpu, mask, [rows]),
         loss,
         lse,
+        { wg },
       );
       const want = ref.crossEntropy(logits, targets, mask);
-      assertClose(await loss.read(gpu), want.loss, { atol: 1e-5, rtol: 1e-5 }, `loss V=${V}`);
-      assertClose(await lse.read(gpu), want.lse, { atol: 1e-5, rtol: 1e-5 }, `lse V=${V}`);
+      assertClose(await loss.read(gpu), want.loss, { atol: 1e-5, rtol: 1e-5 }, `loss V=${V}, ${wg} per row`);
+      assertClose(await lse.read(gpu), want.lse, { atol: 1e-5, rtol: 1e-5 }, `lse V=${V}, ${wg} per row`);
     }
   },
 });

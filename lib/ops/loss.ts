@@ -2,6 +2,15 @@ import { f32bits, type Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, gridRows } from "./common.ts";
 
+/**
+ * Invocations per row (the kernels' WG): 256 on GPUs, so that a 152k-word row is a few hundred reads per
+ * invocation and a step's rows fill the device; 64 on CPU adapters, where a wider workgroup only adds
+ * barrier steps. `wg` overrides it (tests run both).
+ */
+function rowWorkgroup(gpu: Gpu, wg?: 64 | 256): number {
+  return wg ?? (gpu.caps.cpuAdapter ? 64 : 256);
+}
+
 /** Per-token masked cross-entropy: loss[r] = mask[r] * (lse[r] - logits[r, targets[r]]). */
 export function crossEntropy(
   gpu: Gpu,
@@ -10,10 +19,11 @@ export function crossEntropy(
   mask: Tensor,
   loss: Tensor,
   lse: Tensor,
+  opts: { wg?: 64 | 256 } = {},
 ): void {
   const rows = targets.numel, vocab = logits.numel / rows;
   check(Number.isInteger(vocab), () => `cross-entropy: logits size ${logits.numel} is not rows(${rows}) x V`);
-  const k = gpu.kernel("loss", "forward");
+  const k = gpu.kernel("loss", "forward", { WG: rowWorkgroup(gpu, opts.wg) });
   gpu.dispatch(
     k,
     [rows, vocab, 0, 0],
@@ -34,9 +44,10 @@ export function crossEntropyBackward(
   loss: Tensor,
   lse: Tensor,
   scale: number,
+  opts: { wg?: 64 | 256 } = {},
 ): void {
   const rows = targets.numel, vocab = logits.numel / rows;
-  const k = gpu.kernel("loss", "forward_backward");
+  const k = gpu.kernel("loss", "forward_backward", { WG: rowWorkgroup(gpu, opts.wg) });
   gpu.dispatch(
     k,
     [rows, vocab, f32bits(scale), 0],
