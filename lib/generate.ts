@@ -4,7 +4,7 @@
 // Greedy decoding stays on the GPU: each step's argmax is written where the next step's embedding
 // reads it, and DECODE_CHUNK steps are recorded per submit with one readback of their token ids.
 // (Every readback costs at least ~10 ms in Deno's WebGPU, which polls the device in 10 ms sleeps: one
-// per token would cap generation near 80 tokens/s whatever the GPU.) A row that stops mid-chunk goes on
+// per token would cap generation near 75 tokens/s whatever the GPU.) A row that stops mid-chunk goes on
 // computing to the chunk's end; those tokens are dropped, and rows never see each other.
 // Sampling (temperature > 0) reads the last position's logits back each step and samples on the host.
 

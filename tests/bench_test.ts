@@ -4,21 +4,7 @@
 import assert from "node:assert/strict";
 import { describeRef } from "../bench/reference.ts";
 import { convertedStories } from "./fixtures.ts";
-
-async function task(script: string, args: string[]) {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--unstable-webgpu",
-      "-A",
-      new URL(`../bench/${script}`, import.meta.url).pathname,
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: r.code, out: new TextDecoder().decode(r.stdout), err: new TextDecoder().decode(r.stderr) };
-}
+import { runScript } from "./helpers.ts";
 
 Deno.test("the bench reference line names the BLAS and warns when it is the reference BLAS", () => {
   const cpu = { torch: "1.13", device: "cpu", threads: 2, impl: "plain torch" };
@@ -43,7 +29,7 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     const dir = await convertedStories();
-    const r = await task("bench.ts", [
+    const r = await runScript("bench/bench.ts", [
       "--model",
       dir,
       "--quick",
@@ -56,7 +42,7 @@ Deno.test({
       "--rank",
       "4",
     ]);
-    assert.equal(r.code, 0, r.err + r.out);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
     for (
       const row of [
         /^forward to logits, tokens\/s\s+[\d.]+\s+(n\/a|[\d.]+)\s+(n\/a|[\d.]+x)/m,
@@ -67,10 +53,10 @@ Deno.test({
         /^peak GPU memory the engine allocated .*LoRA step [\d.]+ GiB/m,
         /^reference: (none \(|PyTorch )/m,
       ]
-    ) assert.match(r.out, row);
-    const bad = await task("bench.ts", ["--model", dir, "--skip", "backward"]);
+    ) assert.match(r.stdout, row);
+    const bad = await runScript("bench/bench.ts", ["--model", dir, "--skip", "backward"]);
     assert.equal(bad.code, 2);
-    assert.match(bad.err, /--skip expects a list of forward, lora, full, gen; got 'backward'/);
+    assert.match(bad.stderr, /--skip expects a list of forward, lora, full, gen; got 'backward'/);
   },
 });
 
@@ -79,7 +65,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const r = await task("memory.ts", [
+    const r = await runScript("bench/memory.ts", [
       "--like",
       "qwen2.5-0.5b",
       "--batch",
@@ -89,12 +75,12 @@ Deno.test({
       "--rank",
       "8",
     ]);
-    assert.equal(r.code, 0, r.err + r.out);
-    const w = [...r.out.matchAll(/weights ([\d.]+) GiB, peak during one LoRA step .* ([\d.]+) GiB/g)];
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const w = [...r.stdout.matchAll(/weights ([\d.]+) GiB, peak during one LoRA step .* ([\d.]+) GiB/g)];
     assert.equal(w.length, 2);
     for (const [, weights, peak] of w) assert.ok(Number(peak) > Number(weights));
-    const m = r.out.match(/per layer ([\d.]+) GiB → qwen2.5-0.5b at 24 layers: ([\d.]+) GiB/);
-    assert.ok(m, r.out);
+    const m = r.stdout.match(/per layer ([\d.]+) GiB → qwen2.5-0.5b at 24 layers: ([\d.]+) GiB/);
+    assert.ok(m, r.stdout);
     assert.ok(Number(m[1]) > 0 && Number(m[2]) > Number(w[1][2]), "24 layers need more than 2");
   },
 });

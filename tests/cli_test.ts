@@ -3,19 +3,7 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { convertedStories, STORIES_GOLDEN_IDS, STORIES_GOLDEN_TEXT, STORIES_SRC } from "./fixtures.ts";
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-webgpu", "-A", new URL("../main.ts", import.meta.url).pathname, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: r.code,
-    stdout: new TextDecoder().decode(r.stdout),
-    stderr: new TextDecoder().decode(r.stderr),
-  };
-}
+import { cli } from "./helpers.ts";
 
 Deno.test("convert-llama2c writes an HF folder", async () => {
   const out = await Deno.makeTempDir();

@@ -6,7 +6,7 @@ import { SafetensorsFile, writeSafetensors } from "../lib/safetensors.ts";
 import { atomicWriteJson } from "../lib/fsutil.ts";
 import { loadModel } from "../models/model.ts";
 import { parseConfig } from "../models/config.ts";
-import { gpuTest, testGpu } from "./helpers.ts";
+import { cli, gpuTest, testGpu } from "./helpers.ts";
 import { randomTensors, TINY_QWEN2_CONFIG, writeTinyQwen2 } from "./fixtures.ts";
 
 async function tinyDir(): Promise<string> {
@@ -134,24 +134,6 @@ Deno.test("config fields are checked by name", () => {
     /rope_scaling/,
   );
 });
-
-async function cli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-webgpu", "-A", new URL("../main.ts", import.meta.url).pathname, ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const r = await cmd.output();
-  return {
-    code: r.code,
-    stdout: new TextDecoder().decode(r.stdout),
-    stderr: new TextDecoder().decode(r.stderr),
-  };
-}
 
 Deno.test("CLI: no WebGPU adapter says how to get one, without a stack trace", async () => {
   const dir = await tinyDir();

@@ -60,3 +60,33 @@ export function assertClose(
     );
   }
 }
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a script of this repository (path from the repository root) in a fresh Deno with WebGPU. */
+export async function runScript(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<RunResult> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--unstable-webgpu", "-A", new URL(`../${script}`, import.meta.url).pathname, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: r.code,
+    stdout: new TextDecoder().decode(r.stdout),
+    stderr: new TextDecoder().decode(r.stderr),
+  };
+}
+
+/** `deno task <command>` as a user runs it: main.ts with these arguments. */
+export function cli(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  return runScript("main.ts", args, env);
+}

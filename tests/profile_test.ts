@@ -11,22 +11,8 @@ import { presetConfig, writeRandomModel } from "../models/random.ts";
 import { DECODE_CHUNK, generate } from "../lib/generate.ts";
 import { parseConfig } from "../models/config.ts";
 import { convertedStories, QWEN_TOKENIZER, readAllF32 } from "./fixtures.ts";
-import { assertClose, gpuTest, randn } from "./helpers.ts";
+import { assertClose, cli, gpuTest, randn } from "./helpers.ts";
 import { refLogits } from "./ref/model.ts";
-
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-webgpu", "-A", new URL("../main.ts", import.meta.url).pathname, ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: r.code,
-    stdout: new TextDecoder().decode(r.stdout),
-    stderr: new TextDecoder().decode(r.stderr),
-  };
-}
 
 Deno.test({
   name: "profiler: every dispatch is counted and timed; GPU time fits inside the submit waits",
