@@ -5,8 +5,9 @@
 // Query t of sequence b attends to keys j with kv_start[b] <= j <= past + t. Query head h reads
 // key head h / (H / HKV). Output o [B*TQ, H*D] and the row log-sum-exp lse [B, H, TQ] (for the
 // backward pass). A query with no valid key (a left-pad row) outputs zeros.
-// One invocation per (b, h, t), online softmax over keys; HEAD_DIM is a define so the
-// per-invocation accumulators are fixed-size arrays.
+// forward: one invocation per (b, h, t), online softmax over keys, HEAD_DIM a define so that the
+// per-invocation accumulators are fixed-size arrays (CPU adapters, where invocations are threads and
+// few is right); forward_rows below spreads each row over a workgroup (GPUs, and decoding everywhere).
 
 struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: u32, scale: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
@@ -57,79 +58,88 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
 }
 
-// ---- Decode (TQ = 1, generation with a KV cache): one 64-wide workgroup per (b, h) instead of one
-// invocation, so that a single query's keys are spread over the workgroup. Keys go in chunks of 64, one
-// per invocation for the scores (online softmax across chunks); the weighted sum of values has each
-// invocation own output dims d = lid, lid + 64, ... (neighbouring invocations read neighbouring floats).
-const DEC_WG = 64u;
+// ---- Rows: one 64-wide workgroup per (query row t, head h, sequence b) instead of one invocation per
+// query, so that no invocation loops serially over the keys with head-dim arrays of its own (the GPUs'
+// variant for training, and decoding on every adapter: at TQ = 1 the per-invocation kernel would run B*H
+// invocations in all). Keys go in chunks of 64, one per invocation for the scores (online softmax across
+// chunks); the weighted sum of values has each invocation own output dims d = lid, lid + 64, ...
+// (neighbouring invocations read neighbouring floats). Dispatch [TQ, H, B].
+const RWG = 64u;
 const DPT = (D + 63u) / 64u; // output dims per invocation
-var<workgroup> dec_q: array<f32, D>;
-var<workgroup> dec_p: array<f32, 64>;
-var<workgroup> dec_red: array<f32, 64>;
+var<workgroup> row_a: array<f32, D>; // q (scaled) in forward and dq; k_j in dkv
+var<workgroup> row_b: array<f32, D>; // dO_t in dq; v_j in dkv
+var<workgroup> chunk_p: array<f32, 64>;
+var<workgroup> chunk_ds: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
 
-fn dec_reduce(v: f32, i: u32, is_max: bool) -> f32 {
-  dec_red[i] = v;
+// sum (or max) of v over the workgroup; every invocation gets the result. Its barriers also publish any
+// workgroup memory written before the call.
+fn wg_reduce(v: f32, i: u32, is_max: bool) -> f32 {
+  red[i] = v;
   workgroupBarrier();
-  for (var s = DEC_WG / 2u; s > 0u; s >>= 1u) {
+  for (var s = RWG / 2u; s > 0u; s >>= 1u) {
     if (i < s) {
-      dec_red[i] = select(dec_red[i] + dec_red[i + s], max(dec_red[i], dec_red[i + s]), is_max);
+      red[i] = select(red[i] + red[i + s], max(red[i], red[i + s]), is_max);
     }
     workgroupBarrier();
   }
-  let r = dec_red[0];
+  let r = red[0];
   workgroupBarrier();
   return r;
 }
 
 @compute @workgroup_size(64)
-fn decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = wg.x;
   let h = wg.y;
   let b = wg.z;
   let i = lid.x;
   let hk = h / (params.heads / params.kv_heads);
-  let qbase = b * params.heads * D + h * D; // tq = 1: row b
+  let qbase = (b * params.tq + t) * params.heads * D + h * D;
   let kvw = params.kv_heads * D;
-  for (var d = i; d < D; d += DEC_WG) { dec_q[d] = q[qbase + d] * params.scale; }
+  for (var d = i; d < D; d += RWG) { row_a[d] = q[qbase + d] * params.scale; }
   workgroupBarrier();
   var acc: array<f32, DPT>;
   for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
   var mx = NEG_BIG;
   var den = 0.0;
   let first = kv_start[b];
-  let last = params.past; // inclusive; uniform over the workgroup, so the barriers below are too
-  for (var c = first; c <= last; c += DEC_WG) {
+  let last = params.past + t; // inclusive; uniform over the workgroup, so the barriers below are too
+  for (var c = first; c <= last; c += RWG) {
     let j = c + i;
     var s = NEG_BIG;
     if (j <= last) {
       let kb = (b * params.t_cache + j) * kvw + hk * D;
       s = 0.0;
-      for (var d = 0u; d < D; d++) { s = fma(dec_q[d], kc[kb + d], s); }
+      for (var d = 0u; d < D; d++) { s = fma(row_a[d], kc[kb + d], s); }
     }
-    let m_new = max(mx, dec_reduce(s, i, true));
+    let m_new = max(mx, wg_reduce(s, i, true));
     let p = select(0.0, exp(s - m_new), j <= last);
-    dec_p[i] = p;
+    chunk_p[i] = p;
     let corr = exp(mx - m_new);
-    den = den * corr + dec_reduce(p, i, false); // the reduction's barriers also publish dec_p
+    den = den * corr + wg_reduce(p, i, false); // the reduction's barriers also publish chunk_p
     mx = m_new;
-    let n = min(DEC_WG, last + 1u - c);
+    let n = min(RWG, last + 1u - c);
     for (var r = 0u; r < DPT; r++) {
-      let d = i + r * DEC_WG;
+      let d = i + r * RWG;
       if (d < D) {
         var a = acc[r] * corr;
         for (var jj = 0u; jj < n; jj++) {
-          a = fma(dec_p[jj], vc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
+          a = fma(chunk_p[jj], vc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
         }
         acc[r] = a;
       }
     }
-    workgroupBarrier(); // dec_p is rewritten by the next chunk
+    workgroupBarrier(); // chunk_p is rewritten by the next chunk
   }
   let inv = select(0.0, 1.0 / den, den > 0.0);
   for (var r = 0u; r < DPT; r++) {
-    let d = i + r * DEC_WG;
+    let d = i + r * RWG;
     if (d < D) { o[qbase + d] = acc[r] * inv; }
   }
-  if (i == 0u) { lse[b * params.heads + h] = select(NEG_BIG, mx + log(den), den > 0.0); }
+  if (i == 0u) {
+    lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
+  }
 }
 
 // ---- Backward (training: past = 0, t_cache = TQ). With P = softmax(scale * q k^T) over valid keys,
@@ -264,4 +274,142 @@ fn group_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
   }
   dk[i] = sk;
   dv[i] = sv;
+}
+
+// ---- Backward by rows (GPUs): the two passes above with a 64-wide workgroup per query row (dq, Dsum) and
+// per key row (dk, dv) instead of one invocation each; chunks of 64 keys (queries) give each invocation
+// one score pair, then each invocation accumulates its own output dims over the chunk. Dispatch [T, H, B]
+// for dq, [T, H or HKV (PER_HEAD), B] for dk/dv.
+@compute @workgroup_size(64)
+fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = wg.x;
+  let h = wg.y;
+  let b = wg.z;
+  let i = lid.x;
+  let hk = h / (params.heads / params.kv_heads);
+  let qbase = (b * params.tq + t) * params.heads * D + h * D;
+  let kvw = params.kv_heads * D;
+  let li = (b * params.heads + h) * params.tq + t;
+  var part = 0.0;
+  for (var d = i; d < D; d += RWG) {
+    row_a[d] = q[qbase + d] * params.scale;
+    row_b[d] = d_o[qbase + d];
+    part = fma(row_b[d], o_in[qbase + d], part);
+  }
+  let dsum_t = wg_reduce(part, i, false); // its barriers publish row_a / row_b
+  if (i == 0u) { dsum[li] = dsum_t; }
+  let l = lse_in[li];
+  var acc: array<f32, DPT>;
+  for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
+  let last = params.past + t;
+  for (var c = kv_start[b]; c <= last; c += RWG) {
+    let j = c + i;
+    var ds = 0.0;
+    if (j <= last) {
+      let kb = (b * params.t_cache + j) * kvw + hk * D;
+      var s = 0.0;
+      var dp = 0.0;
+      for (var d = 0u; d < D; d++) {
+        s = fma(row_a[d], kc[kb + d], s);
+        dp = fma(row_b[d], vc[kb + d], dp);
+      }
+      ds = exp(s - l) * (dp - dsum_t) * params.scale;
+    }
+    chunk_ds[i] = ds;
+    workgroupBarrier();
+    let n = min(RWG, last + 1u - c);
+    for (var r = 0u; r < DPT; r++) {
+      let d = i + r * RWG;
+      if (d < D) {
+        var a = acc[r];
+        for (var jj = 0u; jj < n; jj++) {
+          a = fma(chunk_ds[jj], kc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
+        }
+        acc[r] = a;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var r = 0u; r < DPT; r++) {
+    let d = i + r * RWG;
+    if (d < D) { dq[qbase + d] = acc[r]; }
+  }
+}
+
+@compute @workgroup_size(64)
+fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let j = wg.x;
+  let b = wg.z;
+  let i = lid.x;
+  let group = params.heads / params.kv_heads;
+#ifdef PER_HEAD
+  let h_first = wg.y;
+  let h_end = wg.y + 1u;
+  let hk = wg.y / group;
+  let ob = (b * params.t_cache + j) * params.heads * D + wg.y * D;
+#else
+  let h_first = wg.y * group;
+  let h_end = h_first + group;
+  let hk = wg.y;
+  let ob = (b * params.t_cache + j) * params.kv_heads * D + hk * D;
+#endif
+  let kb = (b * params.t_cache + j) * params.kv_heads * D + hk * D;
+  for (var d = i; d < D; d += RWG) {
+    row_a[d] = kc[kb + d];
+    row_b[d] = vc[kb + d];
+  }
+  workgroupBarrier();
+  var dka: array<f32, DPT>;
+  var dva: array<f32, DPT>;
+  for (var r = 0u; r < DPT; r++) {
+    dka[r] = 0.0;
+    dva[r] = 0.0;
+  }
+  if (j >= kv_start[b]) { // uniform over the workgroup
+    for (var h = h_first; h < h_end; h++) {
+      for (var c = j; c < params.tq; c += RWG) {
+        let t = c + i;
+        var p = 0.0;
+        var ds = 0.0;
+        if (t < params.tq) {
+          let qbase = (b * params.tq + t) * params.heads * D + h * D;
+          let li = (b * params.heads + h) * params.tq + t;
+          var s = 0.0;
+          var dp = 0.0;
+          for (var d = 0u; d < D; d++) {
+            s = fma(q[qbase + d], row_a[d], s);
+            dp = fma(d_o[qbase + d], row_b[d], dp);
+          }
+          p = exp(s * params.scale - lse_in[li]);
+          ds = p * (dp - dsum_in[li]) * params.scale;
+        }
+        chunk_p[i] = p;
+        chunk_ds[i] = ds;
+        workgroupBarrier();
+        let n = min(RWG, params.tq - c);
+        for (var r = 0u; r < DPT; r++) {
+          let d = i + r * RWG;
+          if (d < D) {
+            var ak = dka[r];
+            var av = dva[r];
+            for (var tt = 0u; tt < n; tt++) {
+              let qb = (b * params.tq + c + tt) * params.heads * D + h * D + d;
+              av = fma(chunk_p[tt], d_o[qb], av);
+              ak = fma(chunk_ds[tt], q[qb], ak);
+            }
+            dka[r] = ak;
+            dva[r] = av;
+          }
+        }
+        workgroupBarrier();
+      }
+    }
+  }
+  for (var r = 0u; r < DPT; r++) {
+    let d = i + r * RWG;
+    if (d < D) {
+      dk[ob + d] = dka[r];
+      dv[ob + d] = dva[r];
+    }
+  }
 }

@@ -205,7 +205,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "rope + attention backward: GQA ratios 1 and 3, left padding (atol 2e-5 + rtol 1e-4)",
+  name: "rope + attention backward: GQA ratios 1, 3 and 2 (head dim 72), left padding (atol 2e-5 + rtol 1e-4)",
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();
@@ -217,7 +217,7 @@ Deno.test({
         kvHeads: 2,
         headDim: 4,
         starts: [0],
-      }]
+      }, { batch: 2, t: 66, heads: 2, kvHeads: 1, headDim: 72, starts: [0, 4] }]
     ) {
       const s = { ...c, tCache: c.t, past: 0 };
       const rows = c.batch * c.t, all = c.heads + 2 * c.kvHeads, D = c.headDim;
@@ -257,8 +257,9 @@ Deno.test({
       const dq = Tensor.empty(gpu, [rows, c.heads * D]),
         dk = Tensor.empty(gpu, [rows, c.kvHeads * D]),
         dv = Tensor.empty(gpu, [rows, c.kvHeads * D]);
-      // dk/dv per kv head (CPU adapters' default) and per query head summed per group (GPUs' default)
-      for (const perHead of [true, false]) {
+      // dk/dv per kv head (CPU adapters' default) and per query head summed per group (GPUs' default);
+      // one invocation per row (CPU adapters) and one workgroup per row (GPUs)
+      for (const [perHead, byRows] of [[true, false], [false, false], [true, true], [false, true]]) {
         attentionBackward(
           gpu,
           s,
@@ -269,11 +270,12 @@ Deno.test({
             dv,
             dsum: Tensor.empty(gpu, [c.batch * c.heads * c.t]),
           },
-          { perHead },
+          { perHead, rows: byRows },
         );
-        assertClose(await dq.read(gpu), g.dq, { atol: 2e-5, rtol: 1e-4 }, "dq");
-        assertClose(await dk.read(gpu), g.dk, { atol: 2e-5, rtol: 1e-4 }, `dk (per head: ${perHead})`);
-        assertClose(await dv.read(gpu), g.dv, { atol: 2e-5, rtol: 1e-4 }, `dv (per head: ${perHead})`);
+        const v = `(per head: ${perHead}, rows: ${byRows})`;
+        assertClose(await dq.read(gpu), g.dq, { atol: 2e-5, rtol: 1e-4 }, `dq ${v}`);
+        assertClose(await dk.read(gpu), g.dk, { atol: 2e-5, rtol: 1e-4 }, `dk ${v}`);
+        assertClose(await dv.read(gpu), g.dv, { atol: 2e-5, rtol: 1e-4 }, `dv ${v}`);
       }
       const DQKV = Tensor.empty(gpu, [rows, all * D]);
       qkvRopeBackward(gpu, s, dq, dk, dv, posT, cs, DQKV);

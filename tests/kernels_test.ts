@@ -316,6 +316,8 @@ const attnCases = [
     starts: [0, 5, 18],
   },
   { name: "GQA ratio 2, head_dim 6", batch: 1, t: 70, heads: 4, kvHeads: 2, headDim: 6, starts: [3] },
+  // head dims past the 64 invocations of a row workgroup, keys past its 64-key chunk, a fully padded row
+  { name: "GQA ratio 2, head_dim 72", batch: 2, t: 66, heads: 2, kvHeads: 1, headDim: 72, starts: [0, 4] },
 ];
 for (const c of attnCases) {
   Deno.test({
@@ -351,12 +353,14 @@ for (const c of attnCases) {
       assertClose(await vc.read(gpu), rvc, { atol: 0 }, "v cache");
       const o = Tensor.empty(gpu, [rows, c.heads * c.headDim]),
         lse = Tensor.empty(gpu, [c.batch * c.heads * c.t]);
-      attention(gpu, s, q, kc, vc, Tensor.fromU32(gpu, c.starts, [c.batch]), o, lse);
       const want = ref.attention(s, rq, rkc, rvc, c.starts);
-      assertClose(await o.read(gpu), want.o, { atol: 2e-5 }, "o");
-      const gl = await lse.read(gpu);
       const wl = Array.from(want.lse, (x) => x === -Infinity ? -3e38 : x);
-      assertClose(gl, wl, { atol: 2e-5, rtol: 1e-6 }, "lse");
+      // one invocation per query (CPU adapters' default) and one workgroup per query row (GPUs')
+      for (const rows of [false, true]) {
+        attention(gpu, s, q, kc, vc, Tensor.fromU32(gpu, c.starts, [c.batch]), o, lse, { rows });
+        assertClose(await o.read(gpu), want.o, { atol: 2e-5 }, `o (rows: ${rows})`);
+        assertClose(await lse.read(gpu), wl, { atol: 2e-5, rtol: 1e-6 }, `lse (rows: ${rows})`);
+      }
     },
   });
 }

@@ -66,6 +66,11 @@ export class Gpu {
   useNativeF16 = true;
   /** Matmul tiling: workgroup-memory tiles for GPUs, register tiles for CPU adapters. */
   matmulTiling: "workgroup" | "register";
+  /** Training attention with a workgroup per query / key row (GPUs: one invocation per row loops serially
+   * over the sequence with head-dim arrays of its own, and B*H*T invocations leave a GPU nearly idle) or one
+   * invocation per row (CPU adapters, where invocations are threads: the rows variant's barriers made it
+   * 3.5-4x slower on lavapipe). Decoding goes by rows everywhere. INOCULUM_ATTENTION=rows|invocation. */
+  attentionByRows: boolean;
   /** Per-kernel GPU times and host wall-time breakdown (INOCULUM_PROFILE=1, or given to create()). */
   readonly profiler: Profiler | null;
   private querySet: GPUQuerySet | null = null;
@@ -88,6 +93,8 @@ export class Gpu {
       : caps.cpuAdapter
       ? "register"
       : "workgroup";
+    const attn = Deno.env.get("INOCULUM_ATTENTION");
+    this.attentionByRows = attn === "rows" || (attn !== "invocation" && !caps.cpuAdapter);
     this.slotWords = Math.max(PARAM_SLOT_WORDS, caps.uniformAlign / 4);
     this.paramsCpu = new Uint32Array(this.slotWords * PARAM_SLOTS);
     this.paramsGpu = device.createBuffer({

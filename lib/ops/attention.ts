@@ -16,14 +16,15 @@ export function attention(
   kvStart: Tensor,
   o: Tensor,
   lse: Tensor,
+  opts: RowsOption = {},
 ): void {
   check(
     s.heads % s.kvHeads === 0,
     () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`,
   );
-  // one query per sequence (a decode step): a workgroup per (b, h) rather than one invocation
-  const decode = s.t === 1;
-  const k = gpu.kernel("attention", decode ? "decode" : "forward", { HEAD_DIM: s.headDim });
+  // a decode step (one query per sequence) always goes by rows: B*H invocations would be all there is
+  const rows = byRows(gpu, s, opts) || s.t === 1;
+  const k = gpu.kernel("attention", rows ? "forward_rows" : "forward", { HEAD_DIM: s.headDim });
   // q·k and p·v per attended (query, key) pair; q, K/V rows in use and o moved once
   const kvBytes = 2 * 4 * s.batch * (s.past + s.t) * s.kvHeads * s.headDim;
   const cost = {
@@ -34,9 +35,19 @@ export function attention(
     k,
     [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0],
     [q.buffer, kCache.buffer, vCache.buffer, kvStart.buffer, o.buffer, lse.buffer],
-    [decode ? 1 : Math.ceil(s.t / 64), s.heads, s.batch],
+    [rows ? s.t : Math.ceil(s.t / 64), s.heads, s.batch],
     cost,
   );
+}
+
+export interface RowsOption {
+  /** one workgroup per query (key) row instead of one invocation; default `gpu.attentionByRows` */
+  rows?: boolean;
+}
+
+function byRows(gpu: Gpu, s: QkvShape, opts: RowsOption): boolean {
+  // rows index the first dispatch dimension (at most 65,535 workgroups)
+  return (opts.rows ?? gpu.attentionByRows) && s.t <= 65535;
 }
 
 /** (query, key) pairs a causal pass attends to per head and sequence, ignoring left padding. */
@@ -54,12 +65,13 @@ export function attentionBackward(
   g: { dq: Tensor; dk: Tensor; dv: Tensor; dsum: Tensor },
   /** GQA dk/dv by query head, then summed per group (default on GPUs, where the invocations are wanted;
    * on CPU adapters the per-head shares only add work) */
-  opts: { perHead?: boolean } = {},
+  opts: { perHead?: boolean } & RowsOption = {},
 ): void {
   check(s.past === 0 && s.tCache === s.t, () => "attention backward: only full sequences (no KV cache)");
   const defs = { HEAD_DIM: s.headDim };
   const params = [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0];
-  const kq = gpu.kernel("attention", "backward_dq", defs);
+  const rows = byRows(gpu, s, opts);
+  const kq = gpu.kernel("attention", rows ? "backward_dq_rows" : "backward_dq", defs);
   // backward_dq: q·k, dO·v and ds·k per pair; backward_dkv: the same two dots, dv and dk updates
   const pairs = s.batch * s.heads * attendedPairs(s);
   const qBytes = 4 * s.batch * s.t * s.heads * s.headDim, kvBytes = 4 * s.batch * s.t * s.kvHeads * s.headDim;
@@ -79,7 +91,7 @@ export function attentionBackward(
       g.dq.buffer,
       g.dsum.buffer,
     ],
-    [Math.ceil(s.t / 64), s.heads, s.batch],
+    [rows ? s.t : Math.ceil(s.t / 64), s.heads, s.batch],
     { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes },
   );
   // grouped-query attention: one invocation per query head into per-head shares, summed per group
@@ -87,7 +99,10 @@ export function attentionBackward(
   const perHead = group > 1 && (opts.perHead ?? !gpu.caps.cpuAdapter);
   const dkH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dk_heads") : g.dk;
   const dvH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dv_heads") : g.dv;
-  const kkv = gpu.kernel("attention", "backward_dkv", { ...defs, PER_HEAD: perHead });
+  const kkv = gpu.kernel("attention", rows ? "backward_dkv_rows" : "backward_dkv", {
+    ...defs,
+    PER_HEAD: perHead,
+  });
   gpu.dispatch(
     kkv,
     params,
@@ -107,7 +122,7 @@ export function attentionBackward(
       dkH.buffer,
       dvH.buffer,
     ],
-    [Math.ceil(s.t / 64), perHead ? s.heads : s.kvHeads, s.batch],
+    [rows ? s.t : Math.ceil(s.t / 64), perHead ? s.heads : s.kvHeads, s.batch],
     { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 2 * kvBytes + (perHead ? 2 * qBytes : 2 * kvBytes) },
   );
   if (perHead) {
