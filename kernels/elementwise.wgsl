@@ -28,15 +28,7 @@ fn colsum(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Inverted dropout with a counter-based hash (deterministic from seed and index, no RNG state):
 // dst = src * keep / (1 - p), keep with probability 1 - p. alpha = p, cols = seed.
-fn hash_u32(x: u32) -> u32 {
-  var h = x * 0x9e3779b9u;
-  h ^= h >> 16u;
-  h *= 0x7feb352du;
-  h ^= h >> 15u;
-  h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+#include "hash"
 
 @compute @workgroup_size(64)
 fn dropout(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

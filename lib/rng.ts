@@ -21,3 +21,14 @@ export class Rng {
     return Math.floor(this.next() * n);
   }
 }
+
+/** kernels/hash.wgsl's hash_u32 on the host (for twins of kernels that draw from it). */
+export function hashU32(x: number): number {
+  let h = Math.imul(x >>> 0, 0x9e3779b9) >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d) >>> 0;
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x846ca68b) >>> 0;
+  h ^= h >>> 16;
+  return h >>> 0;
+}

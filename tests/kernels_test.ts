@@ -12,9 +12,8 @@ import { attention } from "../lib/ops/attention.ts";
 import { swiglu } from "../lib/ops/swiglu.ts";
 import { crossEntropy } from "../lib/ops/loss.ts";
 import { addInPlace } from "../lib/ops/elementwise.ts";
-import { argmax } from "../lib/ops/sample.ts";
-import { Rng } from "../lib/rng.ts";
-import { sample } from "../lib/generate.ts";
+import { argmax, sampleTokens } from "../lib/ops/sample.ts";
+import { hashU32 } from "../lib/rng.ts";
 import { inverseFrequencies, ropeTable } from "../models/rope.ts";
 import * as ref from "./ref/ops.ts";
 import { assertClose, gpuTest, randn, testGpu } from "./helpers.ts";
@@ -534,8 +533,7 @@ Deno.test({
 });
 
 Deno.test({
-  name:
-    "argmax on the GPU equals the host's greedy choice: ties, -inf, NaN, V = 1, 7, 300 and 151936 (exact)",
+  name: "argmax on the GPU equals its twin: ties, -inf, NaN, V = 1, 7, 300 and 151936 (exact)",
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();
@@ -554,13 +552,97 @@ Deno.test({
       const hist = Tensor.empty(gpu, [3 * rows], "u32");
       argmax(gpu, logits, next, hist, rows);
       const got = await next.readU32(gpu), h = await hist.readU32(gpu);
-      const want = Array.from(
-        { length: rows },
-        (_, r) => sample(x.subarray(r * V, (r + 1) * V), 0, 1, new Rng(0)),
-      );
+      const want = Array.from({ length: rows }, (_, r) => ref.argmax(x.subarray(r * V, (r + 1) * V)));
       assert.deepEqual([...got], want, `V = ${V}`);
       assert.deepEqual([...h.subarray(rows, 2 * rows)], want, `V = ${V}: history at its offset`);
       for (const t of [logits, next, hist]) t.dispose();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "sampling on the GPU equals its f64 twin (same hash): temperatures 0.3-1.5, top-p 1 / 0.9 / 0.2, V = 7, 1000, 151936 (same id, or a near-tie within 1e-4)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    let nearTies = 0, draws = 0;
+    for (const V of [7, 1000, 151936]) {
+      const rows = V > 1000 ? 3 : 16;
+      const x = randn(rows * V, V + 1, 3);
+      if (V === 1000) {
+        x[5] = x[6] = 9; // row 0: a tie at the top, both in every nucleus
+        x[V + 3] = NaN; // row 1: NaN and -inf never drawn
+        x[V + 4] = -Infinity;
+      }
+      const logits = Tensor.fromF32(gpu, x, [rows, V]);
+      const next = Tensor.empty(gpu, [rows], "u32"), hist = Tensor.empty(gpu, [2 * rows], "u32");
+      for (const [temperature, topP] of [[1, 1], [0.3, 0.9], [1.5, 0.9], [1, 0.2]]) {
+        for (const step of [0, 7]) {
+          const d = { temperature, topP, seed: 1234, step };
+          sampleTokens(gpu, logits, next, hist, rows, d);
+          const got = await next.readU32(gpu), h = await hist.readU32(gpu);
+          assert.deepEqual([...h.subarray(rows)], [...got], "history at its offset");
+          for (let r = 0; r < rows; r++) {
+            const w = ref.sampleDraw(x.subarray(r * V, (r + 1) * V), { ...d, row: r }, hashU32);
+            const what = `V ${V}, T ${temperature}, top-p ${topP}, step ${step}, row ${r}`;
+            assert.ok(Number.isFinite(w.score[got[r]]), `${what}: drew ${got[r]} outside the nucleus`);
+            draws++;
+            if (got[r] !== w.id) {
+              assert.ok(w.score[w.id] - w.score[got[r]] < 1e-4, `${what}: drew ${got[r]}, twin ${w.id}`);
+              nearTies++;
+            }
+          }
+        }
+      }
+      for (const t of [logits, next, hist]) t.dispose();
+    }
+    assert.ok(nearTies <= 2, `${nearTies} of ${draws} draws differ from the twin by a near-tie`);
+  },
+});
+
+Deno.test({
+  name:
+    "sampling on the GPU: frequencies over 16,384 rows follow softmax(x / T) within 5 sigma, top-p renormalised; seeds and steps give new draws",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const row = [2, 1, 0.5, 0, -1, -3], V = row.length, rows = 16384;
+    const x = new Float32Array(rows * V);
+    for (let r = 0; r < rows; r++) x.set(row, r * V);
+    const logits = Tensor.fromF32(gpu, x, [rows, V]);
+    const next = Tensor.empty(gpu, [rows], "u32"), hist = Tensor.empty(gpu, [rows], "u32");
+    const draw = async (d: { temperature: number; topP: number; seed: number; step: number }) => {
+      sampleTokens(gpu, logits, next, hist, 0, d);
+      return await next.readU32(gpu);
+    };
+    for (const [temperature, topP] of [[1, 1], [0.7, 1], [1, 0.8]]) {
+      const got = await draw({ temperature, topP, seed: 5, step: 0 });
+      const w = row.map((v) => Math.exp(v / temperature));
+      // the nucleus: the fewest top tokens holding topP of the mass (these logits are distinct)
+      const total = w.reduce((a, b) => a + b, 0);
+      let keep = 0, cum = 0;
+      while (cum < topP * total) cum += w[keep++];
+      const z = w.slice(0, keep).reduce((a, b) => a + b, 0);
+      for (let i = 0; i < V; i++) {
+        const p = i < keep ? w[i] / z : 0;
+        const n = got.filter((t) => t === i).length;
+        const sigma = Math.sqrt(rows * p * (1 - p));
+        assert.ok(
+          Math.abs(n - rows * p) <= 5 * sigma + (p === 0 ? 0 : 1),
+          `T ${temperature}, top-p ${topP}: token ${i} drawn ${n} times, expected ${(rows * p).toFixed(0)}`,
+        );
+      }
+    }
+    const a = await draw({ temperature: 1, topP: 1, seed: 5, step: 0 });
+    assert.deepEqual(
+      [...await draw({ temperature: 1, topP: 1, seed: 5, step: 0 })],
+      [...a],
+      "same seed and step",
+    );
+    const diff = (b: Uint32Array) => b.filter((t, i) => t !== a[i]).length;
+    assert.ok(diff(await draw({ temperature: 1, topP: 1, seed: 6, step: 0 })) > rows / 4, "another seed");
+    assert.ok(diff(await draw({ temperature: 1, topP: 1, seed: 5, step: 1 })) > rows / 4, "another step");
+    for (const t of [logits, next, hist]) t.dispose();
   },
 });

@@ -1,25 +1,79 @@
-// Token choice on the GPU (kernels/sample.wgsl): greedy argmax over each row of logits.
+// Token choice on the GPU (kernels/sample.wgsl): greedy argmax, or a seeded draw from the temperature /
+// nucleus distribution, over each row of logits.
 
-import type { Gpu } from "../gpu/context.ts";
+import { f32bits, type Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, gridRows } from "./common.ts";
 
 /** Workgroup size of sample.wgsl's kernels (passed to the shader as WG). */
 const WG = 256;
 
+function checkOutputs(op: string, logits: Tensor, next: Tensor, hist: Tensor, histOffset: number): void {
+  const rows = logits.rows;
+  check(next.numel >= rows, () => `${op}: next holds ${next.numel} ids, ${rows} rows given`);
+  check(
+    hist.numel >= histOffset + rows,
+    () => `${op}: history too small for offset ${histOffset} + ${rows}`,
+  );
+}
+
 /**
  * next[r] = argmax(logits[r]) (first maximum; NaN never chosen; 0 for a row without one), also written
  * to hist[histOffset + r]. logits f32 [rows, V]; next, hist u32.
  */
 export function argmax(gpu: Gpu, logits: Tensor, next: Tensor, hist: Tensor, histOffset: number): void {
+  checkOutputs("argmax", logits, next, hist, histOffset);
   const rows = logits.rows, V = logits.rowElems;
-  check(next.numel >= rows, () => `argmax: next holds ${next.numel} ids, ${rows} rows given`);
-  check(
-    hist.numel >= histOffset + rows,
-    () => `argmax: history too small for offset ${histOffset} + ${rows}`,
-  );
   const k = gpu.kernel("sample", "argmax", { WG });
-  gpu.dispatch(k, [rows, V, histOffset, 0], [logits.buffer, next.buffer, hist.buffer], gridRows(gpu, rows), {
-    bytes: rows * V * 4 + rows * 8,
-  });
+  gpu.dispatch(
+    k,
+    [rows, V, histOffset, 0, 0, 0, 0, 0],
+    [logits.buffer, next.buffer, hist.buffer],
+    gridRows(gpu, rows),
+    {
+      bytes: rows * V * 4 + rows * 8,
+    },
+  );
+}
+
+export interface SampleDraw {
+  /** > 0 */
+  temperature: number;
+  /** nucleus mass in (0, 1]; 1 = the whole vocabulary */
+  topP: number;
+  seed: number;
+  /** which decode step this is: the draw of row r at step s is a function of (seed, s, r) */
+  step: number;
+}
+
+/**
+ * next[r] ~ softmax(logits[r] / temperature) over the nucleus of mass topP (the tokens whose logit is at
+ * least the largest threshold keeping that mass), also written to hist[histOffset + r]. A Gumbel-max
+ * draw with counter-based noise: reproducible from (seed, step, r), no state on the host.
+ */
+export function sampleTokens(
+  gpu: Gpu,
+  logits: Tensor,
+  next: Tensor,
+  hist: Tensor,
+  histOffset: number,
+  d: SampleDraw,
+): void {
+  checkOutputs("sample", logits, next, hist, histOffset);
+  check(
+    d.temperature > 0 && Number.isFinite(d.temperature),
+    () => `sample: temperature ${d.temperature}, expected > 0`,
+  );
+  check(d.topP > 0 && d.topP <= 1, () => `sample: top_p ${d.topP}, expected in (0, 1]`);
+  const rows = logits.rows, V = logits.rowElems;
+  const k = gpu.kernel("sample", "sample", { WG });
+  // one pass for the maximum, one for the draw, 34 more for the nucleus bisection when topP < 1
+  const passes = d.topP < 1 ? 36 : 2;
+  gpu.dispatch(
+    k,
+    [rows, V, histOffset, d.seed >>> 0, d.step >>> 0, f32bits(1 / d.temperature), f32bits(d.topP), 0],
+    [logits.buffer, next.buffer, hist.buffer],
+    gridRows(gpu, rows),
+    { bytes: passes * rows * V * 4 + rows * 8 },
+  );
 }

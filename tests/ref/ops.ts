@@ -164,3 +164,53 @@ export function crossEntropy(
   }
   return { loss, lse };
 }
+
+/** Index of the first maximum of a row, NaN never chosen, 0 when there is none (sample.wgsl's argmax). */
+export function argmax(x: Arr): number {
+  let best = -1;
+  for (let i = 0; i < x.length; i++) {
+    if (!Number.isNaN(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+  }
+  return Math.max(best, 0);
+}
+
+/**
+ * sample.wgsl's draw in f64: the nucleus {x >= tau}, tau the largest logit value whose tokens carry at least
+ * topP of softmax(x / temperature)'s mass; Gumbel-max over it with u_i from the kernel's hash of (seed, step,
+ * row, i). Returns the chosen id, each token's perturbed score (-Infinity outside the nucleus) and tau.
+ */
+export function sampleDraw(
+  x: Arr,
+  d: { temperature: number; topP: number; seed: number; step: number; row: number },
+  hash: (v: number) => number,
+): { id: number; score: Float64Array; tau: number } {
+  const finite = (v: number) => Number.isFinite(v);
+  let m = -Infinity;
+  for (let i = 0; i < x.length; i++) if (finite(x[i])) m = Math.max(m, x[i]);
+  const w = Array.from(x, (v) => finite(v) ? Math.exp((v - m) / d.temperature) : 0);
+  let tau = -Infinity;
+  if (d.topP < 1) {
+    const total = w.reduce((a, b) => a + b, 0);
+    const values = [...new Set(Array.from(x).filter(finite))].sort((a, b) => b - a);
+    let cum = 0, k = 0;
+    const order = Array.from({ length: x.length }, (_, i) => i).filter((i) => finite(x[i]))
+      .sort((a, b) => x[b] - x[a]);
+    for (const v of values) {
+      while (k < order.length && x[order[k]] >= v) cum += w[order[k++]];
+      if (cum >= d.topP * total) {
+        tau = v;
+        break;
+      }
+    }
+  }
+  const key = hash((hash((hash(d.seed) ^ d.step) >>> 0) ^ d.row) >>> 0);
+  const score = new Float64Array(x.length).fill(-Infinity);
+  let id = 0;
+  for (let i = 0; i < x.length; i++) {
+    if (!finite(x[i]) || x[i] < tau) continue;
+    const u = ((hash((i ^ key) >>> 0) >>> 8) + 0.5) / 16777216;
+    score[i] = (x[i] - m) / d.temperature - Math.log(-Math.log(u));
+    if (score[i] > score[id]) id = i;
+  }
+  return { id, score, tau };
+}
