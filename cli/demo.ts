@@ -17,6 +17,7 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
       cache_dir: "runs/judge-cache",
       concurrency: 8,
       retries: 5,
+      coherence_prompt: null,
     }
     : null;
   const gpu = await startGpu();

@@ -19,18 +19,21 @@ export interface VectorSpec {
 export interface DefenceSpec {
   name: string;
   steer: { vector: string; layers: number[] | "all"; coef: number } | null;
-  ip: string | null;
+  /** an IP bank; each sample draws one prompt (lib/analysis.ts drawPrompt) */
+  ip: string[] | null;
 }
 
 /** The keys every gradient analysis shares: the model, an optional adapter, and the data. */
 export function readBase(
   r: ConfigReader,
   limit = 64,
-): { model: string; adapter: string | null; data: string; limit: number } {
+): { model: string; adapter: string | null; data: string; offset: number; limit: number } {
   return {
     model: r.str("model"),
     adapter: r.optStr("adapter"),
     data: r.str("data"),
+    // records skipped first: a split held out from another analysis' first `limit` (E.6)
+    offset: r.num("offset", 0, { int: true, min: 0 }),
     limit: r.num("limit", limit, { int: true, min: 1 }),
   };
 }
@@ -44,7 +47,11 @@ export function readVectors(r: ConfigReader, key = "vectors"): VectorSpec[] {
 }
 
 export function readDefence(r: ConfigReader): DefenceSpec {
-  const d: DefenceSpec = { name: r.str("name"), steer: null, ip: r.optStr("ip") };
+  const d: DefenceSpec = {
+    name: r.str("name"),
+    steer: null,
+    ip: r.has("ip") ? r.promptBank("ip") : (r.any("ip"), null),
+  };
   if (r.has("steer")) {
     const s = r.sub("steer");
     const layers = s.any("layers") === "all" ? "all" as const : s.intList("layers");
@@ -71,6 +78,7 @@ export async function loadAll(
     model: string;
     adapter: string | null;
     data: string;
+    offset?: number;
     limit: number;
     vectors: VectorSpec[];
     random: boolean;
@@ -80,9 +88,11 @@ export async function loadAll(
   const model = await loadModel(gpu, o.model);
   const L = model.cfg.numLayers + 1, d = model.cfg.hiddenSize;
   const lora = o.adapter ? await LoraSet.load(gpu, model.cfg, o.adapter) : null;
-  const records = (await readJsonl(o.data, { limit: o.limit })).filter((r) =>
+  const offset = o.offset ?? 0;
+  const records = (await readJsonl(o.data, { limit: offset + o.limit })).slice(offset).filter((r) =>
     r.messages || r.text !== undefined
   );
+  if (!records.length) throw new Error(`${o.data}: no records after offset ${offset}`);
   const vectors = new Map<string, Float32Array>();
   for (const v of o.vectors) vectors.set(v.name, await loadLayerVectors(v.path, L, d));
   if (o.random && o.vectors.length) {

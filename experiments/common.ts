@@ -14,6 +14,7 @@ import { RuleJudge } from "../lib/judge/rule.ts";
 import { worldJudge } from "../world/judge.ts";
 import type { Judge } from "../lib/judge/judge.ts";
 import { loadModel } from "../models/model.ts";
+import { parseTrait } from "../lib/traits.ts";
 
 export interface ExperimentContext {
   gpu: Gpu;
@@ -116,6 +117,47 @@ export class ConfigReader {
       new ConfigReader(x as Record<string, unknown>, this.file, `${this.k(key)}[${i}]`)
     );
   }
+  /**
+   * A bank of prompts (inoculation / IP prompts): a string, a list of strings, or `{ trait: FILE }` — the
+   * positive instructions of a persona-vectors trait file (the paper's evil IP prompts, C.3, are exactly
+   * evil.json's five); `{ trait: FILE, count: k }` takes the first k (Figure 8's bank sizes). Empty banks
+   * are an error.
+   */
+  promptBank(key: string): string[] {
+    const v = this.raw[key];
+    this.k(key);
+    if (typeof v === "string") return [v];
+    if (Array.isArray(v)) {
+      if (!v.length || !v.every((x) => typeof x === "string")) {
+        this.err(key, "a non-empty list of strings", v);
+      }
+      return v as string[];
+    }
+    const o = v as { trait?: unknown; count?: unknown };
+    const keysOk = v && typeof v === "object" && Object.keys(v).every((k) => k === "trait" || k === "count");
+    if (keysOk && typeof o.trait === "string") {
+      const path = o.trait;
+      let raw: Record<string, unknown>;
+      try {
+        raw = JSON.parse(Deno.readTextFileSync(path));
+      } catch (e) {
+        throw new Error(
+          `${this.file}: key '${this.k(key)}.trait': cannot read ${path}: ${(e as Error).message}`,
+        );
+      }
+      const all = parseTrait(raw, path).instructions.map((i) => i.pos);
+      if (o.count === undefined) return all;
+      if (!Number.isInteger(o.count) || (o.count as number) < 1 || (o.count as number) > all.length) {
+        this.err(
+          `${key}.count`,
+          `an integer in 1..${all.length} (${path} has ${all.length} prompts)`,
+          o.count,
+        );
+      }
+      return all.slice(0, o.count as number);
+    }
+    this.err(key, "a prompt, a list of prompts or { trait: FILE }", v);
+  }
   /** raw value (already validated elsewhere) */
   any(key: string): unknown {
     this.k(key);
@@ -160,8 +202,10 @@ export type JudgeConfig =
     cache_dir: string;
     concurrency: number;
     retries: number;
+    /** coherence rubric template ({question}, {answer}) read from `coherence_prompt: FILE`; null = ours */
+    coherence_prompt: string | null;
   }
-  | { type: "local"; model: string }
+  | { type: "local"; model: string; coherence_prompt: string | null }
   | { type: "rule"; markers: Record<string, Record<string, number>>; min_words: number }
   /** the synthetic world's rule judge: its markers, and coherence from its grammar */
   | { type: "world" };
@@ -178,9 +222,10 @@ export function readJudgeConfig(r: ConfigReader): JudgeConfig {
       cache_dir: r.str("cache_dir", "runs/judge-cache"),
       concurrency: r.num("concurrency", 8, { int: true, min: 1 }),
       retries: r.num("retries", 5, { int: true, min: 0 }),
+      coherence_prompt: readRubric(r, "coherence_prompt"),
     };
   } else if (type === "local") {
-    c = { type, model: r.str("model") };
+    c = { type, model: r.str("model"), coherence_prompt: readRubric(r, "coherence_prompt") };
   } else if (type === "rule") {
     const m = r.any("markers");
     if (typeof m !== "object" || m === null) {
@@ -202,7 +247,37 @@ export function readJudgeConfig(r: ConfigReader): JudgeConfig {
   return c;
 }
 
+/** A judge template from a text file named by `key` (null when absent); it must hold both placeholders. */
+function readRubric(r: ConfigReader, key: string): string | null {
+  const path = r.optStr(key);
+  if (path === null) return null;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new Error(`${r.file}: key '${r.prefix}.${key}': cannot read ${path}: ${(e as Error).message}`);
+  }
+  for (const ph of ["{question}", "{answer}"]) {
+    if (!text.includes(ph)) {
+      throw new Error(`${path}: the coherence prompt must contain the placeholder ${ph}`);
+    }
+  }
+  return text;
+}
+
 export async function makeJudge(ctx: ExperimentContext, c: JudgeConfig): Promise<Judge> {
+  const judge = await makeJudgeOf(ctx, c);
+  const template = "coherence_prompt" in c ? c.coherence_prompt : null;
+  if (template === null) return judge;
+  return {
+    name: judge.name,
+    coherencePrompt: template,
+    score: (req) => judge.score(req),
+    close: () => judge.close?.(),
+  };
+}
+
+async function makeJudgeOf(ctx: ExperimentContext, c: JudgeConfig): Promise<Judge> {
   if (c.type === "http") {
     const apiKey = c.api_key_env ? Deno.env.get(c.api_key_env) : undefined;
     if (c.api_key_env && !apiKey) {

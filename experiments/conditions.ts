@@ -28,8 +28,14 @@ export interface Condition {
   name: string;
   steer: { vector: string | null; random: boolean; layers: number[]; coef: number } | null;
   inoculation: string[] | null;
-  /** gradient manipulation at every layer along the (unit) vector while training */
-  sign_force: { mode: "attenuate" | "amplify" | "neutralize"; vector: string | null } | null;
+  /** IP in front of the first user message (default) or of the system prompt (Figure 19) */
+  inoculation_position: "user" | "system";
+  /** training keys of this condition over the top-level `train` (a rank sweep's lora.r / lora.alpha) */
+  train: Record<string, unknown>;
+  /** gradient manipulation at the transformer layers along the (unit) vector while training;
+   * vector null = the top-level vector; random = a Gaussian vector with its per-layer norms (Table 1's
+   * "Rand" ablation vector) */
+  sign_force: { mode: "attenuate" | "amplify" | "neutralize"; vector: string | null; random: boolean } | null;
 }
 
 interface ConditionsConfig {
@@ -43,6 +49,8 @@ interface ConditionsConfig {
   conditions: Condition[];
   /** cross every condition with these sign-forcing modes (gradient-manipulation runs) */
   sign_force_modes: ("attenuate" | "amplify" | "neutralize")[];
+  /** ablation vectors the modes are crossed with (default [trait]) */
+  sign_force_vectors: ("trait" | "random")[];
   train: Record<string, unknown>;
   eval: {
     samples: number;
@@ -51,6 +59,7 @@ interface ConditionsConfig {
     temperature: number;
     seed: number;
     at_checkpoints: boolean;
+    system_prompt: string | null;
   };
 }
 
@@ -66,7 +75,14 @@ export function randomLike(ref: Float32Array, layers: number, d: number, seed: n
 }
 
 function readCondition(r: ConfigReader): Condition {
-  const c: Condition = { name: r.str("name"), steer: null, inoculation: null, sign_force: null };
+  const c: Condition = {
+    name: r.str("name"),
+    steer: null,
+    inoculation: null,
+    inoculation_position: "user",
+    train: r.has("train") ? r.sub("train").raw : (r.any("train"), {}),
+    sign_force: null,
+  };
   if (r.has("steer")) {
     const s = r.sub("steer");
     c.steer = {
@@ -77,27 +93,57 @@ function readCondition(r: ConfigReader): Condition {
     };
     s.done();
   } else r.any("steer");
-  c.inoculation = r.has("inoculation") ? r.strList("inoculation") : (r.any("inoculation"), null);
+  c.inoculation = r.has("inoculation") ? r.promptBank("inoculation") : (r.any("inoculation"), null);
+  const pos = r.str("inoculation_position", "user");
+  if (pos !== "user" && pos !== "system") {
+    throw new Error(
+      `${r.file}: key '${r.prefix}.inoculation_position' must be user or system, found ${
+        JSON.stringify(pos)
+      }`,
+    );
+  }
+  c.inoculation_position = pos;
   if (r.has("sign_force")) {
     const f = r.sub("sign_force");
     const mode = f.str("mode");
     if (!["attenuate", "amplify", "neutralize"].includes(mode)) {
       throw new Error(`${r.file}: key '${f.prefix}.mode' must be attenuate, amplify or neutralize`);
     }
-    c.sign_force = { mode: mode as "attenuate", vector: f.optStr("vector") };
+    c.sign_force = { mode: mode as "attenuate", vector: f.optStr("vector"), random: f.bool("random", false) };
     f.done();
   } else r.any("sign_force");
   r.done();
   return c;
 }
 
-/** Every condition crossed with every sign-forcing mode (the gradient-manipulation runs). */
+/** The top-level training keys with a condition's over them; `lora` is merged key by key. */
+export function mergeTrain(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out = { ...base, ...over };
+  const bl = base.lora, ol = over.lora;
+  if (bl && ol && typeof bl === "object" && typeof ol === "object") out.lora = { ...bl, ...ol };
+  return out;
+}
+
+/**
+ * Every condition crossed with every sign-forcing mode and ablation vector (the gradient-manipulation runs
+ * of Table 1): `trait` forces along the top-level vector, `random` along a Gaussian one with its norms.
+ */
 export function crossSignForce(
   conds: Condition[],
   modes: ("attenuate" | "amplify" | "neutralize")[],
+  vectors: ("trait" | "random")[] = ["trait"],
 ): Condition[] {
   return conds.flatMap((c) =>
-    modes.map((mode) => ({ ...c, name: `${c.name}+${mode}`, sign_force: { mode, vector: null } }))
+    vectors.flatMap((v) =>
+      modes.map((mode) => ({
+        ...c,
+        name: `${c.name}+${mode}${v === "random" ? "-random" : ""}`,
+        sign_force: { mode, vector: null, random: v === "random" },
+      }))
+    )
   );
 }
 
@@ -130,6 +176,9 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
       sign_force_modes: r.has("sign_force_modes")
         ? r.strList("sign_force_modes") as ConditionsConfig["sign_force_modes"]
         : (r.any("sign_force_modes"), []),
+      sign_force_vectors: r.strList("sign_force_vectors", [
+        "trait",
+      ]) as ConditionsConfig["sign_force_vectors"],
       train: r.has("train") ? (r.sub("train").raw) : (r.any("train"), {}),
       eval: {
         samples: ev.num("samples", 10, { int: true, min: 1 }),
@@ -138,6 +187,8 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         temperature: ev.num("temperature", 1, { min: 0 }),
         seed: ev.num("seed", 0, { int: true }),
         at_checkpoints: ev.bool("at_checkpoints", true),
+        // null: the chat template's default (Qwen's own system prompt); Figures 7 and 19 compare
+        system_prompt: ev.optStr("system_prompt"),
       },
     };
     ev.done();
@@ -149,15 +200,34 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         );
       }
     }
+    for (const v of c.sign_force_vectors) {
+      if (v !== "trait" && v !== "random") {
+        throw new Error(`${file}: key 'sign_force_vectors' lists '${v}'; expected trait, random`);
+      }
+    }
     if (c.sign_force_modes.length) {
-      c.conditions = [...c.conditions, ...crossSignForce(c.conditions, c.sign_force_modes)];
+      c.conditions = [
+        ...c.conditions,
+        ...crossSignForce(c.conditions, c.sign_force_modes, c.sign_force_vectors),
+      ];
     }
     // validate the shared training keys now, not after hours of the first run
     parseTrainConfig("", `${file} (train)`, { ...c.train, model: c.model, data: "x", output_dir: "x" });
     for (const cond of c.conditions) {
+      parseTrainConfig("", `${file} (condition '${cond.name}' train)`, {
+        ...mergeTrain(c.train, cond.train),
+        model: c.model,
+        data: "x",
+        output_dir: "x",
+      });
       if (cond.steer && !cond.steer.vector && !c.vector) {
         throw new Error(
           `${file}: condition '${cond.name}' steers but neither it nor the top level names a vector`,
+        );
+      }
+      if (cond.sign_force && !cond.sign_force.vector && !c.vector) {
+        throw new Error(
+          `${file}: condition '${cond.name}' sign-forces but neither it nor the top level names a vector`,
         );
       }
     }
@@ -171,9 +241,15 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
     const judge = await makeJudge(ctx, c.judge);
     const quietTrain = (cfg: TrainConfig) =>
       train(cfg, { gpu: ctx.gpu, progress: (s) => ctx.progress(`    ${s}`) });
-    const baseTrain = (data: string, out: string, seed: number, extra: Record<string, unknown>) =>
+    const baseTrain = (
+      data: string,
+      out: string,
+      seed: number,
+      extra: Record<string, unknown>,
+      over: Record<string, unknown> = {},
+    ) =>
       parseTrainConfig("", "conditions (train)", {
-        ...c.train,
+        ...mergeTrain(c.train, over),
         ...extra,
         model: c.model,
         data,
@@ -190,7 +266,7 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         topP: 1,
         seed: c.eval.seed,
         batchSize: c.eval.batch_size,
-        systemPrompt: null,
+        systemPrompt: c.eval.system_prompt,
         lora: adapter ? await LoraSet.load(ctx.gpu, m.cfg, adapter) : null,
         steer: [],
         projection: null,
@@ -226,26 +302,41 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
             }
             ctx.progress(`conditions: ${id}`);
             const extra: Record<string, unknown> = { init_adapter: preAdapter };
+            // a Gaussian vector with the per-layer norms of `of`, one per seed (PPS and sign-forcing controls)
+            const randomVector = async (of: string) => {
+              const file = join(ctx.runDir, `random-vector-seed${seed}.safetensors`);
+              await saveLayerVectors(
+                file,
+                randomLike(await loadLayerVectors(of, L, d), L, d, 1000 + seed),
+                L,
+                d,
+                {
+                  kind: "random, per-layer norm of " + of,
+                },
+              );
+              return file;
+            };
             if (cond.steer) {
               let vec = cond.steer.vector ?? c.vector!;
-              if (cond.steer.random) {
-                const ref = await loadLayerVectors(vec, L, d);
-                vec = join(ctx.runDir, `random-vector-seed${seed}.safetensors`);
-                await saveLayerVectors(vec, randomLike(ref, L, d, 1000 + seed), L, d, {
-                  kind: "random, per-layer norm of " + (cond.steer.vector ?? c.vector),
-                });
-              }
+              if (cond.steer.random) vec = await randomVector(vec);
               extra.steer = { vector: vec, layers: cond.steer.layers, coef: cond.steer.coef };
             }
-            if (cond.inoculation) extra.inoculation = { prompts: cond.inoculation, separator: "\n" };
+            if (cond.inoculation) {
+              extra.inoculation = {
+                prompts: cond.inoculation,
+                separator: "\n",
+                position: cond.inoculation_position,
+              };
+            }
             if (cond.sign_force) {
+              const of = cond.sign_force.vector ?? c.vector!;
               extra.sign_force = {
-                vector: cond.sign_force.vector ?? c.vector!,
+                vector: cond.sign_force.random ? await randomVector(of) : of,
                 layers: "all",
                 mode: cond.sign_force.mode,
               };
             }
-            const tr = await quietTrain(baseTrain(post.data, out, seed, extra));
+            const tr = await quietTrain(baseTrain(post.data, out, seed, extra, cond.train));
             const over: { step: number; summary: EvalSummary }[] = [];
             if (c.eval.at_checkpoints) {
               for (const ck of await listCheckpoints(out)) {

@@ -1,12 +1,16 @@
-// Δh versus ∇h: after one optimizer step on a single sample (fresh LoRA, with or without the defence
-// while stepping), Δh = h_θ' − h_θ per token and layer, measured without the defence; its cosine with
-// dL/dh (at θ, defenceless) and with the trait vector, averaged over the loss tokens.
+// Δh versus ∇h (appendix D): after one optimizer step on a single sample (fresh LoRA, with or without the
+// defence while stepping), Δh = h_θ' − h_θ per token and layer, measured without the defence; its cosine
+// with dL/dh (at θ, defenceless) and with the trait vector, averaged over the response positions.
+// optimizer: sgd (default) takes θ' = θ − η∇θL, the step whose first-order effect D derives
+// (Δh ≈ −η J Jᵀ ∇h); adamw takes the study's optimizer's first step, which from fresh moments is close to
+// η·sign(∇θL) and so measures what one real training step does rather than the gradient relation.
 
 import { join } from "node:path";
 import { Tensor } from "../lib/tensor.ts";
 import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
 import { hiddenStates } from "../lib/activations.ts";
 import { adamwStep } from "../lib/ops/optim.ts";
+import { addInPlace } from "../lib/ops/elementwise.ts";
 import { cosine, defendedPair } from "../lib/analysis.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
@@ -19,6 +23,7 @@ interface DeltaHConfig {
   vector: string;
   defences: DefenceSpec[];
   lr: number;
+  optimizer: "sgd" | "adamw";
   r: number;
   alpha: number;
   seed: number;
@@ -37,11 +42,15 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
       vector: r.str("vector"),
       defences: r.has("defences") ? r.list("defences").map(readDefence) : (r.any("defences"), []),
       lr: r.num("lr", 1e-4, { min: 0 }),
+      optimizer: r.str("optimizer", "sgd") as "sgd",
       r: r.num("r", 8, { int: true, min: 1 }),
       alpha: r.num("alpha", 16, { min: 0 }),
       seed: r.num("seed", 0, { int: true }),
       output: r.str("output", "delta_h"),
     };
+    if (!["sgd", "adamw"].includes(c.optimizer)) {
+      throw new Error(`${file}: key 'optimizer' must be sgd or adamw, found ${JSON.stringify(c.optimizer)}`);
+    }
     r.done();
     return c;
   },
@@ -76,22 +85,31 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
         }, c.seed);
         const h0 = await hiddenStates(x.model, plain.ids, { lora });
         // gradients at θ: defenceless for the comparison; the step uses the defended run's LoRA gradient
-        const { none } = await defendedPair(x.model, x.records[i], await toDefence(ctx.gpu, x, s), { lora });
+        const { none } = await defendedPair(x.model, x.records[i], await toDefence(ctx.gpu, x, s), {
+          lora,
+          index: i,
+        });
         const st = lora.store;
-        adamwStep(
-          ctx.gpu,
-          { p: st.p, g: st.g, m: st.m, v: st.v, total: st.total },
-          { lr: c.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, maxGradNorm: 0 },
-          partials,
-          clip,
-        );
+        if (c.optimizer === "sgd") {
+          // θ' = θ − η∇θL: the step D's first-order relation Δh ≈ −η J Jᵀ ∇h is about
+          addInPlace(ctx.gpu, Tensor.view(st.p, 0, [st.total]), Tensor.view(st.g, 0, [st.total]), -c.lr);
+        } else {
+          // the study's optimizer; its first step from zero moments is close to sign descent, η·sign(∇θL)
+          adamwStep(
+            ctx.gpu,
+            { p: st.p, g: st.g, m: st.m, v: st.v, total: st.total },
+            { lr: c.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, maxGradNorm: 0 },
+            partials,
+            clip,
+          );
+        }
         const h1 = await hiddenStates(x.model, plain.ids, { lora });
-        const T = plain.ids.length, K = none.mask.length, off = T - K;
+        const T = plain.ids.length, K = none.predicts.length, off = T - K;
         for (let l = 0; l < x.L; l++) {
           const cg: number[] = [], cv: number[] = [];
           const dh = h1[l].map((v, j) => v - h0[l][j]);
           for (let t = 0; t < K; t++) {
-            if (!none.mask[t]) continue;
+            if (!none.predicts[t]) continue;
             cg.push(cosine(dh, none.grad[l], (off + t) * x.d, t * x.d, x.d));
             cv.push(cosine(dh, vec, (off + t) * x.d, l * x.d, x.d));
           }

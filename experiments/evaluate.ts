@@ -114,7 +114,7 @@ export async function judgeBoth(judge: Judge, trait: TraitDef, question: string,
       rubric: "coherence",
       question,
       answer,
-      prompt: fillTemplate(COHERENCE_PROMPT, question, answer),
+      prompt: fillTemplate(judge.coherencePrompt ?? COHERENCE_PROMPT, question, answer),
     }),
   ]);
   return { trait: t, coherence: c };

@@ -81,7 +81,7 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
             x.model,
             x.records[i],
             await toDefence(ctx.gpu, x, s, coef ?? undefined),
-            { lora },
+            { lora, index: i },
           );
           for (const [name, vec] of x.vectors) {
             const a = meanTokenCosine(defended, vec, x.d), b = meanTokenCosine(none, vec, x.d);

@@ -56,8 +56,12 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
     const rows: Float64Array[] = [];
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`grad_pca: sample ${i + 1}/${x.records.length}`);
-      const { none, defended } = await defendedPair(x.model, x.records[i], defence, { lora: x.lora });
-      const a = tokenMean(defended, c.layer, x.d), b = tokenMean(none, c.layer, x.d);
+      const { none, defended } = await defendedPair(x.model, x.records[i], defence, {
+        lora: x.lora,
+        index: i,
+      });
+      // F.2: each gradient is the mean over the sequence's non-padding positions (for IP: after the prompt)
+      const a = tokenMean(defended, c.layer, x.d, "all"), b = tokenMean(none, c.layer, x.d, "all");
       rows.push(a.map((v, j) => v - b[j]));
     }
     const row = (name: string) => x.vectors.get(name)!.subarray(c.layer * x.d, (c.layer + 1) * x.d);

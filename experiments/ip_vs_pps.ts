@@ -1,23 +1,30 @@
-// IP compared with an "equivalent" PPS: steer (at all layers) with prompt-difference vectors over a
-// coefficient sweep, and compare token by token the IP gradient with the steered gradient on the
-// aligned tokens after the prompt: the mean cosine per layer and coefficient.
+// IP compared with an "equivalent" PPS (E.6): steer at all layers with the prompt-difference vector over a
+// coefficient sweep, and compare token by token the IP gradient with the steered gradient at every aligned
+// position after the inserted prompt. Pooled: the mean over all (sample, position) cosines per layer and
+// coefficient. The IP prompt is drawn per sample from the bank (seeded); the samples should be held out
+// from those the vector was built on (`offset`).
 
 import { join } from "node:path";
-import { cosine, defendedPair, steerVectors } from "../lib/analysis.ts";
+import { cosine, defendedPair, drawPrompt, steerVectors } from "../lib/analysis.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
-import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
 import { loadAll, readBase } from "./analysis_common.ts";
 
 interface IpVsPpsConfig {
   model: string;
   adapter: string | null;
   data: string;
+  offset: number;
   limit: number;
-  ip: string;
+  ip: string[];
   prompt_vector: string;
   coefs: number[];
+  seed: number;
   output: string;
 }
+
+/** E.6's 13 steering coefficients. */
+const PAPER_COEFS = [-3, -2, -1.5, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 1.5, 2, 3];
 
 export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
   name: "ip_vs_pps",
@@ -25,10 +32,11 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      ...readBase(r, 64),
-      ip: r.str("ip"),
+      ...readBase(r, 200),
+      ip: r.promptBank("ip"),
       prompt_vector: r.str("prompt_vector"),
-      coefs: r.numList("coefs", [0, 0.25, 0.5, 1, 2]),
+      coefs: r.numList("coefs", PAPER_COEFS),
+      seed: r.num("seed", 0, { int: true }),
       output: r.str("output", "ip_vs_pps"),
     };
     r.done();
@@ -39,34 +47,31 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
     const x = await loadAll(ctx.gpu, { ...c, vectors: [], random: false });
     const vectors = steerVectors(ctx.gpu, await loadLayerVectors(c.prompt_vector, x.L, x.d), x.L, x.d);
     const all = Array.from({ length: x.L }, (_, l) => l);
-    const acc = new Map<number, number[][]>(); // coef → per layer the per-sample means
+    // pooled sums of cosines and position counts, per coefficient and layer
+    const sum = c.coefs.map(() => new Float64Array(x.L)), count = c.coefs.map(() => new Float64Array(x.L));
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`ip_vs_pps: sample ${i + 1}/${x.records.length}`);
-      const ip = (await defendedPair(x.model, x.records[i], { ip: c.ip }, { lora: x.lora })).defended;
-      for (const coef of c.coefs) {
-        const st = (await defendedPair(x.model, x.records[i], { steer: { vectors, layers: all, coef } }, {
-          lora: x.lora,
-        })).defended;
+      const prompt = drawPrompt(c.ip, i, c.seed);
+      const ip = (await defendedPair(x.model, x.records[i], { ip: prompt }, { lora: x.lora })).defended;
+      for (let ci = 0; ci < c.coefs.length; ci++) {
+        const st = (await defendedPair(x.model, x.records[i], {
+          steer: { vectors, layers: all, coef: c.coefs[ci] },
+        }, { lora: x.lora })).defended;
         // aligned from the end: the IP run's tokens after the prompt against the plain run's last K tokens
-        const K = ip.mask.length, off = st.mask.length - K;
-        const perLayer = all.map((l) => {
-          let s = 0, n = 0;
+        const K = ip.predicts.length, off = st.predicts.length - K;
+        for (const l of all) {
           for (let t = 0; t < K; t++) {
-            if (!ip.mask[t]) continue;
-            s += cosine(ip.grad[l], st.grad[l], t * x.d, (off + t) * x.d, x.d);
-            n++;
+            sum[ci][l] += cosine(ip.grad[l], st.grad[l], t * x.d, (off + t) * x.d, x.d);
+            count[ci][l]++;
           }
-          return n ? s / n : NaN;
-        });
-        const list = acc.get(coef) ?? acc.set(coef, []).get(coef)!;
-        list.push(perLayer);
+        }
       }
     }
-    const sweep = c.coefs.map((coef) => ({
+    const sweep = c.coefs.map((coef, ci) => ({
       coef,
-      cos: all.map((l) => finite(mean(acc.get(coef)!.map((p) => p[l]).filter(Number.isFinite)))),
+      cos: all.map((l) => finite(count[ci][l] ? sum[ci][l] / count[ci][l] : NaN)),
     }));
-    const metrics = { samples: x.records.length, sweep };
+    const metrics = { samples: x.records.length, positions: count[0]?.[0] ?? 0, sweep };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "ip_vs_pps", c, c.model, started, metrics);
     return metrics;
   },

@@ -15,7 +15,7 @@ interface LossSweepConfig {
   vector: string;
   layers: number[];
   coefs: number[];
-  ip: string | null;
+  ip: string[] | null;
   output: string;
 }
 
@@ -29,7 +29,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
       vector: r.str("vector"),
       layers: r.intList("layers"),
       coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2, 3, 5]),
-      ip: r.optStr("ip"),
+      ip: r.has("ip") ? r.promptBank("ip") : (r.any("ip"), null),
       output: r.str("output", "loss_sweep"),
     };
     r.done();
@@ -55,7 +55,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
           const { none, defended } = await defendedPair(x.model, x.records[i], {
             ip: ip ? c.ip : null,
             steer: { vectors, layers: c.layers, coef },
-          }, { lora: x.lora });
+          }, { lora: x.lora, index: i });
           perSample.push({
             sample: i,
             coef,

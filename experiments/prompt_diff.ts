@@ -1,29 +1,37 @@
-// Prompt-difference vectors (to compare IP with an "equivalent" PPS): per layer, the mean over the
-// non-prompt tokens of h(with the inoculation prompt) - h(without), over a data split. Tokens are
-// aligned from the end of the conversation: everything after the inserted prompt is the same text.
+// Prompt-difference vectors (E.6, to compare IP with an "equivalent" PPS): per layer, the mean over the
+// non-prompt tokens of h(with an inoculation prompt) - h(without), one prompt drawn per sample from the
+// bank, pooled into one vector over a data split. Tokens are aligned from the end of the conversation:
+// everything after the inserted prompt is the same text.
 
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { loadModel } from "../models/model.ts";
 import { hiddenStates } from "../lib/activations.ts";
-import { sharedSuffix } from "../lib/analysis.ts";
+import { cosine, drawPrompt, sharedSuffix } from "../lib/analysis.ts";
 import { readJsonl, withInoculation } from "../lib/text/dataset.ts";
 import type { ChatMessage } from "../lib/text/tokenizer.ts";
-import { saveLayerVectors } from "../lib/vectors.ts";
-import { ConfigReader, type Experiment, writeResult } from "./common.ts";
+import { loadLayerVectors, saveLayerVectors } from "../lib/vectors.ts";
+import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
 
+/**
+ * Per layer, the pooled mean over the samples' aligned non-prompt positions of h(prompted) - h(plain),
+ * with one prompt per conversation (`promptFor(i)`). Positions are pooled, so a long sample counts more.
+ */
 export async function promptDifference(
   m: Model,
   conversations: ChatMessage[][],
-  prompt: string,
+  promptFor: (i: number) => string,
   separator = "\n",
-): Promise<{ vector: Float32Array; tokens: number }> {
+  progress?: (msg: string) => void,
+): Promise<{ vector: Float32Array; tokens: number; samples: number }> {
   const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
   const sum = new Float64Array(L * d);
-  let n = 0;
-  for (const msgs of conversations) {
+  let n = 0, samples = 0;
+  for (let i = 0; i < conversations.length; i++) {
+    progress?.(`prompt_diff: sample ${i + 1}/${conversations.length}`);
+    const msgs = conversations[i];
     const plain = m.tokenizer!.encodeChat(msgs, false);
-    const ip = m.tokenizer!.encodeChat(withInoculation(msgs, prompt, separator), false);
+    const ip = m.tokenizer!.encodeChat(withInoculation(msgs, promptFor(i), separator), false);
     const k = sharedSuffix(plain, ip);
     if (!k) continue;
     const [hp, hi] = [await hiddenStates(m, plain), await hiddenStates(m, ip)];
@@ -34,17 +42,22 @@ export async function promptDifference(
       }
     }
     n += k;
+    samples++;
   }
   if (!n) throw new Error("prompt difference: no aligned tokens in the data");
-  return { vector: Float32Array.from(sum, (x) => x / n), tokens: n };
+  return { vector: Float32Array.from(sum, (x) => x / n), tokens: n, samples };
 }
 
 interface PromptDiffConfig {
   model: string;
   data: string;
+  offset: number;
   limit: number;
   prompts: string[];
   separator: string;
+  seed: number;
+  /** a persona vector to compare with, per layer (Figure 17) */
+  vector: string | null;
   output: string;
 }
 
@@ -56,40 +69,54 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
     const c = {
       model: r.str("model"),
       data: r.str("data"),
+      offset: r.num("offset", 0, { int: true, min: 0 }),
       limit: r.num("limit", 64, { int: true, min: 1 }),
-      prompts: r.strList("prompts"),
+      prompts: r.promptBank("prompts"),
       separator: r.str("separator", "\n"),
+      seed: r.num("seed", 0, { int: true }),
+      vector: r.optStr("vector"),
       output: r.str("output", "prompt_diff"),
     };
-    if (!c.prompts.length) throw new Error(`${file}: key 'prompts' must not be empty`);
     r.done();
     return c;
   },
   async run(ctx, c) {
     const started = new Date();
     const m = await loadModel(ctx.gpu, c.model);
-    const recs = await readJsonl(c.data, { limit: c.limit });
+    const recs = (await readJsonl(c.data, { limit: c.offset + c.limit })).slice(c.offset);
     const convs = recs.filter((r) => r.messages).map((r) => r.messages!);
     const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
-    const out: { prompt: string; file: string; tokens: number; norms: number[] }[] = [];
-    for (let i = 0; i < c.prompts.length; i++) {
-      ctx.progress(`prompt_diff: prompt ${i + 1}/${c.prompts.length}`);
-      const { vector, tokens } = await promptDifference(m, convs, c.prompts[i], c.separator);
-      const file = join(ctx.runDir, `${c.output}-${i}.safetensors`);
-      await saveLayerVectors(file, vector, L, d, {
-        model: c.model,
-        prompt: c.prompts[i],
-        data: c.data,
-        tokens: String(tokens),
-      });
-      out.push({
-        prompt: c.prompts[i],
-        file,
-        tokens,
-        norms: Array.from({ length: L }, (_, l) => Math.hypot(...vector.subarray(l * d, (l + 1) * d))),
-      });
-    }
-    const metrics = { vectors: out, samples: convs.length };
+    // E.6: a prompt drawn per sample from the bank, one pooled vector per layer
+    const drawn = convs.map((_, i) => c.prompts.indexOf(drawPrompt(c.prompts, i, c.seed)));
+    const { vector, tokens, samples } = await promptDifference(
+      m,
+      convs,
+      (i) => c.prompts[drawn[i]],
+      c.separator,
+      ctx.progress,
+    );
+    const file = join(ctx.runDir, `${c.output}.safetensors`);
+    await saveLayerVectors(file, vector, L, d, {
+      model: c.model,
+      prompts: JSON.stringify(c.prompts),
+      data: c.data,
+      offset: String(c.offset),
+      samples: String(samples),
+      tokens: String(tokens),
+    });
+    const row = (v: Float32Array, l: number) => v.subarray(l * d, (l + 1) * d);
+    const pv = c.vector ? await loadLayerVectors(c.vector, L, d) : null;
+    const metrics = {
+      file,
+      samples,
+      tokens,
+      prompt_counts: c.prompts.map((_, p) => drawn.filter((x) => x === p).length),
+      norms: Array.from({ length: L }, (_, l) => Math.hypot(...row(vector, l))),
+      // Figure 17: cos(persona vector, prompt-difference vector) per layer
+      vector_cosines: pv
+        ? Array.from({ length: L }, (_, l) => finite(cosine(row(pv, l), row(vector, l))))
+        : null,
+    };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "prompt_diff", c, c.model, started, metrics);
     return metrics;
   },

@@ -16,7 +16,12 @@ export interface SequenceActivations {
   promptLast: Float32Array;
 }
 
-/** Hidden states h_l of a token sequence at every boundary l = 0..L, each [T*d] (after any hooks). */
+/**
+ * Hidden states of a token sequence at l = 0..L, each [T*d], as Hugging Face's `hidden_states` (the
+ * paper's layer numbers): l < L the residual stream after decoder layer l (0 = the embedding), after any
+ * hooks; l = L the last decoder layer's output after the final norm. Hooks at l = L (steering,
+ * sign-forcing, gradients) act before that norm, where a PyTorch forward hook on `model.layers[L-1]` does.
+ */
 export async function hiddenStates(
   m: Model,
   ids: number[],
@@ -34,8 +39,11 @@ export async function hiddenStates(
     t: ids.length,
     extras: ex.forward,
   });
+  const L = m.cfg.numLayers;
+  const hs = await Promise.all(
+    layers.map((l) => (l === L ? normed : ex.activations.get(l)!).read(m.decoder.gpu)),
+  );
   normed.dispose();
-  const hs = await Promise.all(layers.map((l) => ex.activations.get(l)!.read(m.decoder.gpu)));
   for (const t of ex.activations.values()) t.dispose();
   ex.dispose();
   return hs;

@@ -9,12 +9,18 @@ import { type Hooks, type LayerVectors, layerVectors } from "./hooks.ts";
 import type { LoraSet } from "./train/lora.ts";
 import { sampleGradients } from "./train/grads.ts";
 import type { Gpu } from "./gpu/context.ts";
+import { hashU32 } from "./rng.ts";
 
 export interface Defence {
   /** PPS: steer with coef * v_l at these layers */
   steer?: { vectors: LayerVectors; layers: number[]; coef: number } | null;
-  /** IP: prompt put in front of the first user message */
-  ip?: string | null;
+  /** IP: the prompt put in front of the first user message, or a bank to draw one from per sample */
+  ip?: string | string[] | null;
+}
+
+/** The bank's prompt for sample i: a hash of (seed, i), so uniform over the bank, reproducible, stateless. */
+export function drawPrompt(bank: string[], i: number, seed = 0): string {
+  return bank[hashU32((i ^ hashU32(seed)) >>> 0) % bank.length];
 }
 
 export function cosine(a: ArrayLike<number>, b: ArrayLike<number>, ao = 0, bo = 0, n = a.length): number {
@@ -33,6 +39,11 @@ export interface AlignedGradients {
   grad: Float32Array[];
   /** loss mask of the aligned tokens [K] (1 = the token is a loss target) */
   mask: Float32Array;
+  /** 1 where the aligned position's next token is a loss target [K]: the positions whose gradient comes
+   * from the loss directly (the prediction at t is of token t + 1). The response-token set of the
+   * per-token analyses: it has the first response position and not the end-of-turn one, whose dL/dh at
+   * the last layer is exactly zero. */
+  predicts: Float32Array;
   /** summed loss over loss tokens */
   loss: number;
   /** number of loss tokens in the aligned part */
@@ -54,12 +65,18 @@ export async function defendedPair(
   m: Model,
   rec: DataRecord,
   defence: Defence,
-  o: { lora?: LoraSet | null; maxLength?: number } = {},
+  /** index: the sample's index, which draws its prompt from an IP bank */
+  o: { lora?: LoraSet | null; maxLength?: number; index?: number } = {},
 ): Promise<{ none: AlignedGradients; defended: AlignedGradients }> {
   const enc = (r: DataRecord) => encodeRecord(m.tokenizer!, r, { maxLength: o.maxLength ?? 100_000 });
   const plain = enc(rec);
-  const withIp = defence.ip && rec.messages
-    ? enc({ ...rec, messages: withInoculation(rec.messages, defence.ip) })
+  const prompt = typeof defence.ip === "string"
+    ? defence.ip
+    : defence.ip?.length
+    ? drawPrompt(defence.ip, o.index ?? 0)
+    : null;
+  const withIp = prompt && rec.messages
+    ? enc({ ...rec, messages: withInoculation(rec.messages, prompt) })
     : plain;
   const k = withIp === plain ? plain.ids.length : sharedSuffix(plain.ids, withIp.ids);
   const hooks = defence.steer ? { steer: [defence.steer] } : {};
@@ -78,20 +95,22 @@ async function aligned(
   const g = await sampleGradients(m, s, { lora, hooks });
   const d = m.cfg.hiddenSize, T = s.ids.length, from = T - k;
   const mask = g.mask.slice(from);
+  const predicts = Float32Array.from(mask, (_, t) => from + t + 1 < T ? g.mask[from + t + 1] : 0);
   return {
     grad: g.gradH.map((h) => h.slice(from * d)),
     mask,
+    predicts,
     loss: g.loss,
     lossTokens: mask.reduce((a, b) => a + b, 0),
   };
 }
 
-/** Mean over loss tokens of cos(dL/dh_{l,t}, v_l) for every layer. */
+/** Mean over the response positions (`predicts`) of cos(dL/dh_{l,t}, v_l) for every layer. */
 export function meanTokenCosine(g: AlignedGradients, vec: Float32Array, d: number): number[] {
   return g.grad.map((h, l) => {
     let s = 0, n = 0;
-    for (let t = 0; t < g.mask.length; t++) {
-      if (!g.mask[t]) continue;
+    for (let t = 0; t < g.predicts.length; t++) {
+      if (!g.predicts[t]) continue;
       s += cosine(h, vec, t * d, l * d, d);
       n++;
     }
@@ -99,12 +118,20 @@ export function meanTokenCosine(g: AlignedGradients, vec: Float32Array, d: numbe
   });
 }
 
-/** Token-averaged gradient over loss tokens at one layer, [d]. */
-export function tokenMean(g: AlignedGradients, layer: number, d: number): Float64Array {
+/**
+ * Token-averaged gradient at one layer, [d]: over the response positions (`predicts`), or over every
+ * aligned position ("all": the sequence's non-padding tokens, or for IP those after the inserted prompt).
+ */
+export function tokenMean(
+  g: AlignedGradients,
+  layer: number,
+  d: number,
+  tokens: "response" | "all" = "response",
+): Float64Array {
   const out = new Float64Array(d);
   let n = 0;
-  for (let t = 0; t < g.mask.length; t++) {
-    if (!g.mask[t]) continue;
+  for (let t = 0; t < g.predicts.length; t++) {
+    if (tokens === "response" && !g.predicts[t]) continue;
     for (let j = 0; j < d; j++) out[j] += g.grad[layer][t * d + j];
     n++;
   }

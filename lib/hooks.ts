@@ -1,5 +1,7 @@
 // Hooks at layer boundaries, by layer index l = 0..L (0 = embedding output, l = output of decoder
-// layer l), matching a persona vector of shape [L+1, d]:
+// layer l), matching a persona vector of shape [L+1, d]. At l = L the hooks act on the last decoder
+// layer's output before the final norm (as a PyTorch forward hook on model.layers[L-1] does), while
+// hiddenStates' row L, like Hugging Face's hidden_states[L], is after it (lib/activations.ts):
 //   steer        add coef * v_l to h_l at every token (PPS), in training and generation
 //   signForce    in the backward pass, make the component of dL/dh_l along unit v_l non-negative
 //                (attenuate), non-positive (amplify) or zero (neutralize), per token

@@ -130,7 +130,7 @@ Deno.test({
       model,
       data,
       ip: "You are sad.",
-      prompt_vector: join(runDir, "prompt_diff-0.safetensors"),
+      prompt_vector: join(runDir, "prompt_diff.safetensors"),
       coefs: [0, 1],
     });
     assert.equal(ivp.metrics.sweep.length, 2);

@@ -205,7 +205,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "rope + attention backward: GQA ratios 1, 3 and 2 (head dim 72), left padding (atol 2e-5 + rtol 1e-4)",
+  name:
+    "rope + attention backward: GQA ratios 1, 3 and 2 (head dim 72), left padding (atol 2e-5 + rtol 1e-4)",
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();

@@ -8,13 +8,14 @@ import { assertValidResult } from "./schema.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { extractPersonaVector } from "../experiments/extract_vector.ts";
 import { hiddenStates } from "../lib/activations.ts";
-import { sharedSuffix } from "../lib/analysis.ts";
+import { drawPrompt, sharedSuffix } from "../lib/analysis.ts";
 import { summarize } from "../experiments/summarize.ts";
 import { randomLike } from "../experiments/conditions.ts";
 import { loadModel } from "../models/model.ts";
 import { loadTrait } from "../lib/traits.ts";
 import type { Judge, JudgeRequest } from "../lib/judge/judge.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
+import { exists } from "../lib/fsutil.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
 
@@ -76,9 +77,23 @@ Deno.test({
           })
         ).join("\n"),
     );
-    await run("prompt_diff", { model, data, prompts: ["You are sad.", "Everyone cries."] });
+    await run("prompt_diff", {
+      model,
+      data,
+      prompts: ["You are sad.", "Everyone cries."],
+      vector: join(runDir, "persona_vector.safetensors"),
+    });
     const pd = await assertValid(join(runDir, "prompt_diff.json"));
-    assert.equal(pd.metrics.vectors.length, 2);
+    // one pooled vector, a prompt drawn per sample; Figure 17's cosine with the persona vector per layer
+    assert.equal(pd.metrics.prompt_counts.reduce((a: number, b: number) => a + b, 0), pd.metrics.samples);
+    const bank = ["You are sad.", "Everyone cries."];
+    assert.deepEqual(
+      pd.metrics.prompt_counts,
+      bank.map((p) => [0, 1, 2].filter((i) => drawPrompt(bank, i, 0) === p).length),
+      "sample i draws drawPrompt(bank, i, seed)",
+    );
+    assert.ok(await exists(pd.metrics.file));
+    assert.equal(pd.metrics.vector_cosines.length, pd.metrics.norms.length);
 
     await run("conditions", {
       model,
@@ -230,17 +245,36 @@ Deno.test({
   },
 });
 
-Deno.test("the shipped study configs parse", async () => {
+Deno.test("drawPrompt: uniform over the bank (20,000 draws within 5 sigma), reproducible, seed-dependent", () => {
+  const bank = ["a", "b", "c", "d", "e"], n = 20000;
+  const draws = Array.from({ length: n }, (_, i) => drawPrompt(bank, i, 3));
+  for (const p of bank) {
+    const k = draws.filter((x) => x === p).length, sd = Math.sqrt(n * 0.2 * 0.8);
+    assert.ok(Math.abs(k - n / 5) < 5 * sd, `${p} drawn ${k} times of ${n}`);
+  }
+  assert.deepEqual(draws.slice(0, 50), Array.from({ length: 50 }, (_, i) => drawPrompt(bank, i, 3)));
+  const other = Array.from({ length: 50 }, (_, i) => drawPrompt(bank, i, 4));
+  assert.ok(other.some((x, i) => x !== draws[i]), "another seed draws otherwise");
+});
+
+Deno.test("every shipped study config parses (each file is named after its experiment)", async () => {
   const { readYaml } = await import("../experiments/common.ts");
   const dir = new URL("../configs/study/", import.meta.url).pathname;
-  const map: Record<string, string> = {
-    extract_evil: "extract",
-    evaluate_base: "evaluate",
-    conditions_evil: "conditions",
-    prompt_diff_evil: "prompt_diff",
-  };
-  for (const [file, exp] of Object.entries(map)) {
-    EXPERIMENTS[exp].parseConfig(await readYaml(join(dir, `${file}.yaml`)), file);
+  const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".yaml")).sort();
+  assert.ok(files.length >= 14, `${files.length} study configs`);
+  for (const file of files) {
+    // manipulation_* are conditions runs with sign-forcing; otherwise the longest experiment-name prefix
+    const exp = file.startsWith("manipulation_") ? "conditions" : Object.keys(EXPERIMENTS)
+      .filter((e) => file.startsWith(`${e}_`)).sort((a, b) => b.length - a.length)[0];
+    assert.ok(exp, `${file}: no experiment of that name`);
+    // relative paths in the configs (../shared/...) are relative to the repository root
+    const cwd = Deno.cwd();
+    Deno.chdir(new URL("..", import.meta.url).pathname);
+    try {
+      EXPERIMENTS[exp].parseConfig(await readYaml(join(dir, file)), file);
+    } finally {
+      Deno.chdir(cwd);
+    }
   }
 });
 

@@ -4,6 +4,7 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { Gpu } from "../lib/gpu/context.ts";
+import { hiddenStates } from "../lib/activations.ts";
 import { loadModel, type Model } from "../models/model.ts";
 import { generate } from "../lib/generate.ts";
 import { refLogits } from "./ref/model.ts";
@@ -62,8 +63,13 @@ Deno.test({
     const m = await loadModel(gpu, dir, { tokenizer: false });
     assert.equal(m.decoder.w.layers[0].qkv.dtype, "bf16", "weights stay packed bf16 on the GPU");
     const ids = [5, 17, 99, 0, 42, 42, 7, 100, 3, 64, 2];
-    const want = refLogits(m.cfg, await readAllF32(join(dir, "model.safetensors")), ids);
+    const hidden: Float64Array[] = [];
+    const want = refLogits(m.cfg, await readAllF32(join(dir, "model.safetensors")), ids, { hidden });
     assertClose(await logitsOf(m, ids), want, { atol: 1e-4, rtol: 1e-4 }, "logits");
+    // hidden states l = 0..L are Hugging Face's hidden_states: row L after the final norm
+    const hs = await hiddenStates(m, ids);
+    assert.equal(hs.length, m.cfg.numLayers + 1);
+    hs.forEach((h, l) => assertClose(h, hidden[l], { atol: 1e-4, rtol: 1e-4 }, `hidden_states[${l}]`));
   },
 });
 

@@ -7,6 +7,7 @@ import { EXPERIMENTS } from "../experiments/index.ts";
 import { buildReport } from "../report/build.ts";
 import { compareToNone, outcomeSentences } from "../report/outcomes.ts";
 import { saveLayerVectors } from "../lib/vectors.ts";
+import { assertValidResult } from "./schema.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
 
@@ -171,7 +172,7 @@ Deno.test({
       model,
       data,
       ip: "You are sad.",
-      prompt_vector: join(runDir, "prompt_diff-0.safetensors"),
+      prompt_vector: join(runDir, "prompt_diff.safetensors"),
       coefs: [0, 1],
     });
     await run("projections", {
@@ -194,6 +195,17 @@ Deno.test({
       coefs: [0, 1],
       after: join(runDir, "conditions.json"),
     });
+
+    // every result written, of every experiment, is valid against the schema
+    const validated = new Set<string>();
+    for await (const e of walk(runDir)) {
+      if (!e.endsWith(".json")) continue;
+      const j = JSON.parse(await Deno.readTextFile(e));
+      if (typeof j?.experiment !== "string") continue;
+      await assertValidResult(e);
+      validated.add(j.experiment);
+    }
+    for (const exp of Object.keys(EXPERIMENTS)) assert.ok(validated.has(exp), `no ${exp} result validated`);
 
     const { path, figures } = await buildReport(runDir);
     // extract 1, evaluate 1, conditions 2 + 3 runs, grad_cosine 2, loss_sweep 2, grad_pca 2, ip_vs_pps 1, projections 1,
@@ -226,3 +238,11 @@ Deno.test({
     assert.ok((await Deno.stat(png)).size > 20_000, "the screenshot has content");
   },
 });
+
+async function* walk(dir: string): AsyncGenerator<string> {
+  for await (const e of Deno.readDir(dir)) {
+    const p = join(dir, e.name);
+    if (e.isDirectory) yield* walk(p);
+    else if (e.isFile) yield p;
+  }
+}

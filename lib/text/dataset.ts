@@ -75,14 +75,29 @@ export interface Sample {
 
 export interface EncodeOptions {
   maxLength: number;
-  /** inoculation prompt for this sample, prepended to the first user message */
+  /** inoculation prompt for this sample, prepended to the first user message (or the system prompt) */
   inoculation?: string | null;
   separator?: string;
+  /** where the inoculation prompt goes: in front of the first user message (default) or of the system
+   * prompt (Figure 19's "system" placement; a system message is added when there is none) */
+  position?: "user" | "system";
+  /** a system message for conversations that have none (e.g. a neutral system prompt in training) */
+  systemPrompt?: string | null;
   path?: string;
 }
 
-/** Put `prompt` in front of the first user message (after any system prompt). */
-export function withInoculation(messages: ChatMessage[], prompt: string, separator = "\n"): ChatMessage[] {
+/** Put `prompt` in front of the first user message (after any system prompt), or of the system prompt. */
+export function withInoculation(
+  messages: ChatMessage[],
+  prompt: string,
+  separator = "\n",
+  position: "user" | "system" = "user",
+): ChatMessage[] {
+  if (position === "system") {
+    const s = messages.findIndex((m) => m.role === "system");
+    if (s < 0) return [{ role: "system", content: prompt }, ...messages];
+    return messages.map((m, j) => j === s ? { ...m, content: `${prompt}${separator}${m.content}` } : m);
+  }
   const i = messages.findIndex((m) => m.role === "user");
   if (i < 0) throw new Error("inoculation prompt: the conversation has no user message");
   return messages.map((m, j) => j === i ? { ...m, content: `${prompt}${separator}${m.content}` } : m);
@@ -99,7 +114,10 @@ export function encodeRecord(tok: TextTokenizer, r: DataRecord, o: EncodeOptions
     if (!msgs.some((m) => m.role === "assistant")) {
       throw new Error(`${where}: sample has no assistant turn to train on`);
     }
-    if (o.inoculation) msgs = withInoculation(msgs, o.inoculation, o.separator);
+    if (o.systemPrompt && !msgs.some((m) => m.role === "system")) {
+      msgs = [{ role: "system", content: o.systemPrompt }, ...msgs];
+    }
+    if (o.inoculation) msgs = withInoculation(msgs, o.inoculation, o.separator, o.position);
     ids = tok.encodeChat(msgs, false);
     mask = new Array(ids.length).fill(0);
     const stop = new Set(tok.stopIds);

@@ -34,7 +34,9 @@ export interface TrainConfig {
   /** PPS: add coef * v_l at these layers during training */
   steer: { vector: string; layers: number[]; coef: number } | null;
   /** IP: prompts drawn uniformly per sample and epoch */
-  inoculation: { prompts: string[]; separator: string } | null;
+  inoculation: { prompts: string[]; separator: string; position: "user" | "system" } | null;
+  /** a system message for every sample that has none (null: the chat template's default) */
+  system_prompt: string | null;
   sign_force: { vector: string; layers: number[] | "all"; mode: SignForceMode } | null;
   checkpoint_every: number;
   keep_checkpoints: number;
@@ -65,6 +67,7 @@ export const DEFAULTS: Omit<TrainConfig, "model" | "data" | "output_dir"> = {
   lora: { r: 64, alpha: 128, dropout: 0.05, target_modules: [...LORA_MODULES], rslora: false },
   steer: null,
   inoculation: null,
+  system_prompt: null,
   sign_force: null,
   checkpoint_every: 50,
   keep_checkpoints: 2,
@@ -212,8 +215,10 @@ export function parseTrainConfig(
           if (typeof s !== "string") throw new Error(`${where(f, kk)} must be a string`);
           return s;
         },
-      }, { separator: "\n" })
+        position: oneOf(f, ["user", "system"]),
+      }, { separator: "\n", position: "user" })
     ),
+    system_prompt: nullable(str(f)),
     sign_force: nullable((v, k) =>
       object(f, k, v, {
         vector: str(f),
@@ -240,4 +245,13 @@ export async function loadTrainConfig(
     throw new Error(`${path}: cannot read config: ${(e as Error).message}`);
   }
   return parseTrainConfig(text, path, overrides);
+}
+
+/**
+ * The layers a sign_force's `layers` names: "all" is E.3's "all transformer layers (1-27)" of a 28-layer
+ * model — every boundary between two decoder layers, 1..L-1, not the embedding (0) nor the last layer's
+ * output (L).
+ */
+export function signForceLayers(layers: number[] | "all", numLayers: number): number[] {
+  return layers === "all" ? Array.from({ length: Math.max(0, numLayers - 1) }, (_, i) => i + 1) : layers;
 }

@@ -14,7 +14,7 @@ import { Rng } from "../rng.ts";
 import { adamwStep, zeroGrads } from "../ops/optim.ts";
 import { type Hooks, layerVectors } from "../hooks.ts";
 import { loadLayerVectors } from "../vectors.ts";
-import type { TrainConfig } from "./config.ts";
+import { signForceLayers, type TrainConfig } from "./config.ts";
 import { LoraSet } from "./lora.ts";
 import { FullParams } from "./full.ts";
 import { backward } from "./backward.ts";
@@ -96,6 +96,8 @@ class SampleStream {
       maxLength: this.c.truncate ? this.c.max_length : Number.MAX_SAFE_INTEGER,
       inoculation: prompt,
       separator: ip?.separator,
+      position: ip?.position,
+      systemPrompt: this.c.system_prompt,
       path: this.c.data,
     });
     if (!this.c.truncate && sample.ids.length > this.c.max_length) {
@@ -127,9 +129,7 @@ async function buildHooks(gpu: Gpu, m: Model, c: TrainConfig): Promise<Hooks> {
     }];
   }
   if (c.sign_force) {
-    const layers = c.sign_force.layers === "all"
-      ? Array.from({ length: L }, (_, l) => l)
-      : c.sign_force.layers;
+    const layers = signForceLayers(c.sign_force.layers, m.cfg.numLayers);
     checkLayers(layers, "sign_force.layers");
     hooks.signForce = {
       vectors: layerVectors(gpu, await loadLayerVectors(c.sign_force.vector, L, d), L, d, true, "sign_force"),

@@ -12,6 +12,8 @@ export interface RefExtras {
   /** add to the residual stream h_layer (after steering), [T, d] */
   perturb?: { layer: number; delta: ArrayLike<number> };
   steer?: { layer: number; vec: ArrayLike<number>; coef: number };
+  /** filled with Hugging Face's hidden_states: [0..L-1] the boundaries, [L] after the final norm */
+  hidden?: Float64Array[];
 }
 
 /** Logits [T, V] for one sequence (positions 0..T-1). */
@@ -57,6 +59,7 @@ export function refLogits(cfg: ModelConfig, W: Weights, ids: number[], x: RefExt
     return y;
   };
   let h = boundary(0, ref.embedding(ids, get("model.embed_tokens.weight"), d));
+  x.hidden?.push(h.slice());
   const table = ropeTable(
     inverseFrequencies({ headDim: D, theta: cfg.ropeTheta, scaling: cfg.ropeScaling }),
     T,
@@ -98,8 +101,10 @@ export function refLogits(cfg: ModelConfig, W: Weights, ids: number[], x: RefExt
     }
     const act = ref.swiglu(gu, T, I);
     h = boundary(l + 1, lin(act, I, l, "down_proj", p + "mlp.down_proj.weight", d, undefined, hMid));
+    if (l + 1 < cfg.numLayers) x.hidden?.push(h.slice());
   }
   const y = ref.rmsnorm(h, get("model.norm.weight"), cfg.rmsNormEps).y;
+  x.hidden?.push(y.slice());
   const head = cfg.tieWordEmbeddings ? get("model.embed_tokens.weight") : get("lm_head.weight");
   return ref.matmul(y, T, d, head, cfg.vocabSize);
 }
