@@ -116,6 +116,30 @@ function readCondition(r: ConfigReader): Condition {
   return c;
 }
 
+/** Table 3 counts a checkpoint only when its mean coherence is at least this. */
+export const PEAK_MIN_COHERENCE = 20;
+
+/**
+ * Table 3's peak: the checkpoint with the highest mean trait score among those whose mean coherence is at
+ * least PEAK_MIN_COHERENCE (null when none is; sign-forcing can make every checkpoint incoherent).
+ */
+export function peakTrait(
+  over: { step: number; summary: EvalSummary }[],
+): { step: number; trait_mean: number; trait_sem: number | null; coherence_mean: number } | null {
+  let best: { step: number; summary: EvalSummary } | null = null;
+  for (const o of over) {
+    const s = o.summary;
+    if (s.trait_mean == null || s.coherence_mean == null || s.coherence_mean < PEAK_MIN_COHERENCE) continue;
+    if (!best || s.trait_mean > best.summary.trait_mean!) best = o;
+  }
+  return best && {
+    step: best.step,
+    trait_mean: best.summary.trait_mean!,
+    trait_sem: best.summary.trait_sem ?? null,
+    coherence_mean: best.summary.coherence_mean!,
+  };
+}
+
 /** The top-level training keys with a condition's over them; `lora` is merged key by key. */
 export function mergeTrain(
   base: Record<string, unknown>,
@@ -358,6 +382,7 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
               before: preSummary,
               after: finalSummary,
               over_training: over,
+              peak: peakTrait(over),
               train_losses: tr.steps.map((s) => s.loss),
             };
             await writeResult(

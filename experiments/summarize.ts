@@ -8,6 +8,8 @@ interface Row {
   what: string;
   trait: string;
   coherence: string;
+  /** Table 3: the peak trait over checkpoints with coherence >= 20 */
+  peak: string;
   n: string;
 }
 
@@ -43,6 +45,7 @@ export async function summarize(dir: string): Promise<Row[]> {
         what: m.trait,
         trait: fmt(s.trait_mean, s.trait_sem),
         coherence: fmt(s.coherence_mean, s.coherence_sem),
+        peak: "-",
         n: `${s.n} (${s.missing_trait} missing)`,
       });
     } else if (j.experiment === "conditions.run") {
@@ -52,6 +55,11 @@ export async function summarize(dir: string): Promise<Row[]> {
         what: m.id,
         trait: `${fmt(m.before.trait_mean)} → ${fmt(m.after.trait_mean, m.after.trait_sem)}`,
         coherence: fmt(m.after.coherence_mean, m.after.coherence_sem),
+        peak: m.peak === undefined
+          ? "-"
+          : m.peak === null
+          ? "none coherent"
+          : `${fmt(m.peak.trait_mean, m.peak.trait_sem)} @${m.peak.step}`,
         n: String(m.after.n),
       });
     } else if (j.experiment === "extract") {
@@ -61,10 +69,19 @@ export async function summarize(dir: string): Promise<Row[]> {
         what: m.trait,
         trait: "-",
         coherence: "-",
+        peak: "-",
         n: `${m.kept}/${m.total} pairs kept`,
       });
     } else {
-      rows.push({ file, experiment: j.experiment as string, what: "", trait: "-", coherence: "-", n: "-" });
+      rows.push({
+        file,
+        experiment: j.experiment as string,
+        what: "",
+        trait: "-",
+        coherence: "-",
+        peak: "-",
+        n: "-",
+      });
     }
   }
   return rows.sort((a, b) => (a.file < b.file ? -1 : 1));
@@ -77,6 +94,7 @@ export function printTable(rows: Row[]): string {
     what: "what",
     trait: "trait",
     coherence: "coherence",
+    peak: "peak (coh>=20)",
     n: "n",
   };
   const cols = Object.keys(head) as (keyof Row)[];

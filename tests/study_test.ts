@@ -9,7 +9,7 @@ import { defendedPair, meanTokenCosine, tokenMean } from "../lib/analysis.ts";
 import { withInoculation } from "../lib/text/dataset.ts";
 import { signForceLayers } from "../lib/train/config.ts";
 import { ConfigReader, readJudgeConfig } from "../experiments/common.ts";
-import { mergeTrain } from "../experiments/conditions.ts";
+import { mergeTrain, peakTrait } from "../experiments/conditions.ts";
 import { judgeBoth } from "../experiments/evaluate.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import type { Judge, JudgeRequest } from "../lib/judge/judge.ts";
@@ -149,4 +149,18 @@ Deno.test("coherence rubric from a file: read and checked at parse, sent to the 
   const trait = await loadTrait(EVIL);
   await judgeBoth(judge, trait, "Q?", "A.");
   assert.equal(seen.find((r) => r.rubric === "coherence")!.prompt, "RUBRIC q=Q? a=A.");
+});
+
+Deno.test("Table 3's peak: the highest trait among checkpoints with coherence >= 20; none coherent gives null", () => {
+  const at = (step: number, trait: number | null, coh: number | null) => ({
+    step,
+    summary: { trait_mean: trait, trait_sem: 1, coherence_mean: coh } as never,
+  });
+  assert.deepEqual(peakTrait([at(10, 90, 15), at(20, 60, 20), at(30, 70, 80), at(40, null, 90)]), {
+    step: 30,
+    trait_mean: 70,
+    trait_sem: 1,
+    coherence_mean: 80,
+  });
+  assert.equal(peakTrait([at(10, 90, 19.9)]), null);
 });
