@@ -19,7 +19,7 @@ const USAGE = `usage: deno task <command> [flags]
   generate         --model DIR --prompt STR [--chat] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--json]
                    [--adapter DIR] [--steer FILE.safetensors --layer L[,L…] --coef C [--steer-mode all|prompt|response]]
   convert-llama2c  <model.bin> <tok.bin> <out-dir>
-  train            --config FILE.yaml [--resume]
+  train            --config FILE.yaml [--resume | --overwrite]
   grads            --model DIR [--adapter DIR] (--data FILE.jsonl [--limit N] | --tokens 1,2,3)
                    [--steer FILE.safetensors --layer L --coef C] [--ip-prompt STR] --out FILE.safetensors
   exp              <experiment> --config FILE.yaml [--run-dir DIR]   (extract, evaluate, conditions, prompt_diff,
@@ -30,7 +30,7 @@ const USAGE = `usage: deno task <command> [flags]
   world model      [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]   pretrain it
   world card       [--out DIR] [--seed S]            re-measure a world model, rewrite its MODEL_CARD.md
   demo             [--model DIR] [--out DIR] [--traits DIR] [--data FILE] [--judge-url URL --judge-model M
-                   --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--seed S]   the whole pipeline (README)
+                   --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--full] [--seed S]   the whole pipeline (README)
   stories          convert ../shared/models/stories260K and generate from it [--out DIR]
   model:random     --like qwen2.5-0.5b|qwen2.5-7b|llama-3.2-1b --out DIR [--dtype bf16|f16|f32] [--layers N]
                    [--seed S] [--tokenizer DIR] [--shard-gb G]   random weights of a real shape, Hub layout`;
@@ -79,6 +79,7 @@ const COMMANDS: Record<
       layer: "string",
       coef: "string",
       quick: "boolean",
+      full: "boolean",
       seed: "string",
     },
   },
@@ -107,7 +108,7 @@ const COMMANDS: Record<
     },
   },
   exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
-  train: { run: trainCommand, flags: { config: "string", resume: "boolean" } },
+  train: { run: trainCommand, flags: { config: "string", resume: "boolean", overwrite: "boolean" } },
   grads: {
     run: gradsCommand,
     flags: {

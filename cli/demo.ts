@@ -14,7 +14,7 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
       base_url: a["judge-url"] as string,
       model: (a["judge-model"] as string) ?? "gpt-4.1-mini-2025-04-14",
       api_key_env: (a["judge-key-env"] as string) ?? null,
-      cache_dir: "runs/judge-cache",
+      cache_dir: null,
       concurrency: 8,
       retries: 5,
       coherence_prompt: null,
@@ -32,6 +32,7 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
     layer: a.layer === undefined ? null : parseNumber(a.layer as string, "layer", 0, { int: true, min: 0 }),
     coef: parseNumber(a.coef as string, "coef", 1.5),
     quick: !!a.quick,
+    full: !!a.full,
     seed: parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 }),
   });
   const s = r.summary as {

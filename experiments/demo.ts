@@ -23,6 +23,8 @@ export interface DemoOptions {
   layer: number | null;
   coef: number;
   quick: boolean;
+  /** also the runs that do not fit the demo's 6 minutes: sign-forcing (Tables 1-2) and cross-trait */
+  full: boolean;
   seed: number;
 }
 
@@ -31,8 +33,9 @@ export async function runDemo(
   o: DemoOptions,
 ): Promise<{ report: string; summary: Record<string, unknown> }> {
   const t0 = performance.now();
+  const steps = o.full ? 10 : 9;
   const step = (i: number, s: string) =>
-    ctx.progress(`[${i}/7] ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    ctx.progress(`[${i}/${steps}] ${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   const worldDir = join(o.out, "world");
   step(1, "building the synthetic world (data, trait files)");
   await buildWorld(worldDir, o.seed);
@@ -84,22 +87,7 @@ export async function runDemo(
       { name: "ip", inoculation: IP_PROMPTS.evil },
       { name: "random_pps", steer: { layers: [layer], coef: o.coef, random: true } },
     ],
-    train: {
-      epochs: q ? 1 : 3,
-      max_steps: q ? 2 : null,
-      batch_size: 8,
-      grad_accum: 1,
-      lr: 2e-3,
-      warmup: 0.1,
-      max_length: 128,
-      checkpoint_every: q ? 1 : 13,
-      lora: {
-        r: 8,
-        alpha: 16,
-        dropout: 0.0,
-        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-      },
-    },
+    train: demoTrain(q),
     eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: !q },
   });
   step(5, "gradient cosines with the evil, sycophantic and random vectors");
@@ -126,7 +114,59 @@ export async function runDemo(
     coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 4],
     ip: IP_PROMPTS.evil[0],
   });
-  step(7, "building the report");
+  step(7, "gradient-difference PCA for PPS and for IP");
+  for (
+    const defence of [{ name: "pps", steer: { vector: "evil", layers: [layer], coef: o.coef } }, {
+      name: "ip",
+      ip: IP_PROMPTS.evil,
+    }]
+  ) {
+    await run("grad_pca", {
+      model: o.model,
+      data,
+      limit: q ? 3 : 48,
+      layer,
+      vectors: [{ name: "evil", path: vec }, {
+        name: "sycophantic",
+        path: join(ctx.runDir, "sycophantic_vector.safetensors"),
+      }],
+      defence,
+      output: `grad_pca_${defence.name}`,
+    });
+  }
+  {
+    step(8, "sign-forcing along the evil and a random vector, 1 epoch (Tables 1-2)");
+    const sf = join(ctx.runDir, "sign_forcing");
+    await Deno.mkdir(sf, { recursive: true });
+    const e = EXPERIMENTS.conditions;
+    await e.run(
+      { ...ctx, runDir: sf },
+      e.parseConfig({
+        model: o.model,
+        trait: join(traits, "eval", "evil.json"),
+        judge,
+        vector: vec,
+        seeds: [o.seed],
+        post: [{ name: "evil_heavy", data }],
+        conditions: [{ name: "none" }],
+        sign_force_modes: ["attenuate", "amplify", "neutralize"],
+        sign_force_vectors: ["trait", "random"],
+        train: { ...demoTrain(q), epochs: 1, schedule: "cosine", checkpoint_every: 1000 },
+        eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
+      }, "demo:sign_forcing"),
+    );
+    step(9, "cross-trait: sycophantic data steered with the evil vector");
+    await run("cross_trait", {
+      model: o.model,
+      data: join(worldDir, "data", "sycophantic_heavy.jsonl"),
+      limit: q ? 2 : 24,
+      trait_a: { name: "sycophantic", vector: join(ctx.runDir, "sycophantic_vector.safetensors") },
+      trait_b: { name: "evil", vector: vec },
+      layers: [layer],
+      coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 5],
+    });
+  }
+  step(steps, "building the report");
   const rep = await buildReport(ctx.runDir);
   const cond = JSON.parse(await Deno.readTextFile(join(ctx.runDir, "conditions.json"))).metrics;
   const summary = {
@@ -145,4 +185,24 @@ export async function runDemo(
   };
   await atomicWriteJson(join(ctx.runDir, "demo_summary.json"), summary);
   return { report: rep.path, summary };
+}
+
+/** The demo's LoRA training: small and fast enough for the world model on two cores. */
+function demoTrain(q: boolean): Record<string, unknown> {
+  return {
+    epochs: q ? 1 : 3,
+    max_steps: q ? 2 : null,
+    batch_size: 8,
+    grad_accum: 1,
+    lr: 2e-3,
+    warmup: 0.1,
+    max_length: 128,
+    checkpoint_every: q ? 1 : 13,
+    lora: {
+      r: 8,
+      alpha: 16,
+      dropout: 0.0,
+      target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+  };
 }

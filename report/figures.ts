@@ -1,6 +1,13 @@
 // Vega-Lite figure specs for each kind of result JSON. Each returns figures with a caption that says
 // what was run; the page builder renders them to SVG headlessly.
 
+import {
+  gradCosineSignature,
+  gradPcaSignature,
+  lossSweepSignature,
+  signForcingFigure,
+} from "./signatures.ts";
+
 /** A parsed result file (shapes vary by experiment; each reader checks what it uses). */
 // deno-lint-ignore no-explicit-any
 export type Json = any;
@@ -8,6 +15,8 @@ export type Json = any;
 export interface Figure {
   title: string;
   caption: string;
+  /** whether the run shows the paper's signature for this figure, in words (report/signatures.ts) */
+  signature?: string;
   spec: Record<string, unknown>;
 }
 
@@ -51,6 +60,7 @@ function gradCosine(r: Json, file: string): Figure[] {
   return [
     {
       title: `Gradient cosine with the ${trait} vector, per layer`,
+      signature: gradCosineSignature(r),
       caption:
         `${file}: mean over ${m.samples} samples of the per-sample mean over loss tokens of cos(dL/dh_l, v_l), with each defence and without (no defence). Model ${cfg.model}.`,
       spec: line([...none, ...means], "layer", "defended", "series", {
@@ -97,6 +107,7 @@ function lossSweep(r: Json, file: string): Figure[] {
   return [
     {
       title: "Loss against steering intensity",
+      signature: lossSweepSignature(r),
       caption:
         `${file}: mean per-token loss over response tokens of ${m.samples} samples when steering layers ${r.config.layers} with ε·v.`,
       spec: line(vals, "coef", "loss", "series", { x: "ε", y: "mean loss" }),
@@ -118,6 +129,7 @@ function gradPca(r: Json, file: string): Figure[] {
   return [
     {
       title: "Gradient-difference PCA: explained variance",
+      signature: gradPcaSignature(r),
       caption:
         `${file}: uncentered PCA (${m.method} path) of per-sample defended − defenceless gradients at layer ${m.layer}, ${m.samples} samples; components up to 95 % of the variance.`,
       spec: {
@@ -241,6 +253,7 @@ function conditions(r: Json, file: string): Figure[] {
         },
       },
     },
+    ...signForcingFigure(r, file),
   ];
 }
 

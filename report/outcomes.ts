@@ -2,6 +2,7 @@
 // hand), so that a run says what its defences did, whichever way it went.
 
 import type { Json } from "./figures.ts";
+import { pcaComparison } from "./signatures.ts";
 
 export interface LoadedResult {
   file: string;
@@ -87,5 +88,6 @@ export function outcomeSentences(loaded: LoadedResult[]): string[] {
   return [
     ...of("conditions").flatMap((l) => conditionSentences(l.file, l.result.metrics)),
     ...of("loss_sweep").flatMap((l) => lossSweepSentences(l.file, l.result.metrics)),
+    ...pcaComparison(loaded),
   ];
 }

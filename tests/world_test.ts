@@ -98,9 +98,20 @@ Deno.test({
       layer: null,
       coef: 1.5,
       quick: true,
+      full: true,
       seed: 0,
     });
     assert.ok((await Deno.stat(d.report)).size > 10_000);
+    // the report says beside each figure whether the run shows the paper's signature (either way)
+    const html = await Deno.readTextFile(d.report);
+    for (
+      const s of ["Signature (Fig. 3)", "Signature (Fig. 4c)", "Signature (Tables 1, 2)", "PC1 explains"]
+    ) {
+      assert.ok(html.includes(s), `report lacks '${s}'`);
+    }
+    assert.match(html, /Sign-forcing: trait after training by defence/);
+    assert.match(html, /Gradient-difference PCA: PC1 explains [\d.]+ % for PPS and [\d.]+ % for IP/);
+    assert.match(html, /Cross-trait: sycophantic data steered with the evil vector/);
     assert.deepEqual(Object.keys((d.summary as { after: object }).after).sort(), [
       "ip",
       "none",
