@@ -4,6 +4,7 @@
 
 import type { Model } from "../models/model.ts";
 import type { Hooks } from "./hooks.ts";
+import { Tensor } from "./tensor.ts";
 import { buildExtras } from "./train/extras.ts";
 import type { LoraSet } from "./train/lora.ts";
 
@@ -40,8 +41,9 @@ export async function hiddenStates(
     extras: ex.forward,
   });
   const L = m.cfg.numLayers;
-  const hs = await Promise.all(
-    layers.map((l) => (l === L ? normed : ex.activations.get(l)!).read(m.decoder.gpu)),
+  const hs = await Tensor.readMany(
+    m.decoder.gpu,
+    layers.map((l) => (l === L ? normed : ex.activations.get(l)!)),
   );
   normed.dispose();
   for (const t of ex.activations.values()) t.dispose();

@@ -179,10 +179,23 @@ export class Tensor {
 
   /** Read back (all chunks) as f32 (or raw u32 for u32 tensors). Submits. */
   async read(gpu: Gpu): Promise<Float32Array> {
-    const parts = this.chunks.map((c) =>
+    return (await Tensor.readMany(gpu, [this]))[0];
+  }
+
+  /** Read several tensors back with one submit (each awaited readback costs >= 10 ms in Deno). */
+  static async readMany(gpu: Gpu, ts: Tensor[]): Promise<Float32Array[]> {
+    const parts = ts.map((t) => t.scheduleRead(gpu));
+    await gpu.submit();
+    return await Promise.all(parts.map((p, i) => ts[i].assemble(p)));
+  }
+
+  private scheduleRead(gpu: Gpu): Promise<ArrayBuffer>[] {
+    return this.chunks.map((c) =>
       gpu.readLater(c.buffer, c.offset ?? 0, c.rows * this.rowElems * bytesPerElement(this.dtype))
     );
-    await gpu.submit();
+  }
+
+  private async assemble(parts: Promise<ArrayBuffer>[]): Promise<Float32Array> {
     const out = new Float32Array(this.numel);
     let o = 0;
     for (const p of parts) {

@@ -84,7 +84,8 @@ export class FullParams {
       data: Float32Array,
       shape: number[],
     ) => (out[name] = { dtype: "F32", shape, data });
-    const get = (n: string) => this.store.read(n);
+    const values = await this.store.readParams(); // one readback, not one per tensor
+    const get = (n: string) => Promise.resolve(values.get(n)!);
     put("model.embed_tokens.weight", await get("embed"), [c.vocabSize, d]);
     if (!c.tieWordEmbeddings) put("lm_head.weight", await get("lm_head"), [c.vocabSize, d]);
     put("model.norm.weight", await get("final_norm"), [d]);

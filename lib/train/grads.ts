@@ -4,6 +4,7 @@
 import type { Model } from "../../models/model.ts";
 import { disposeSaved } from "../../models/decoder.ts";
 import { packBatch, type Sample } from "../text/dataset.ts";
+import { Tensor } from "../tensor.ts";
 import type { Hooks } from "../hooks.ts";
 import { backward } from "./backward.ts";
 import { buildExtras } from "./extras.ts";
@@ -40,13 +41,17 @@ export async function sampleGradients(
     ex.backward,
   );
   disposeSaved(saved!);
-  const lossRead = lossT.read(gpu);
-  const gradReads = layers.map((l) => ex.grads.get(l)!.read(gpu));
-  const loraReads = o.lora ? o.lora.store.entries.map((e) => e.grad.read(gpu)) : [];
-  const loss = (await lossRead).reduce((a, x) => a + x, 0);
-  const gradH = await Promise.all(gradReads);
+  // one submit for the loss, every dL/dh_l and every LoRA gradient
+  const loraGrads = o.lora ? o.lora.store.entries.map((e) => e.grad) : [];
+  const [lossRow, ...rest] = await Tensor.readMany(gpu, [
+    lossT,
+    ...layers.map((l) => ex.grads.get(l)!),
+    ...loraGrads,
+  ]);
+  const loss = lossRow.reduce((a, x) => a + x, 0);
+  const gradH = rest.slice(0, layers.length);
   const lora = new Map<string, Float32Array>();
-  if (o.lora) (await Promise.all(loraReads)).forEach((g, i) => lora.set(o.lora!.store.entries[i].name, g));
+  rest.slice(layers.length).forEach((g, i) => lora.set(o.lora!.store.entries[i].name, g));
   lossT.dispose();
   for (const t of ex.grads.values()) t.dispose();
   ex.dispose();

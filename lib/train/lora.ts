@@ -126,8 +126,9 @@ export class LoraSet {
 
   async save(dir: string, baseModel = ""): Promise<void> {
     const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+    const values = await this.store.readParams();
     for (const e of this.store.entries) {
-      tensors[e.name] = { dtype: "F32", shape: e.shape, data: await this.store.read(e.name) };
+      tensors[e.name] = { dtype: "F32", shape: e.shape, data: values.get(e.name)! };
     }
     await writeSafetensors(join(dir, "adapter_model.safetensors"), tensors, { format: "pt" });
     await atomicWriteJson(join(dir, "adapter_config.json"), {
