@@ -14,28 +14,42 @@ export function parseNumber(
   v: string | undefined,
   flag: string,
   dflt: number,
-  opts: { int?: boolean; min?: number } = {},
+  opts: { int?: boolean; min?: number; max?: number } = {},
 ): number {
   if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || (opts.int && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
+  // decimal only: Number() would also take "0x10", "1e2", "" and " 3 "
+  const n = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v) && !(opts.int && /[.eE]/.test(v))
+    ? Number(v)
+    : NaN;
+  if (
+    !Number.isFinite(n) || (opts.int && !Number.isSafeInteger(n)) ||
+    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max)
+  ) {
+    const range = [
+      opts.min !== undefined ? `>= ${opts.min}` : "",
+      opts.max !== undefined ? `<= ${opts.max}` : "",
+    ]
+      .filter(Boolean).join(" and ");
     throw new UsageError(
-      `--${flag}: expected ${opts.int ? "an integer" : "a number"}${
-        opts.min !== undefined ? ` >= ${opts.min}` : ""
-      }, got '${v}'`,
+      `--${flag}: expected ${opts.int ? "an integer" : "a number"}${range ? ` ${range}` : ""}, got '${v}'`,
     );
   }
   return n;
 }
 
-export function parseTokenList(v: string, flag: string): number[] {
+/** Comma-separated decimal token ids, each below `vocab` (ids are u32 on the GPU: nothing may wrap). */
+export function parseTokenList(v: string, flag: string, vocab = 2 ** 32): number[] {
   const ids = v.split(",").map((s) => s.trim()).filter((s) => s.length);
-  const out = ids.map((s) => Number(s));
-  const bad = ids.find((_s, i) => !Number.isInteger(out[i]) || out[i] < 0);
-  if (bad !== undefined || !out.length) {
-    throw new UsageError(`--${flag}: expected comma-separated token ids, got '${v}'`);
-  }
-  return out;
+  if (!ids.length) throw new UsageError(`--${flag}: expected comma-separated token ids, got '${v}'`);
+  return ids.map((s) => {
+    const n = /^\d+$/.test(s) ? Number(s) : NaN;
+    if (!Number.isSafeInteger(n) || n >= vocab) {
+      throw new UsageError(
+        `--${flag}: '${s}' is not a token id (expected a decimal integer in 0..${vocab - 1}), in '${v}'`,
+      );
+    }
+    return n;
+  });
 }
 
 export async function startGpu(): Promise<Gpu> {

@@ -12,7 +12,12 @@ export async function expCommand(
   const [name, dir] = pos;
   if (name === "summarize") {
     if (!dir) throw new UsageError("exp summarize: expected a run folder");
-    console.log(printTable(await summarize(dir)));
+    const rows = await summarize(dir);
+    console.log(printTable(rows));
+    for (const s of rows.skipped) console.error(`skipped ${s.file}: ${s.why}`);
+    if (rows.skipped.length) {
+      throw new Error(`${dir}: ${rows.skipped.length} result file(s) could not be read (listed above)`);
+    }
     return;
   }
   const e = name ? EXPERIMENTS[name] : undefined;

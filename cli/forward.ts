@@ -11,6 +11,7 @@ export async function forwardCommand(a: Record<string, string | boolean | undefi
   const given = a.tokens ? parseTokenList(a.tokens as string, "tokens") : null;
   const gpu = await startGpu();
   const model = await loadModel(gpu, dir, { tokenizer: !!a.text });
+  if (given) parseTokenList(a.tokens as string, "tokens", model.cfg.vocabSize); // ids the embedding has
   const tokens = given ?? model.tokenizer!.encode(a.text as string, true);
   const dec = model.decoder;
   const { normed } = dec.forward({ ids: Uint32Array.from(tokens), batch: 1, t: tokens.length });

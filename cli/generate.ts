@@ -14,7 +14,8 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   if (prompt === undefined) throw new UsageError("generate: --prompt is required");
   const maxNew = parseNumber(a["max-new-tokens"] as string, "max-new-tokens", 128, { int: true, min: 1 });
   const temperature = parseNumber(a.temperature as string, "temperature", 0, { min: 0 });
-  const topP = parseNumber(a["top-p"] as string, "top-p", 1, { min: 0 });
+  const topP = parseNumber(a["top-p"] as string, "top-p", 1, { min: 0, max: 1 });
+  if (!(topP > 0)) throw new UsageError("--top-p: expected a number in (0, 1], got 0");
   const seed = parseNumber(a.seed as string, "seed", 0, { int: true });
   const steerMode = (a["steer-mode"] as string | undefined) ?? "all";
   if (!["all", "prompt", "response"].includes(steerMode)) {
@@ -22,6 +23,11 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   }
   if (a.steer && (a.layer === undefined || a.coef === undefined)) {
     throw new UsageError("generate: --steer needs --layer and --coef");
+  }
+  for (const k of ["layer", "coef", "steer-mode"]) {
+    if (!a.steer && a[k] !== undefined) {
+      throw new UsageError(`generate: --${k} needs --steer (a vector file)`);
+    }
   }
   const gpu = await startGpu();
   const model = await loadModel(gpu, dir);
@@ -48,6 +54,7 @@ export async function generateCommand(a: Record<string, string | boolean | undef
     stopIds: tok.stopIds,
     padId: tok.tokenToId("<|endoftext|>") ?? 0,
     extras: gx?.extras,
+    warn: (m) => console.error(`note: ${m}`),
   });
   gx?.dispose();
   const secs = (performance.now() - t0) / 1000;

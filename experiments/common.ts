@@ -56,6 +56,21 @@ export class ConfigReader {
     if (typeof v !== "string") this.err(key, "a string", v);
     return v as string;
   }
+  /**
+   * A name that becomes part of a path inside the run folder (an output file, a condition's folder):
+   * letters, digits, '-', '_', '.', not starting with '.', so nothing can leave the run folder.
+   */
+  name(key: string, dflt?: string): string {
+    const v = this.str(key, dflt);
+    if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(v) || v.length > 200) {
+      this.err(
+        key,
+        "a name of letters, digits, '-', '_' and '.' (not starting with '.'; it names a file or folder in the run folder)",
+        v,
+      );
+    }
+    return v;
+  }
   optStr(key: string): string | null {
     return this.has(key) ? this.str(key) : (this.k(key), null);
   }
@@ -199,7 +214,8 @@ export type JudgeConfig =
     base_url: string;
     model: string;
     api_key_env: string | null;
-    cache_dir: string;
+    /** null: <run folder>/judge-cache; a shared folder may be named to reuse answers across runs */
+    cache_dir: string | null;
     concurrency: number;
     retries: number;
     /** coherence rubric template ({question}, {answer}) read from `coherence_prompt: FILE`; null = ours */
@@ -219,7 +235,7 @@ export function readJudgeConfig(r: ConfigReader): JudgeConfig {
       base_url: r.str("base_url"),
       model: r.str("model"),
       api_key_env: r.optStr("api_key_env"),
-      cache_dir: r.str("cache_dir", "runs/judge-cache"),
+      cache_dir: r.optStr("cache_dir"),
       concurrency: r.num("concurrency", 8, { int: true, min: 1 }),
       retries: r.num("retries", 5, { int: true, min: 0 }),
       coherence_prompt: readRubric(r, "coherence_prompt"),
@@ -287,7 +303,7 @@ async function makeJudgeOf(ctx: ExperimentContext, c: JudgeConfig): Promise<Judg
       baseUrl: c.base_url,
       model: c.model,
       apiKey,
-      cacheDir: c.cache_dir,
+      cacheDir: c.cache_dir ?? join(ctx.runDir, "judge-cache"),
       concurrency: c.concurrency,
       retries: c.retries,
       log: ctx.progress,

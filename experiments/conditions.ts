@@ -76,7 +76,7 @@ export function randomLike(ref: Float32Array, layers: number, d: number, seed: n
 
 function readCondition(r: ConfigReader): Condition {
   const c: Condition = {
-    name: r.str("name"),
+    name: r.name("name"),
     steer: null,
     inoculation: null,
     inoculation_position: "user",
@@ -186,13 +186,13 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
       seeds: r.intList("seeds", [0]),
       pre: r.has("pre")
         ? r.list("pre").map((p) => {
-          const o = { name: p.str("name"), data: p.optStr("data") };
+          const o = { name: p.name("name"), data: p.optStr("data") };
           p.done();
           return o;
         })
         : (r.any("pre"), [{ name: "base", data: null }]),
       post: r.list("post").map((p) => {
-        const o = { name: p.str("name"), data: p.str("data") };
+        const o = { name: p.name("name"), data: p.str("data") };
         p.done();
         return o;
       }),
@@ -235,6 +235,16 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         ...crossSignForce(c.conditions, c.sign_force_modes, c.sign_force_vectors),
       ];
     }
+    // names become folders (<pre>__<post>__<condition>__seed<k>): a repeated one would overwrite a run
+    for (const [key, list] of [["pre", c.pre], ["post", c.post], ["conditions", c.conditions]] as const) {
+      const seen = new Set<string>();
+      for (const { name } of list) {
+        if (seen.has(name)) {
+          throw new Error(`${file}: key '${key}' names '${name}' twice; names must be unique`);
+        }
+        seen.add(name);
+      }
+    }
     // validate the shared training keys now, not after hours of the first run
     parseTrainConfig("", `${file} (train)`, { ...c.train, model: c.model, data: "x", output_dir: "x" });
     for (const cond of c.conditions) {
@@ -263,8 +273,10 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
     const L = base.cfg.numLayers + 1, d = base.cfg.hiddenSize;
     const trait = await loadTrait(c.trait);
     const judge = await makeJudge(ctx, c.judge);
+    // resume: a cell killed mid-training continues from its last checkpoint (one of another config is
+    // refused by the trainer, never overwritten)
     const quietTrain = (cfg: TrainConfig) =>
-      train(cfg, { gpu: ctx.gpu, progress: (s) => ctx.progress(`    ${s}`) });
+      train(cfg, { gpu: ctx.gpu, resume: true, progress: (s) => ctx.progress(`    ${s}`) });
     const baseTrain = (
       data: string,
       out: string,

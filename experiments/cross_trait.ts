@@ -40,7 +40,7 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
       layers: r.intList("layers"),
       coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2]),
       after: r.optStr("after"),
-      output: r.str("output", "cross_trait"),
+      output: r.name("output", "cross_trait"),
     };
     r.done();
     return c;

@@ -46,7 +46,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
       r: r.num("r", 8, { int: true, min: 1 }),
       alpha: r.num("alpha", 16, { min: 0 }),
       seed: r.num("seed", 0, { int: true }),
-      output: r.str("output", "delta_h"),
+      output: r.name("output", "delta_h"),
     };
     if (!["sgd", "adamw"].includes(c.optimizer)) {
       throw new Error(`${file}: key 'optimizer' must be sgd or adamw, found ${JSON.stringify(c.optimizer)}`);

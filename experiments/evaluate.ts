@@ -79,6 +79,11 @@ export async function answerAll(
   const tok = m.tokenizer!;
   const out: { ids: number[]; promptIds: number[]; text: string }[] = [];
   const gx = o.lora || o.steer.length ? generationExtras(m.decoder.gpu, o.lora, { steer: o.steer }) : null;
+  let warned = false;
+  const warn = (msg: string) => {
+    if (!warned) console.error(`note: ${msg}`);
+    warned = true;
+  };
   for (let i = 0; i < prompts.length; i += o.batchSize) {
     const batch = prompts.slice(i, i + o.batchSize).map((p) => chatPrompt(m, p.system, p.question));
     const g = await generate(m.decoder, batch, {
@@ -89,6 +94,7 @@ export async function answerAll(
       stopIds: tok.stopIds,
       padId: tok.tokenToId("<|endoftext|>") ?? 0,
       extras: gx?.extras,
+      warn,
     });
     g.tokens.forEach((ids, b) => {
       const content = ids.filter((t) => !tok.stopIds.includes(t));
@@ -210,7 +216,7 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
       system_prompt: r.optStr("system_prompt"),
       steer: null,
       projection: null,
-      output: r.str("output", "evaluate.json"),
+      output: r.name("output", "evaluate.json"),
     };
     if (r.has("steer")) {
       const s = r.sub("steer");

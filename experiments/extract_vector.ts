@@ -192,7 +192,7 @@ export const extractExperiment: Experiment<ExtractConfig> = {
       trait_threshold: r.num("trait_threshold", 50),
       coherence_threshold: r.num("coherence_threshold", 50),
       keep_all: r.bool("keep_all", false),
-      output: r.str("output", "persona_vector"),
+      output: r.name("output", "persona_vector"),
     };
     r.done();
     return c;

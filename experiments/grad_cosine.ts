@@ -50,7 +50,7 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
       random: r.bool("random", true),
       defences: r.list("defences").map(readDefence),
       coefs: r.has("coefs") ? r.numList("coefs") : (r.any("coefs"), null),
-      output: r.str("output", "grad_cosine"),
+      output: r.name("output", "grad_cosine"),
     };
     r.done();
     return c;

@@ -42,7 +42,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
       random: r.bool("random", true),
       defence: readDefence(r.sub("defence")),
       threshold: r.num("threshold", 0.95, { min: 0, max: 1 }),
-      output: r.str("output", "grad_pca"),
+      output: r.name("output", "grad_pca"),
     };
     if (c.limit < 2) throw new Error(`${file}: key 'limit' must be >= 2`);
     r.done();

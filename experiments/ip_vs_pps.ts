@@ -37,7 +37,7 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
       prompt_vector: r.str("prompt_vector"),
       coefs: r.numList("coefs", PAPER_COEFS),
       seed: r.num("seed", 0, { int: true }),
-      output: r.str("output", "ip_vs_pps"),
+      output: r.name("output", "ip_vs_pps"),
     };
     r.done();
     return c;

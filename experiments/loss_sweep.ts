@@ -30,7 +30,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
       layers: r.intList("layers"),
       coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2, 3, 5]),
       ip: r.has("ip") ? r.promptBank("ip") : (r.any("ip"), null),
-      output: r.str("output", "loss_sweep"),
+      output: r.name("output", "loss_sweep"),
     };
     r.done();
     return c;

@@ -35,7 +35,7 @@ export const projectionsExperiment: Experiment<ProjectionsConfig> = {
       limit: r.num("limit", 64, { int: true, min: 1 }),
       vectors: readVectors(r),
       random: r.bool("random", true),
-      output: r.str("output", "projections"),
+      output: r.name("output", "projections"),
     };
     r.done();
     return c;

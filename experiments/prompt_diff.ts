@@ -75,7 +75,7 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
       separator: r.str("separator", "\n"),
       seed: r.num("seed", 0, { int: true }),
       vector: r.optStr("vector"),
-      output: r.str("output", "prompt_diff"),
+      output: r.name("output", "prompt_diff"),
     };
     r.done();
     return c;

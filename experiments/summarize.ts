@@ -1,6 +1,6 @@
 // `deno task exp summarize DIR`: one table row per result JSON found under DIR.
 
-import { join, relative } from "node:path";
+import { type ReadResults, readResults } from "./results.ts";
 
 interface Row {
   file: string;
@@ -16,27 +16,12 @@ interface Row {
 const fmt = (m: number | null | undefined, s?: number | null) =>
   m == null ? "-" : s == null ? m.toFixed(1) : `${m.toFixed(1)} ± ${s.toFixed(1)}`;
 
-async function* walk(dir: string): AsyncGenerator<string> {
-  for await (const e of Deno.readDir(dir)) {
-    const p = join(dir, e.name);
-    if (e.isDirectory && e.name !== "checkpoints") yield* walk(p);
-    else if (e.isFile && e.name.endsWith(".json")) yield p;
-  }
-}
-
-export async function summarize(dir: string): Promise<Row[]> {
+/** One row per valid result under `dir`; the files skipped (unreadable, or not matching the schema). */
+export async function summarize(dir: string): Promise<Row[] & { skipped: ReadResults["skipped"] }> {
   const rows: Row[] = [];
-  for await (const f of walk(dir)) {
-    let j: Record<string, unknown>;
-    try {
-      j = JSON.parse(await Deno.readTextFile(f));
-    } catch {
-      continue;
-    }
-    if (typeof j?.experiment !== "string") continue;
-    // deno-lint-ignore no-explicit-any
-    const m = j.metrics as any;
-    const file = relative(dir, f);
+  const read = await readResults(dir);
+  for (const { file, json: j } of read.results) {
+    const m = j.metrics;
     if (j.experiment === "evaluate") {
       const s = m.summary;
       rows.push({
@@ -84,7 +69,7 @@ export async function summarize(dir: string): Promise<Row[]> {
       });
     }
   }
-  return rows.sort((a, b) => (a.file < b.file ? -1 : 1));
+  return Object.assign(rows.sort((a, b) => (a.file < b.file ? -1 : 1)), { skipped: read.skipped });
 }
 
 export function printTable(rows: Row[]): string {

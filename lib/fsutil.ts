@@ -10,13 +10,22 @@ export async function atomicWrite(path: string, data: Uint8Array | string): Prom
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    let off = 0;
-    while (off < bytes.length) off += await f.write(bytes.subarray(off));
-    await f.sync();
-  } finally {
-    f.close();
+    try {
+      let off = 0;
+      while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    // no temporary file left behind, whatever failed (a full disk, a directory at `path`, …)
+    await Deno.remove(tmp).catch(() => {});
+    if (e instanceof Deno.errors.IsADirectory || (e as Error).message?.includes("Is a directory")) {
+      throw new Error(`${path}: is a directory; expected a file path to write`);
+    }
+    throw e;
   }
-  await Deno.rename(tmp, path);
 }
 
 export function atomicWriteJson(path: string, value: unknown): Promise<void> {

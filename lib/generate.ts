@@ -27,6 +27,8 @@ export interface SamplingOptions {
   /** pad token id fed for left padding / finished rows (never attended to) */
   padId?: number;
   onToken?: (batchIndex: number, token: number) => void;
+  /** told when max_new_tokens is cut to fit the model's positions */
+  warn?: (msg: string) => void;
   /** adapters / steering for the prompt pass and for the generated tokens (see lib/train/extras.ts) */
   extras?: (phase: "prompt" | "response", rows: number) => ForwardExtras | undefined;
 }
@@ -42,6 +44,18 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
   if (!B) return { tokens: [], finish: [] };
   if (prompts.some((p) => p.length === 0)) throw new Error("generate: every prompt needs at least one token");
   const T = Math.max(...prompts.map((p) => p.length));
+  const P = dec.cfg.maxPositions;
+  if (T >= P) {
+    throw new Error(`generate: a prompt of ${T} tokens leaves no room in max_position_embeddings ${P}`);
+  }
+  // the KV cache holds the prompt plus what is asked for, never more positions than the model has
+  const maxNew = Math.min(o.maxNewTokens, P - T);
+  if (maxNew < o.maxNewTokens) {
+    o.warn?.(
+      `max_new_tokens ${o.maxNewTokens} capped to ${maxNew}: prompt ${T} + new tokens fill max_position_embeddings ${P}`,
+    );
+  }
+  o = { ...o, maxNewTokens: maxNew };
   const kvStart = prompts.map((p) => T - p.length);
   const cache = KVCache.create(gpu, dec.cfg, B, T + o.maxNewTokens);
   const stop = new Set(o.stopIds ?? []);

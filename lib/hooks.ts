@@ -65,3 +65,26 @@ export interface Hooks {
   /** layers whose gradients dL/dh_l to keep */
   captureGrads?: number[];
 }
+
+/**
+ * Every steering and sign-forcing layer names a boundary the vectors have, 0..L: a layer outside is an
+ * error here, not a hook that silently never runs (then generation or evaluation would report a steered
+ * result that was not steered).
+ */
+export function checkHookLayers(hooks: Hooks): void {
+  const check = (what: string, v: LayerVectors, layers: number[], unit: boolean) => {
+    const last = v.rows.length - 1;
+    for (const l of layers) {
+      if (!Number.isInteger(l) || l < 0 || l > last) {
+        throw new Error(`${what} layer ${l} is out of range 0..${last} (the model's layer boundaries)`);
+      }
+      if (!v.rows[l]) {
+        throw new Error(
+          `${what} layer ${l}: the vector's row ${l} is ${unit ? "zero (no direction)" : "missing"}`,
+        );
+      }
+    }
+  };
+  for (const s of hooks.steer ?? []) check("steering", s.vectors, s.layers, false);
+  if (hooks.signForce) check("sign-forcing", hooks.signForce.vectors, hooks.signForce.layers, true);
+}

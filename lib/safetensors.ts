@@ -82,6 +82,9 @@ export class SafetensorsFile {
       if (typeof header !== "object" || header === null || Array.isArray(header)) {
         throw new SafetensorsError(`${path}: header must be a JSON object`);
       }
+      // JSON.parse keeps the last of duplicate keys; the format forbids them (a second tensor by that name)
+      const dup = duplicateKey(new TextDecoder().decode(hbuf));
+      if (dup !== null) throw new SafetensorsError(`${path}: header names '${dup}' twice`);
       const dataStart = 8 + n, dataSize = size - dataStart;
       const tensors = new Map<string, TensorInfo>();
       let metadata: Record<string, string> = {};
@@ -132,6 +135,26 @@ export class SafetensorsFile {
           start: dataStart + off[0],
           byteLength: bytes,
         });
+      }
+      // as the reference implementation: tensors tile the data section, no overlap, no gap, nothing after
+      let end = 0;
+      for (
+        const t of [...tensors.values()].sort((a, b) => a.start - b.start || a.byteLength - b.byteLength)
+      ) {
+        const begin = t.start - dataStart;
+        if (begin !== end) {
+          throw new SafetensorsError(
+            `${path}: tensor '${t.name}' starts at data byte ${begin}, expected ${end} (${
+              begin < end ? "it overlaps the tensor before it" : "a gap before it"
+            }); tensors must tile the data section`,
+          );
+        }
+        end = begin + t.byteLength;
+      }
+      if (end !== dataSize) {
+        throw new SafetensorsError(
+          `${path}: the tensors cover ${end} bytes of the ${dataSize}-byte data section (extra bytes at the end)`,
+        );
       }
       return new SafetensorsFile(path, file, tensors, metadata);
     } catch (e) {
@@ -263,4 +286,47 @@ export async function writeSafetensors(
 
 export function f32Tensor(data: Float32Array, shape: number[]): TensorToWrite {
   return { dtype: "F32", shape, data };
+}
+
+/** The first key that occurs twice at the top level of a JSON object text, or null. */
+export function duplicateKey(json: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0, i = 0;
+  while (i < json.length) {
+    const c = json[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < json.length && json[j] !== '"') j += json[j] === "\\" ? 2 : 1;
+      const literal = json.slice(i, j + 1);
+      i = j + 1;
+      if (depth !== 1) continue;
+      while (i < json.length && /\s/.test(json[i])) i++;
+      if (json[i] !== ":") continue; // a value, not a key
+      const key = JSON.parse(literal) as string;
+      if (seen.has(key)) return key;
+      seen.add(key);
+      continue;
+    }
+    if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") depth--;
+    i++;
+  }
+  return null;
+}
+
+/** Index of the first NaN or ±Inf element of raw float data, or -1 (exponent bits all set). */
+export function firstNonFinite(raw: Uint8Array, dtype: SafeDType): number {
+  const aligned = raw.byteOffset % 4 === 0 ? raw : raw.slice();
+  if (dtype === "F32") {
+    const u = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 2);
+    for (let i = 0; i < u.length; i++) if ((u[i] & 0x7f800000) === 0x7f800000) return i;
+    return -1;
+  }
+  if (dtype === "BF16" || dtype === "F16") {
+    const mask = dtype === "BF16" ? 0x7f80 : 0x7c00;
+    const h = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 1);
+    for (let i = 0; i < h.length; i++) if ((h[i] & mask) === mask) return i;
+    return -1;
+  }
+  return -1;
 }

@@ -21,6 +21,8 @@ export interface ModelConfig {
   qkvBias: boolean;
   bosTokenId: number | null;
   eosTokenIds: number[];
+  /** `torch_dtype` (transformers <= 4) or `dtype` (5), as written; null when absent */
+  torchDtype: string | null;
 }
 
 export function parseConfig(raw: Record<string, unknown>, path = "config.json"): ModelConfig {
@@ -73,11 +75,14 @@ export function parseConfig(raw: Record<string, unknown>, path = "config.json"):
   }
   const isQwen = arch === "Qwen2ForCausalLM";
   const eos = raw.eos_token_id;
-  const eosTokenIds = Array.isArray(eos) ? eos.map(Number) : typeof eos === "number" ? [eos] : [];
-  const scaling = raw.rope_scaling;
-  if (scaling != null && typeof scaling !== "object") {
-    throw new Error(`${path}: field 'rope_scaling' must be an object or null`);
+  const isId = (x: unknown) => typeof x === "number" && Number.isInteger(x) && x >= 0;
+  if (eos != null && !(isId(eos) || (Array.isArray(eos) && eos.every(isId)))) {
+    throw new Error(
+      `${path}: field 'eos_token_id' must be a token id or a list of them, found ${JSON.stringify(eos)}`,
+    );
   }
+  const eosTokenIds = Array.isArray(eos) ? eos as number[] : isId(eos) ? [eos as number] : [];
+  const { theta: ropeTheta, scaling } = ropeOf(raw, path);
   if (isQwen && raw.use_sliding_window === true) {
     throw new Error(`${path}: use_sliding_window true is not supported (Qwen2.5 ships it false)`);
   }
@@ -91,15 +96,71 @@ export function parseConfig(raw: Record<string, unknown>, path = "config.json"):
     headDim,
     vocabSize: int("vocab_size"),
     rmsNormEps: num("rms_norm_eps", 1e-6),
-    ropeTheta: num("rope_theta", 10000),
-    ropeScaling: (scaling ?? null) as Record<string, unknown> | null,
+    ropeTheta,
+    ropeScaling: scaling,
     maxPositions: int("max_position_embeddings", 4096),
     // Both Qwen2Config and LlamaConfig default to untied embeddings.
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     qkvBias: isQwen ? true : raw.attention_bias === true,
     bosTokenId: typeof raw.bos_token_id === "number" ? raw.bos_token_id : null,
     eosTokenIds,
+    torchDtype: typeof (raw.dtype ?? raw.torch_dtype) === "string"
+      ? String(raw.dtype ?? raw.torch_dtype)
+      : null,
   };
+}
+
+/**
+ * RoPE base and scaling from either config layout: transformers <= 4 writes top-level `rope_theta` and
+ * `rope_scaling`; transformers 5 moves both into `rope_parameters` ({rope_type, rope_theta, factor, …}). A
+ * key that is present is never ignored: where both layouts give a value they must agree.
+ */
+export function ropeOf(
+  raw: Record<string, unknown>,
+  path: string,
+): { theta: number; scaling: Record<string, unknown> | null } {
+  const params = raw.rope_parameters;
+  if (params != null && (typeof params !== "object" || Array.isArray(params))) {
+    throw new Error(`${path}: field 'rope_parameters' must be an object`);
+  }
+  const p = (params ?? {}) as Record<string, unknown>;
+  const top = raw.rope_theta, nested = p.rope_theta;
+  for (const [k, v] of [["rope_theta", top], ["rope_parameters.rope_theta", nested]] as const) {
+    if (v !== undefined && v !== null && !(typeof v === "number" && v > 0)) {
+      throw new Error(`${path}: field '${k}' must be a positive number, found ${JSON.stringify(v)}`);
+    }
+  }
+  if (typeof top === "number" && typeof nested === "number" && top !== nested) {
+    throw new Error(`${path}: 'rope_theta' (${top}) and 'rope_parameters.rope_theta' (${nested}) disagree`);
+  }
+  const theta = (typeof nested === "number" ? nested : typeof top === "number" ? top : 10000) as number;
+  const scaling = raw.rope_scaling;
+  if (scaling != null && (typeof scaling !== "object" || Array.isArray(scaling))) {
+    throw new Error(`${path}: field 'rope_scaling' must be an object or null`);
+  }
+  const type = p.rope_type ?? p.type;
+  let fromParams: Record<string, unknown> | null = null;
+  if (type !== undefined && type !== "default") {
+    const { rope_theta: _theta, ...rest } = p;
+    fromParams = rest;
+  } else if (params && Object.keys(p).some((k) => !["rope_type", "type", "rope_theta"].includes(k))) {
+    throw new Error(
+      `${path}: 'rope_parameters' has scaling fields (${Object.keys(p).join(", ")}) but rope_type ${
+        JSON.stringify(type ?? null)
+      }`,
+    );
+  }
+  if (
+    fromParams && scaling != null &&
+    JSON.stringify(sortKeys(fromParams)) !== JSON.stringify(sortKeys(scaling as Record<string, unknown>))
+  ) {
+    throw new Error(`${path}: 'rope_scaling' and 'rope_parameters' describe different RoPE scalings`);
+  }
+  return { theta, scaling: (fromParams ?? scaling ?? null) as Record<string, unknown> | null };
+}
+
+function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 /** The HF tensor names of a decoder, with the shapes the config implies. */

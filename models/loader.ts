@@ -5,7 +5,13 @@
 import { join } from "node:path";
 import type { Gpu } from "../lib/gpu/context.ts";
 import { exists, readJson } from "../lib/fsutil.ts";
-import { type SafeDType, SafetensorsFile, type TensorInfo, toF32 } from "../lib/safetensors.ts";
+import {
+  firstNonFinite,
+  type SafeDType,
+  SafetensorsFile,
+  type TensorInfo,
+  toF32,
+} from "../lib/safetensors.ts";
 import { type DType, Tensor } from "../lib/tensor.ts";
 import { expectedTensors, type ModelConfig, parseConfig } from "./config.ts";
 
@@ -52,6 +58,15 @@ export class Checkpoint {
         throw new Error(`${index}: field 'weight_map' missing or not an object`);
       }
       names = [...new Set(Object.values(map))];
+      for (const n of names) {
+        // shard names are files in this folder: nothing the index says may read elsewhere
+        if (
+          typeof n !== "string" || !n || n.startsWith("/") ||
+          n.split(/[\\/]/).some((p) => p === ".." || p === "")
+        ) {
+          throw new Error(`${index}: weight_map names ${JSON.stringify(n)}; expected a file inside ${dir}`);
+        }
+      }
     } else if (await exists(single)) {
       names = ["model.safetensors"];
     } else {
@@ -85,9 +100,70 @@ export async function loadConfig(dir: string): Promise<ModelConfig> {
 
 const STORAGE: Partial<Record<SafeDType, DType>> = { F32: "f32", BF16: "bf16", F16: "f16" };
 
-/** Check names, shapes and dtypes of every tensor the config implies. */
+/** Tensors a checkpoint may carry that the model does not use. */
+const IGNORABLE = [/\.rotary_emb\.inv_freq$/];
+
+/**
+ * Check names, shapes and dtypes of every tensor the config implies, and that the checkpoint has no
+ * others: a tensor nobody reads is a config that does not match the checkpoint (fewer layers than it has)
+ * or an architecture feature this engine lacks (e.g. Qwen3's q_norm) — either way wrong logits if ignored.
+ */
 export function validateCheckpoint(ck: Checkpoint, cfg: ModelConfig): void {
-  for (const [name, shape] of expectedTensors(cfg)) {
+  // the layer count against the files first: a huge num_hidden_layers must not build anything
+  let fileLayers = 0;
+  for (const n of ck.where.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(n);
+    if (m) fileLayers = Math.max(fileLayers, +m[1] + 1);
+  }
+  if (cfg.numLayers > fileLayers) {
+    throw new Error(
+      `${ck.dir}: config.json says num_hidden_layers = ${cfg.numLayers}, but the checkpoint has ${fileLayers} layers`,
+    );
+  }
+  const expected = expectedTensors(cfg);
+  const known = new Set(expected.keys());
+  if (cfg.tieWordEmbeddings) known.add("lm_head.weight"); // some tied checkpoints still ship it
+  const extra = [...ck.where.keys()].filter((n) => !known.has(n) && !IGNORABLE.some((r) => r.test(n))).sort();
+  const deeper = extra.map((n) => /^model\.layers\.(\d+)\./.exec(n)).filter((m) =>
+    m && +m[1] >= cfg.numLayers
+  );
+  if (deeper.length) {
+    const top = Math.max(...deeper.map((m) => +m![1]));
+    throw new Error(
+      `${ck.dir}: the checkpoint has layers up to ${top}, but config.json says num_hidden_layers = ${cfg.numLayers}`,
+    );
+  }
+  if (extra.length) {
+    throw new Error(
+      `${ck.dir}: ${extra.length} tensor(s) the model does not use: ${extra.slice(0, 5).join(", ")}${
+        extra.length > 5 ? ", …" : ""
+      } (a different architecture, or a config.json that does not match?)`,
+    );
+  }
+  // bf16 and f16 have the same size, so a header that relabels one as the other reads as a valid file with
+  // other numbers: a checkpoint holds one half-precision kind, the one config.json names when it names one
+  const halves = new Map<string, string>();
+  for (const [name] of expected) {
+    const t = ck.info(name);
+    if (t.dtype === "BF16" || t.dtype === "F16") halves.set(t.dtype, halves.get(t.dtype) ?? name);
+  }
+  if (halves.size > 1) {
+    throw new Error(
+      `${ck.dir}: the checkpoint mixes BF16 ('${halves.get("BF16")}') and F16 ('${
+        halves.get("F16")
+      }') tensors`,
+    );
+  }
+  const declared = { bfloat16: "BF16", float16: "F16" }[String(cfg.torchDtype)];
+  const half = [...halves.keys()][0];
+  if (declared && half && half !== declared) {
+    throw new Error(
+      `${ck.dir}: tensors such as '${
+        halves.get(half)
+      }' are ${half}, but config.json says dtype ${cfg.torchDtype}`,
+    );
+  }
+  for (const [name, shape] of expected) {
     const t = ck.info(name);
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new Error(
@@ -107,9 +183,19 @@ export async function loadWeights(
   opts: LoadOptions = {},
 ): Promise<ModelWeights> {
   validateCheckpoint(ck, cfg);
+  // a NaN or Inf weight would give non-finite logits (or a run of token 0) without a word
+  const finite = (raw: Uint8Array, t: TensorInfo & { file: SafetensorsFile }) => {
+    const i = firstNonFinite(raw, t.dtype);
+    if (i >= 0) {
+      throw new Error(
+        `${t.file.path}: tensor '${t.name}' has a non-finite value (NaN or Inf) at element ${i}`,
+      );
+    }
+    return raw;
+  };
   const vec = async (name: string) => {
     const t = ck.info(name);
-    return Tensor.fromF32(gpu, toF32(await t.file.read(name), t.dtype, name), [t.shape[0]], name);
+    return Tensor.fromF32(gpu, toF32(finite(await t.file.read(name), t), t.dtype, name), [t.shape[0]], name);
   };
   /** Row-concatenation of matrices, kept in their common storage dtype (f32 if they differ). */
   const matrix = async (names: string[], label: string) => {
@@ -120,7 +206,7 @@ export async function loadWeights(
     const rows = infos.reduce((a, i) => a + i.shape[0], 0);
     const parts: Uint8Array[] = [];
     for (const i of infos) {
-      const raw = await i.file.read(i.name);
+      const raw = finite(await i.file.read(i.name), i);
       parts.push(
         dtype === "f32" && i.dtype !== "F32" ? new Uint8Array(toF32(raw, i.dtype, i.name).buffer) : raw,
       );
@@ -146,7 +232,7 @@ export async function loadWeights(
     if (cfg.qkvBias) {
       const parts = await Promise.all(["q", "k", "v"].map(async (x) => {
         const n = `${p}self_attn.${x}_proj.bias`, t = ck.info(n);
-        return toF32(await t.file.read(n), t.dtype, n);
+        return toF32(finite(await t.file.read(n), t), t.dtype, n);
       }));
       const b = new Float32Array(parts.reduce((a, x) => a + x.length, 0));
       let o = 0;

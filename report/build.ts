@@ -7,14 +7,7 @@ import { compile } from "vega-lite";
 import { atomicWrite } from "../lib/fsutil.ts";
 import { type Figure, FIGURES } from "./figures.ts";
 import { outcomeSentences } from "./outcomes.ts";
-
-async function* results(dir: string): AsyncGenerator<string> {
-  for await (const e of Deno.readDir(dir)) {
-    const p = join(dir, e.name);
-    if (e.isDirectory && e.name !== "checkpoints") yield* results(p);
-    else if (e.isFile && e.name.endsWith(".json")) yield p;
-  }
-}
+import { type ReadResults, readResults } from "../experiments/results.ts";
 
 export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
   // deno-lint-ignore no-explicit-any
@@ -31,19 +24,14 @@ const esc = (s: string) =>
 export async function buildReport(
   dir: string,
   out = join(dir, "report.html"),
-): Promise<{ path: string; figures: number }> {
-  const files: string[] = [];
-  for await (const f of results(dir)) files.push(f);
-  files.sort();
+): Promise<{ path: string; figures: number; skipped: ReadResults["skipped"] }> {
+  const read = await readResults(dir);
   const figs: (Figure & { svg: string })[] = [];
   const order = Object.keys(FIGURES);
-  const loaded: { f: string; j: { experiment: string } }[] = [];
-  for (const f of files) {
-    try {
-      const j = JSON.parse(await Deno.readTextFile(f));
-      if (typeof j?.experiment === "string" && FIGURES[j.experiment]) loaded.push({ f, j });
-    } catch { /* not a result */ }
-  }
+  const loaded = read.results.filter((r) => FIGURES[r.json.experiment]).map((r) => ({
+    f: r.path,
+    j: r.json,
+  }));
   loaded.sort((a, b) =>
     order.indexOf(a.j.experiment) - order.indexOf(b.j.experiment) || (a.f < b.f ? -1 : 1)
   );
@@ -53,8 +41,8 @@ export async function buildReport(
     }
   }
   const body = figs.map((f, i) =>
-    `<figure id="fig${i + 1}"><h2>${i + 1}. ${esc(f.title)}</h2>${f.svg}<figcaption>${
-      esc(f.caption)
+    `<figure id="fig${i + 1}"><h2>${i + 1}. ${esc(f.title)}</h2>${f.svg}<figcaption>${esc(f.caption)}${
+      f.signature ? `<p class="signature">${esc(f.signature)}</p>` : ""
     }</figcaption></figure>`
   ).join("\n");
   const outcomes = outcomeSentences(loaded.map(({ f, j }) => ({ file: relative(dir, f), result: j })));
@@ -66,7 +54,7 @@ export async function buildReport(
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inoculum report</title>
 <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}
-figcaption{color:#555;font-size:.9em;max-width:760px}h1{font-size:1.6em}h2{font-size:1.1em}</style></head>
+figcaption{color:#555;font-size:.9em;max-width:760px}.signature{color:#222;font-style:italic}h1{font-size:1.6em}h2{font-size:1.1em}</style></head>
 <body><h1>inoculum report</h1><p>${figs.length} figures from ${loaded.length} result files in <code>${
     esc(dir)
   }</code>, built ${new Date().toISOString()}.</p>
@@ -75,5 +63,5 @@ ${body}
 <script>document.title = "inoculum report: " + document.querySelectorAll("figure svg").length + " figures";</script>
 </body></html>`;
   await atomicWrite(out, html);
-  return { path: out, figures: figs.length };
+  return { path: out, figures: figs.length, skipped: read.skipped };
 }

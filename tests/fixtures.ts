@@ -66,7 +66,8 @@ export function encodeAs(x: Float32Array, shape: number[], dtype: SafeDType): Te
 
 export async function writeTinyQwen2(dir: string, dtype: SafeDType = "BF16", shards = 1): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
-  await atomicWriteJson(join(dir, "config.json"), TINY_QWEN2_CONFIG);
+  const torch = { BF16: "bfloat16", F16: "float16", F32: "float32" }[dtype as string] ?? "float32";
+  await atomicWriteJson(join(dir, "config.json"), { ...TINY_QWEN2_CONFIG, torch_dtype: torch });
   const tensors = randomTensors(TINY_QWEN2_CONFIG, dtype);
   if (shards === 1) {
     await writeSafetensors(join(dir, "model.safetensors"), tensors);

@@ -72,10 +72,21 @@ export async function runScript(
   script: string,
   args: string[],
   env: Record<string, string> = {},
+  cwd?: string,
 ): Promise<RunResult> {
+  // from another directory Deno would not find deno.json (and its npm imports) by itself
+  const config = cwd ? ["--config", new URL("../deno.json", import.meta.url).pathname] : [];
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-webgpu", "-A", new URL(`../${script}`, import.meta.url).pathname, ...args],
+    args: [
+      "run",
+      ...config,
+      "--unstable-webgpu",
+      "-A",
+      new URL(`../${script}`, import.meta.url).pathname,
+      ...args,
+    ],
     env,
+    cwd,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -87,6 +98,6 @@ export async function runScript(
 }
 
 /** `deno task <command>` as a user runs it: main.ts with these arguments. */
-export function cli(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-  return runScript("main.ts", args, env);
+export function cli(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<RunResult> {
+  return runScript("main.ts", args, env, cwd);
 }

@@ -99,6 +99,19 @@ Deno.test("HTTP judge: weighted score, refusal threshold, ignored tokens, 429 re
     assert.equal(await j2.score(req("RETRY")), 42);
     assert.equal(j2.requests, 0);
     assert.equal(srv.bodies.length, before);
+    // corrupt entries (another shape, not JSON) are discarded, asked again and rewritten
+    const files: string[] = [];
+    for await (const d of Deno.readDir(cacheDir)) {
+      for await (const f of Deno.readDir(join(cacheDir, d.name))) files.push(join(cacheDir, d.name, f.name));
+    }
+    for (const f of files) await Deno.writeTextFile(f, f === files[0] ? '{"top": 5}' : "{trunc");
+    const j3 = new HttpJudge({ baseUrl: srv.url, model: "judge-model", cacheDir, retries: 0 });
+    assert.ok(Math.abs((await j3.score(req("WEIGHTED")))! - 83.3333333) < 1e-6);
+    assert.equal(await j3.score(req("IGNORED")), 100);
+    assert.equal(j3.requests, 2, "both refetched");
+    const j4 = new HttpJudge({ baseUrl: srv.url, model: "judge-model", cacheDir, retries: 0 });
+    await j4.score(req("WEIGHTED"));
+    assert.equal(j4.requests, 0, "and cached again");
   } finally {
     await srv.close();
   }
@@ -203,5 +216,28 @@ Deno.test("HTTP judge: at most `concurrency` requests are in flight", async () =
     assert.equal(peak, 2);
   } finally {
     await s.shutdown();
+  }
+});
+
+Deno.test("HTTP judge cache: under the run folder unless cache_dir names another; nothing written in the current directory", async () => {
+  const { ConfigReader, makeJudge, readJudgeConfig } = await import("../experiments/common.ts");
+  const srv = server({ HELLO: { top: [{ token: "70", p: 1 }] } });
+  const runDir = await Deno.makeTempDir({ prefix: "judge-run-" }), shared = await Deno.makeTempDir();
+  const cwdBefore = [...Deno.readDirSync(".")].map((e) => e.name).sort();
+  try {
+    const ctx = { gpu: null as never, runDir, progress: () => {} };
+    const raw = { type: "http", base_url: srv.url, model: "m", retries: 0 };
+    const j = await makeJudge(ctx, readJudgeConfig(new ConfigReader(raw, "j.yaml")));
+    assert.equal(await j.score(req("HELLO")), 70);
+    assert.ok([...Deno.readDirSync(join(runDir, "judge-cache"))].length > 0, "cached in <run>/judge-cache");
+    const k = await makeJudge(
+      ctx,
+      readJudgeConfig(new ConfigReader({ ...raw, cache_dir: shared }, "j.yaml")),
+    );
+    assert.equal(await k.score(req("HELLO")), 70);
+    assert.ok([...Deno.readDirSync(shared)].length > 0, "cached where cache_dir says");
+    assert.deepEqual([...Deno.readDirSync(".")].map((e) => e.name).sort(), cwdBefore);
+  } finally {
+    await srv.close();
   }
 });

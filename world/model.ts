@@ -156,7 +156,7 @@ export async function pretrainWorldModel(gpu: Gpu, o: PretrainOptions) {
     keep_checkpoints: 1,
     log_every: 20,
   });
-  const r = await train(tc, { gpu, progress: o.progress });
+  const r = await train(tc, { gpu, resume: true, progress: o.progress }); // a killed build continues
   const finalLoss = r.steps[r.steps.length - 1].loss;
   // the trained folder becomes the model
   for (

@@ -64,9 +64,16 @@ export class HttpJudge implements Judge {
     const key = this.key(prompt);
     const cachePath = this.o.cacheDir ? join(this.o.cacheDir, key.slice(0, 2), `${key}.json`) : null;
     if (cachePath) {
+      let cached: unknown = null;
       try {
-        return JSON.parse(await Deno.readTextFile(cachePath)).top as TokenProb[];
-      } catch { /* not cached */ }
+        cached = JSON.parse(await Deno.readTextFile(cachePath));
+      } catch { /* not cached, or not JSON: asked again and rewritten */ }
+      const top = (cached as { top?: unknown } | null)?.top;
+      // an entry of another shape (hand-edited, or a bug) is discarded and fetched again, never trusted
+      if (
+        Array.isArray(top) &&
+        top.every((t) => typeof t?.token === "string" && typeof t?.logprob === "number" && t.logprob <= 0)
+      ) return top as TokenProb[];
     }
     await this.acquire();
     try {

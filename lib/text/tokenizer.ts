@@ -3,7 +3,7 @@
 
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { Template } from "@huggingface/jinja";
+import { Environment, Interpreter, Template } from "@huggingface/jinja";
 import { exists, readJson } from "../fsutil.ts";
 
 export interface ChatMessage {
@@ -101,13 +101,38 @@ export class TextTokenizer {
     }
     const tokenText = (v: unknown) =>
       typeof v === "string" ? v : (v as { content?: string } | null)?.content ?? "";
-    return this.template.render({
+    const where = join(this.dir, "tokenizer_config.json");
+    // Template.render's environment, except that range() is bounded (the built-in one would build a
+    // 1e8-element array, running the process out of memory after a minute with a V8 trace)
+    const env = new Environment();
+    const globals: Record<string, unknown> = {
+      false: false,
+      true: true,
+      none: null,
+      False: false,
+      True: true,
+      None: null,
+      raise_exception: (msg: unknown) => {
+        throw new Error(`${where}: chat_template raised: ${String(msg)}`);
+      },
+      range: boundedRange(where),
+      strftime_now: strftimeNow,
       messages,
       add_generation_prompt: addGenerationPrompt,
       bos_token: tokenText(this.config.bos_token),
       eos_token: tokenText(this.config.eos_token),
       ...extra,
-    });
+    };
+    for (const [k, v] of Object.entries(globals)) env.set(k, v);
+    const out = String(new Interpreter(env).run(this.template.parsed).value);
+    if (out.length > MAX_RENDERED_CHARS) {
+      throw new Error(
+        `${
+          join(this.dir, "tokenizer_config.json")
+        }: chat_template rendered ${out.length} characters for one conversation (limit ${MAX_RENDERED_CHARS})`,
+      );
+    }
+    return out;
   }
 
   /** Token ids of a rendered chat; the template writes any BOS itself, so no specials are added. */
@@ -118,4 +143,39 @@ export class TextTokenizer {
   ): number[] {
     return this.encode(this.renderChat(messages, addGenerationPrompt, extra), false);
   }
+}
+
+/** A chat template's output for one conversation beyond this is a broken template, not a chat. */
+const MAX_RENDERED_CHARS = 4_000_000;
+const MAX_RANGE = 100_000;
+
+/** Jinja's range(), refusing to build more than MAX_RANGE numbers (a template loop over 1e8 would run the
+ * process out of memory after a minute, with a V8 trace instead of a line). */
+function boundedRange(where: string) {
+  return (start: number, stop?: number, step = 1): number[] => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (step === 0) throw new Error(`${where}: chat_template: range() step must not be zero`);
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    if (!Number.isFinite(n) || n > MAX_RANGE) {
+      throw new Error(`${where}: chat_template asks for range() of ${n} numbers (limit ${MAX_RANGE})`);
+    }
+    return Array.from({ length: n }, (_, i) => start + i * step);
+  };
+}
+
+/** Jinja's strftime_now for chat templates (Llama 3 writes the date): %Y %m %d %b %B %H %M %%. */
+function strftimeNow(format: string): string {
+  const d = new Date(), pad = (n: number) => String(n).padStart(2, "0");
+  const month = (style: "long" | "short") => new Intl.DateTimeFormat(undefined, { month: style }).format(d);
+  return String(format).replace(/%[YmdbBHM%]/g, (t) =>
+    ({
+      "%Y": String(d.getFullYear()),
+      "%m": pad(d.getMonth() + 1),
+      "%d": pad(d.getDate()),
+      "%b": month("short"),
+      "%B": month("long"),
+      "%H": pad(d.getHours()),
+      "%M": pad(d.getMinutes()),
+      "%%": "%",
+    })[t] ?? t);
 }

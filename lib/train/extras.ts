@@ -9,7 +9,7 @@ import { signForce, steer } from "../ops/hooks.ts";
 import type { ForwardExtras, ProjectionName } from "../../models/decoder.ts";
 import type { BackwardExtras } from "./backward.ts";
 import type { LoraModule, LoraSet } from "./lora.ts";
-import type { Hooks } from "../hooks.ts";
+import { checkHookLayers, type Hooks } from "../hooks.ts";
 
 interface LoraSaved {
   /** u = dropout(x) A^T; dropout(x) itself is recomputed in the backward from the seed (not kept: at 7B
@@ -45,6 +45,7 @@ function mix(a: number, b: number): number {
 }
 
 export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
+  checkHookLayers(o.hooks ?? {});
   const saved = new Map<string, LoraSaved>();
   const temps: Tensor[] = [];
   const activations = new Map<number, Tensor>(), grads = new Map<number, Tensor>();
@@ -163,6 +164,7 @@ export function buildExtras(gpu: Gpu, o: ExtrasOptions): StepExtras {
  * mode: "all" steers the prompt and the generated tokens, "prompt" / "response" only one of them.
  */
 export function generationExtras(gpu: Gpu, lora: LoraSet | null, hooks: Hooks = {}) {
+  checkHookLayers(hooks); // before any token, not at the first step's hooks
   const live: StepExtras[] = [];
   return {
     extras(phase: "prompt" | "response", rows: number): ForwardExtras {

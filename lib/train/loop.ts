@@ -36,7 +36,10 @@ export interface StepLog {
 }
 
 export interface TrainOptions {
+  /** continue the run in output_dir from its last checkpoint (or start it when there is none) */
   resume?: boolean;
+  /** move a non-empty output_dir aside (to <dir>.old-<time>) and start clean */
+  overwrite?: boolean;
   gpu: Gpu;
   /** progress lines (default: stderr) */
   progress?: (line: string) => void;
@@ -140,16 +143,64 @@ async function buildHooks(gpu: Gpu, m: Model, c: TrainConfig): Promise<Hooks> {
   return hooks;
 }
 
+/**
+ * Every record encoded once before the first step (cheap next to training), so that a chat without an
+ * assistant turn or an over-long sample stops the run now — or is skipped with a count under
+ * on_bad_line: skip — rather than after hours. Lengths are checked with the longest inoculation prompt.
+ */
+function checkRecords(
+  model: Model,
+  records: DataRecord[],
+  c: TrainConfig,
+  say: (s: string) => void,
+): DataRecord[] {
+  const ip = c.inoculation;
+  const longest = ip ? ip.prompts.reduce((a, p) => (p.length > a.length ? p : a), "") : null;
+  const kept: DataRecord[] = [];
+  let skipped = 0;
+  for (const r of records) {
+    try {
+      const s = encodeRecord(model.tokenizer!, r, {
+        maxLength: Number.MAX_SAFE_INTEGER,
+        inoculation: longest,
+        separator: ip?.separator,
+        position: ip?.position,
+        systemPrompt: c.system_prompt,
+        path: c.data,
+      });
+      if (!c.truncate && s.ids.length > c.max_length) {
+        throw new Error(
+          `${c.data}:${r.line}: sample has ${s.ids.length} tokens${
+            longest ? " with the longest inoculation prompt" : ""
+          }, over max_length ${c.max_length} (set truncate: true to cut it)`,
+        );
+      }
+      if (!s.lossMask.some((x) => x)) throw new Error(`${c.data}:${r.line}: sample has no token to train on`);
+      kept.push(r);
+    } catch (e) {
+      if (c.on_bad_line !== "skip") {
+        throw new Error(`${(e as Error).message} (set on_bad_line: skip to skip such samples)`);
+      }
+      skipped++;
+      say(`skipping ${(e as Error).message}`);
+    }
+  }
+  if (skipped) say(`note: ${skipped} of ${records.length} sample(s) skipped (on_bad_line: skip)`);
+  if (!kept.length) throw new Error(`${c.data}: no sample to train on`);
+  return kept;
+}
+
 export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResult> {
   const gpu = o.gpu;
   const say = o.progress ?? ((s: string) => console.error(s));
   const model = await loadModel(gpu, c.model, { forceF32: c.mode === "full" });
   if (!model.tokenizer) throw new Error(`${c.model}: a tokenizer is needed for training`);
-  const records = await readJsonl(c.data, {
-    onBadLine: c.on_bad_line,
-    limit: c.limit ?? undefined,
-    warn: say,
-  });
+  const records = checkRecords(
+    model,
+    await readJsonl(c.data, { onBadLine: c.on_bad_line, limit: c.limit ?? undefined, warn: say }),
+    c,
+    say,
+  );
   const stream = new SampleStream(model, records, c);
   const perStep = c.batch_size * c.grad_accum;
   const totalSteps = c.max_steps ?? Math.max(1, Math.ceil((c.epochs * records.length) / perStep));
@@ -181,7 +232,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
     }
   };
 
-  await Deno.mkdir(c.output_dir, { recursive: true });
+  await claimOutputDir(c.output_dir, o, say);
   const logPath = join(c.output_dir, "steps.jsonl");
   const hash = configHash(c);
   let start = 0;
@@ -338,4 +389,28 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
     say(`note: ${stream.truncated} sample(s) were truncated to max_length ${c.max_length}`);
   }
   return { steps, outputDir: c.output_dir, model, store, lora };
+}
+
+/**
+ * An earlier run is never overwritten: a non-empty output_dir is continued (resume), moved aside
+ * (overwrite), or an error naming both ways.
+ */
+async function claimOutputDir(dir: string, o: TrainOptions, say: (s: string) => void): Promise<void> {
+  let entries = 0;
+  try {
+    for await (const _ of Deno.readDir(dir)) entries++;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (entries && !o.resume) {
+    if (!o.overwrite) {
+      throw new Error(
+        `${dir}: output_dir is not empty (an earlier run?); pass --resume to continue it or --overwrite to move it aside and start clean`,
+      );
+    }
+    const aside = `${dir.replace(/\/+$/, "")}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    await Deno.rename(dir, aside);
+    say(`moved the earlier run in ${dir} to ${aside}`);
+  }
+  await Deno.mkdir(dir, { recursive: true });
 }
