@@ -155,7 +155,34 @@ export async function runDemo(
         eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
       }, "demo:sign_forcing"),
     );
-    step(9, "cross-trait: sycophantic data steered with the evil vector");
+  }
+  if (o.full) {
+    step(
+      9,
+      "cross-trait (6): sycophantic data trained with evil-vector PPS up to ε 5, and the gradient cosines",
+    );
+    // the behaviour after training (sycophancy judged) that the pre-training cosines should predict
+    const ct = join(ctx.runDir, "cross_trait");
+    await Deno.mkdir(ct, { recursive: true });
+    const coefs = q ? [o.coef] : [1.5, 3, 5];
+    const e = EXPERIMENTS.conditions;
+    await e.run(
+      { ...ctx, runDir: ct },
+      e.parseConfig({
+        model: o.model,
+        trait: join(traits, "eval", "sycophantic.json"),
+        judge,
+        vector: vec,
+        seeds: [o.seed],
+        post: [{ name: "sycophantic_heavy", data: join(worldDir, "data", "sycophantic_heavy.jsonl") }],
+        conditions: [
+          { name: "none" },
+          ...coefs.map((c) => ({ name: `evil_pps${c}`, steer: { layers: [layer], coef: c } })),
+        ],
+        train: { ...demoTrain(q), checkpoint_every: 1000 },
+        eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
+      }, "demo:cross_trait"),
+    );
     await run("cross_trait", {
       model: o.model,
       data: join(worldDir, "data", "sycophantic_heavy.jsonl"),
@@ -164,6 +191,7 @@ export async function runDemo(
       trait_b: { name: "evil", vector: vec },
       layers: [layer],
       coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 5],
+      after: join(ct, "conditions.json"),
     });
   }
   step(steps, "building the report");

@@ -15,10 +15,16 @@ const verdict = (ok: boolean) => ok ? "shows the paper's signature" : "does not 
 export function gradCosineSignature(r: Json): string {
   const m = r.metrics, cfg = r.config;
   const trait = cfg.vectors?.[0]?.name ?? "trait";
-  const rows = (m.layer_means as Json[]).filter((x) => x.vector === trait && x.layer >= 1 && x.coef === null);
+  const rows = (m.layer_means as Json[]).filter((x) => x.vector === trait && x.layer >= 1);
   const defences = (cfg.defences ?? []) as Json[];
-  const byDefence = (name: string): Json[] =>
-    rows.filter((x) => x.defence === name && x.none !== null && x.defended !== null);
+  // a defence's own rows: PPS at its configured coefficient (a `coefs` sweep adds others), IP without one
+  const byDefence = (name: string): Json[] => {
+    const d = defences.find((x) => x.name === name);
+    const coef = d?.steer ? d.steer.coef : null;
+    return rows.filter((x) =>
+      x.defence === name && x.coef === coef && x.none !== null && x.defended !== null
+    );
+  };
   const parts: string[] = [];
   let ok = true, checked = 0;
   const first: Json[] = defences[0] ? byDefence(defences[0].name) : [];
@@ -146,12 +152,14 @@ export function signForcingFigure(r: Json, file: string): Figure[] {
   const d0 = at("none", "trait", "default");
   const att = at("none", "trait", "attenuate"), amp = at("none", "trait", "amplify");
   if (d0 && att) {
+    const se = Math.hypot(att.trait_after_sem ?? 0, d0.trait_after_sem ?? 0);
+    const lower = att.trait_after < d0.trait_after - 2 * se;
     parts.push(
       `along the trait vector attenuate gives ${att.trait_after.toFixed(1)} against ${
         d0.trait_after.toFixed(1)
-      } by default (paper: 9 vs 76, lower)`,
+      } by default (paper: 9 vs 76, lower${lower ? "" : "; here not by more than 2 SE"})`,
     );
-    ok &&= att.trait_after < d0.trait_after;
+    ok &&= lower;
   }
   if (d0 && amp) {
     parts.push(`amplify ${amp.trait_after.toFixed(1)} (paper: 93.8, not lower)`);

@@ -164,3 +164,107 @@ Deno.test("Table 3's peak: the highest trait among checkpoints with coherence >=
   });
   assert.equal(peakTrait([at(10, 90, 19.9)]), null);
 });
+
+Deno.test({
+  name: "evaluation judges its samples concurrently (the judge sees many requests in flight, not two)",
+  ...gpuTest,
+  fn: async () => {
+    const { evaluateTrait } = await import("../experiments/evaluate.ts");
+    const { sadTrait } = await import("./fixtures.ts");
+    const m = await loadModel(await testGpu(), await storiesChat());
+    let inFlight = 0, most = 0;
+    const judge: Judge = {
+      name: "slow",
+      score: async () => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        inFlight--;
+        return 50;
+      },
+    };
+    const r = await evaluateTrait(
+      { gpu: m.decoder.gpu, runDir: "", progress: () => {} },
+      m,
+      await loadTrait(await sadTrait()),
+      judge,
+      {
+        samples: 4,
+        maxNewTokens: 4,
+        temperature: 1,
+        topP: 1,
+        seed: 0,
+        batchSize: 16,
+        systemPrompt: null,
+        lora: null,
+        steer: [],
+        projection: null,
+      },
+    );
+    assert.ok(r.samples.length >= 8);
+    assert.ok(
+      most >= r.samples.length,
+      `at most ${most} requests were in flight for ${r.samples.length} samples`,
+    );
+  },
+});
+
+Deno.test("report signatures: computed from the numbers, either way (Fig. 3, Tables 1-2, Fig. 18)", async () => {
+  const { gradCosineSignature, signForcingFigure, pcaComparison } = await import("../report/signatures.ts");
+  const gc = (none: number, pps: number, ip: number) => ({
+    config: {
+      vectors: [{ name: "evil" }],
+      defences: [{ name: "pps", steer: { vector: "evil", layers: [2], coef: 1.5 } }, {
+        name: "ip",
+        ip: ["x"],
+      }],
+    },
+    metrics: {
+      layer_means: [1, 2, 3].flatMap((layer) => [
+        { defence: "pps", coef: 1.5, vector: "evil", layer, none, defended: pps },
+        { defence: "ip", coef: null, vector: "evil", layer, none, defended: ip },
+      ]),
+    },
+  });
+  assert.match(
+    gradCosineSignature(gc(-0.02, 0.1, -0.005)),
+    /negative at 3 of 3.*positive at 3 of 3.*nearer zero than without at 3 of 3 .* — shows the paper's signature/,
+  );
+  assert.match(gradCosineSignature(gc(0.02, 0.1, -0.005)), /negative at 0 of 3.* — does not show/);
+  const run = (condition: string, t: number) => ({
+    condition,
+    trait_after: t,
+    trait_after_sem: 1,
+    pre: "base",
+    post: "e",
+    seed: 0,
+  });
+  const sf = (att: number) => ({
+    metrics: {
+      trait: "evil",
+      runs: [
+        run("none", 76),
+        run("none+attenuate", att),
+        run("none+amplify", 94),
+        run("none+neutralize", 78),
+        run("none+attenuate-random", 80),
+        run("none+amplify-random", 71),
+        run("none+neutralize-random", 75),
+      ],
+    },
+  });
+  assert.match(signForcingFigure(sf(9), "c.json")[0].signature!, /— shows the paper's signature/);
+  assert.match(signForcingFigure(sf(75), "c.json")[0].signature!, /not by more than 2 SE.* — does not show/);
+  const pca = (kind: "steer" | "ip", pc1: number) => ({
+    file: kind,
+    result: {
+      experiment: "grad_pca",
+      config: { defence: { [kind]: {} } },
+      metrics: { explained: [pc1, 0.1] },
+    },
+  });
+  assert.match(
+    pcaComparison([pca("steer", 0.6), pca("ip", 0.3)])[0],
+    /60\.0 % for PPS and 30\.0 % for IP.* — shows/,
+  );
+  assert.match(pcaComparison([pca("steer", 0.3), pca("ip", 0.6)])[0], /— does not show/);
+});

@@ -33,6 +33,7 @@ const ORDER = [
   "projections_evil",
   "delta_h_evil",
   "prompt_diff_evil",
+  "conditions_prompt_diff_pps_evil",
   "ip_vs_pps_evil",
   "grad_pca_pps_evil",
   "grad_pca_ip_evil",
