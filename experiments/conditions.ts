@@ -5,7 +5,7 @@
 // the post-finetune data and removed at evaluation. The trait is evaluated at every checkpoint.
 
 import { join } from "node:path";
-import { loadModel } from "../models/model.ts";
+import { loadModel, type Model } from "../models/model.ts";
 import { atomicWriteJson, exists } from "../lib/fsutil.ts";
 import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../lib/train/config.ts";
 import { train } from "../lib/train/loop.ts";
@@ -26,7 +26,8 @@ import {
 
 export interface Condition {
   name: string;
-  steer: { vector: string | null; random: boolean; layers: number[]; coef: number } | null;
+  /** layers "all": every boundary 0..L (E.6's prompt-difference PPS "applied equally at all layers") */
+  steer: { vector: string | null; random: boolean; layers: number[] | "all"; coef: number } | null;
   inoculation: string[] | null;
   /** IP in front of the first user message (default) or of the system prompt (Figure 19) */
   inoculation_position: "user" | "system";
@@ -88,7 +89,7 @@ function readCondition(r: ConfigReader): Condition {
     c.steer = {
       vector: s.optStr("vector"),
       random: s.bool("random", false),
-      layers: s.intList("layers"),
+      layers: s.any("layers") === "all" ? "all" as const : s.intList("layers"),
       coef: s.num("coef"),
     };
     s.done();
@@ -269,160 +270,179 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
   },
   async run(ctx, c) {
     const started = new Date();
-    const base = await loadModel(ctx.gpu, c.model, { tokenizer: false });
-    const L = base.cfg.numLayers + 1, d = base.cfg.hiddenSize;
-    const trait = await loadTrait(c.trait);
-    const judge = await makeJudge(ctx, c.judge);
-    // resume: a cell killed mid-training continues from its last checkpoint (one of another config is
-    // refused by the trainer, never overwritten)
-    const quietTrain = (cfg: TrainConfig) =>
-      train(cfg, { gpu: ctx.gpu, resume: true, progress: (s) => ctx.progress(`    ${s}`) });
-    const baseTrain = (
-      data: string,
-      out: string,
-      seed: number,
-      extra: Record<string, unknown>,
-      over: Record<string, unknown> = {},
-    ) =>
-      parseTrainConfig("", "conditions (train)", {
-        ...mergeTrain(c.train, over),
-        ...extra,
-        model: c.model,
-        data,
-        output_dir: out,
-        seed,
-        keep_checkpoints: 1000,
-      });
-    const evalAdapter = async (adapter: string | null) => {
-      const m = await loadModel(ctx.gpu, c.model);
-      return (await evaluateTrait(ctx, m, trait, judge, {
-        samples: c.eval.samples,
-        maxNewTokens: c.eval.max_new_tokens,
-        temperature: c.eval.temperature,
-        topP: 1,
-        seed: c.eval.seed,
-        batchSize: c.eval.batch_size,
-        systemPrompt: c.eval.system_prompt,
-        lora: adapter ? await LoraSet.load(ctx.gpu, m.cfg, adapter) : null,
-        steer: [],
-        projection: null,
-      })).summary;
-    };
-    const runs: Record<string, unknown>[] = [];
-    const baseline = await evalAdapter(null);
-    for (const seed of c.seeds) {
-      for (const pre of c.pre) {
-        // pre-finetune (defenceless), shared by every post cell and condition of this seed
-        let preAdapter: string | null = null;
-        if (pre.data) {
-          const out = join(ctx.runDir, `pre-${pre.name}-seed${seed}`);
-          ctx.progress(`conditions: pre-finetune '${pre.name}' (seed ${seed})`);
-          await quietTrain(baseTrain(pre.data, out, seed, {}));
-          preAdapter = join(out, "adapter");
+    // one copy of the base model for every training and evaluation of the sweep (freed at the end)
+    const base = await loadModel(ctx.gpu, c.model);
+    try {
+      return await runCells(base);
+    } finally {
+      base.dispose();
+    }
+    async function runCells(base: Model) {
+      const L = base.cfg.numLayers + 1, d = base.cfg.hiddenSize;
+      const trait = await loadTrait(c.trait);
+      const judge = await makeJudge(ctx, c.judge);
+      // resume: a cell killed mid-training continues from its last checkpoint (one of another config is
+      // refused by the trainer, never overwritten)
+      const quietTrain = (cfg: TrainConfig) =>
+        train(cfg, { gpu: ctx.gpu, model: base, resume: true, progress: (s) => ctx.progress(`    ${s}`) });
+      const baseTrain = (
+        data: string,
+        out: string,
+        seed: number,
+        extra: Record<string, unknown>,
+        over: Record<string, unknown> = {},
+      ) =>
+        parseTrainConfig("", "conditions (train)", {
+          ...mergeTrain(c.train, over),
+          ...extra,
+          model: c.model,
+          data,
+          output_dir: out,
+          seed,
+          keep_checkpoints: 1000,
+        });
+      const evalAdapter = async (adapter: string | null) => {
+        const m = base;
+        const lora = adapter ? await LoraSet.load(ctx.gpu, m.cfg, adapter) : null;
+        try {
+          return await evalWith(m, lora);
+        } finally {
+          lora?.store.destroy();
         }
-        const preSummary = preAdapter ? await evalAdapter(preAdapter) : baseline;
-        for (const post of c.post) {
-          for (const cond of c.conditions) {
-            const id = `${pre.name}__${post.name}__${cond.name}__seed${seed}`;
-            const out = join(ctx.runDir, id);
-            const runStart = new Date();
-            // a sweep killed part-way resumes: finished runs (their result.json) are kept, not redone
-            const done = join(out, "result.json");
-            if (await exists(done)) {
-              const prev = JSON.parse(await Deno.readTextFile(done));
-              if (JSON.stringify(prev.config) === JSON.stringify({ ...c, condition: cond, seed })) {
-                ctx.progress(`conditions: ${id} already done, keeping its result`);
-                runs.push(prev.metrics);
-                continue;
+      };
+      const evalWith = async (m: Model, lora: LoraSet | null) => {
+        return (await evaluateTrait(ctx, m, trait, judge, {
+          samples: c.eval.samples,
+          maxNewTokens: c.eval.max_new_tokens,
+          temperature: c.eval.temperature,
+          topP: 1,
+          seed: c.eval.seed,
+          batchSize: c.eval.batch_size,
+          systemPrompt: c.eval.system_prompt,
+          lora,
+          steer: [],
+          projection: null,
+        })).summary;
+      };
+      const runs: Record<string, unknown>[] = [];
+      const baseline = await evalAdapter(null);
+      for (const seed of c.seeds) {
+        for (const pre of c.pre) {
+          // pre-finetune (defenceless), shared by every post cell and condition of this seed
+          let preAdapter: string | null = null;
+          if (pre.data) {
+            const out = join(ctx.runDir, `pre-${pre.name}-seed${seed}`);
+            ctx.progress(`conditions: pre-finetune '${pre.name}' (seed ${seed})`);
+            await quietTrain(baseTrain(pre.data, out, seed, {}));
+            preAdapter = join(out, "adapter");
+          }
+          const preSummary = preAdapter ? await evalAdapter(preAdapter) : baseline;
+          for (const post of c.post) {
+            for (const cond of c.conditions) {
+              const id = `${pre.name}__${post.name}__${cond.name}__seed${seed}`;
+              const out = join(ctx.runDir, id);
+              const runStart = new Date();
+              // a sweep killed part-way resumes: finished runs (their result.json) are kept, not redone
+              const done = join(out, "result.json");
+              if (await exists(done)) {
+                const prev = JSON.parse(await Deno.readTextFile(done));
+                if (JSON.stringify(prev.config) === JSON.stringify({ ...c, condition: cond, seed })) {
+                  ctx.progress(`conditions: ${id} already done, keeping its result`);
+                  runs.push(prev.metrics);
+                  continue;
+                }
               }
-            }
-            ctx.progress(`conditions: ${id}`);
-            const extra: Record<string, unknown> = { init_adapter: preAdapter };
-            // a Gaussian vector with the per-layer norms of `of`, one per seed (PPS and sign-forcing controls)
-            const randomVector = async (of: string) => {
-              const file = join(ctx.runDir, `random-vector-seed${seed}.safetensors`);
-              await saveLayerVectors(
-                file,
-                randomLike(await loadLayerVectors(of, L, d), L, d, 1000 + seed),
-                L,
-                d,
-                {
-                  kind: "random, per-layer norm of " + of,
-                },
+              ctx.progress(`conditions: ${id}`);
+              const extra: Record<string, unknown> = { init_adapter: preAdapter };
+              // a Gaussian vector with the per-layer norms of `of`, one per seed (PPS and sign-forcing controls)
+              const randomVector = async (of: string) => {
+                const file = join(ctx.runDir, `random-vector-seed${seed}.safetensors`);
+                await saveLayerVectors(
+                  file,
+                  randomLike(await loadLayerVectors(of, L, d), L, d, 1000 + seed),
+                  L,
+                  d,
+                  {
+                    kind: "random, per-layer norm of " + of,
+                  },
+                );
+                return file;
+              };
+              if (cond.steer) {
+                let vec = cond.steer.vector ?? c.vector!;
+                if (cond.steer.random) vec = await randomVector(vec);
+                const layers = cond.steer.layers === "all"
+                  ? Array.from({ length: L }, (_, l) => l)
+                  : cond.steer.layers;
+                extra.steer = { vector: vec, layers, coef: cond.steer.coef };
+              }
+              if (cond.inoculation) {
+                extra.inoculation = {
+                  prompts: cond.inoculation,
+                  separator: "\n",
+                  position: cond.inoculation_position,
+                };
+              }
+              if (cond.sign_force) {
+                const of = cond.sign_force.vector ?? c.vector!;
+                extra.sign_force = {
+                  vector: cond.sign_force.random ? await randomVector(of) : of,
+                  layers: "all",
+                  mode: cond.sign_force.mode,
+                };
+              }
+              const tr = await quietTrain(baseTrain(post.data, out, seed, extra, cond.train));
+              const over: { step: number; summary: EvalSummary }[] = [];
+              if (c.eval.at_checkpoints) {
+                for (const ck of await listCheckpoints(out)) {
+                  const step = Number(ck.match(/step-(\d+)/)![1]);
+                  if (step === tr.steps.length) continue; // the final adapter is evaluated below
+                  over.push({ step, summary: await evalAdapter(ck) });
+                }
+              }
+              const finalSummary = await evalAdapter(join(out, "adapter"));
+              over.push({ step: tr.steps.length, summary: finalSummary });
+              const metrics = {
+                id,
+                seed,
+                pre: pre.name,
+                post: post.name,
+                condition: cond,
+                trait: trait.name,
+                judge: judge.name,
+                before: preSummary,
+                after: finalSummary,
+                over_training: over,
+                peak: peakTrait(over),
+                train_losses: tr.steps.map((s) => s.loss),
+              };
+              await writeResult(
+                join(out, "result.json"),
+                "conditions.run",
+                { ...c, condition: cond, seed },
+                c.model,
+                runStart,
+                metrics,
               );
-              return file;
-            };
-            if (cond.steer) {
-              let vec = cond.steer.vector ?? c.vector!;
-              if (cond.steer.random) vec = await randomVector(vec);
-              extra.steer = { vector: vec, layers: cond.steer.layers, coef: cond.steer.coef };
+              runs.push(metrics);
             }
-            if (cond.inoculation) {
-              extra.inoculation = {
-                prompts: cond.inoculation,
-                separator: "\n",
-                position: cond.inoculation_position,
-              };
-            }
-            if (cond.sign_force) {
-              const of = cond.sign_force.vector ?? c.vector!;
-              extra.sign_force = {
-                vector: cond.sign_force.random ? await randomVector(of) : of,
-                layers: "all",
-                mode: cond.sign_force.mode,
-              };
-            }
-            const tr = await quietTrain(baseTrain(post.data, out, seed, extra, cond.train));
-            const over: { step: number; summary: EvalSummary }[] = [];
-            if (c.eval.at_checkpoints) {
-              for (const ck of await listCheckpoints(out)) {
-                const step = Number(ck.match(/step-(\d+)/)![1]);
-                if (step === tr.steps.length) continue; // the final adapter is evaluated below
-                over.push({ step, summary: await evalAdapter(ck) });
-              }
-            }
-            const finalSummary = await evalAdapter(join(out, "adapter"));
-            over.push({ step: tr.steps.length, summary: finalSummary });
-            const metrics = {
-              id,
-              seed,
-              pre: pre.name,
-              post: post.name,
-              condition: cond,
-              trait: trait.name,
-              judge: judge.name,
-              before: preSummary,
-              after: finalSummary,
-              over_training: over,
-              peak: peakTrait(over),
-              train_losses: tr.steps.map((s) => s.loss),
-            };
-            await writeResult(
-              join(out, "result.json"),
-              "conditions.run",
-              { ...c, condition: cond, seed },
-              c.model,
-              runStart,
-              metrics,
-            );
-            runs.push(metrics);
           }
         }
       }
+      const matrix = runs.map((r) => ({
+        id: r.id,
+        pre: r.pre,
+        post: r.post,
+        condition: (r.condition as Condition).name,
+        seed: r.seed,
+        trait_after: (r.after as EvalSummary).trait_mean,
+        trait_after_sem: (r.after as EvalSummary).trait_sem,
+        coherence_after: (r.after as EvalSummary).coherence_mean,
+      }));
+      const metrics = { trait: trait.name, judge: judge.name, baseline, runs: matrix };
+      await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, metrics);
+      await atomicWriteJson(join(ctx.runDir, "train_defaults.json"), DEFAULTS);
+      return metrics;
     }
-    const matrix = runs.map((r) => ({
-      id: r.id,
-      pre: r.pre,
-      post: r.post,
-      condition: (r.condition as Condition).name,
-      seed: r.seed,
-      trait_after: (r.after as EvalSummary).trait_mean,
-      trait_after_sem: (r.after as EvalSummary).trait_sem,
-      coherence_after: (r.after as EvalSummary).coherence_mean,
-    }));
-    const metrics = { trait: trait.name, judge: judge.name, baseline, runs: matrix };
-    await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, metrics);
-    await atomicWriteJson(join(ctx.runDir, "train_defaults.json"), DEFAULTS);
-    return metrics;
   },
 };

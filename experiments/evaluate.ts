@@ -138,10 +138,14 @@ export async function evaluateTrait(
     Array.from({ length: o.samples }, () => ({ system: o.systemPrompt, question: q }))
   );
   const answers = await answerAll(m, prompts, o, (n) => ctx.progress(`  generated ${n}/${prompts.length}`));
+  // every sample's judging at once: an HTTP judge runs up to its `concurrency` requests in flight
+  const scores = await Promise.all(
+    answers.map((a, i) => judgeBoth(judge, trait, prompts[i].question, a.text)),
+  );
   const samples: EvalSample[] = [];
   for (let i = 0; i < answers.length; i++) {
     const q = prompts[i].question, a = answers[i];
-    const s = await judgeBoth(judge, trait, q, a.text);
+    const s = scores[i];
     let proj: number | null = null;
     if (o.projection) {
       const acts = await sequenceActivations(

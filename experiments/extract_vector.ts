@@ -118,10 +118,18 @@ export async function extractPersonaVector(
   const acts: { pos: SequenceActivations; neg: SequenceActivations }[] = [];
   const sequences: ExtractionResult["sequences"] = [];
   const stop = m.tokenizer!.stopIds;
+  // all judging at once (an HTTP judge keeps up to its `concurrency` requests in flight), then the GPU work
+  const judged = await Promise.all(
+    items.map((it, i) =>
+      Promise.all([
+        judgeBoth(judge, trait, it.question, pos[i].text),
+        judgeBoth(judge, trait, it.question, neg[i].text),
+      ])
+    ),
+  );
   for (let i = 0; i < items.length; i++) {
     const it = items[i];
-    const ps = await judgeBoth(judge, trait, it.question, pos[i].text),
-      ns = await judgeBoth(judge, trait, it.question, neg[i].text);
+    const [ps, ns] = judged[i];
     const ok = (x: number | null, f: (v: number) => boolean) => x !== null && f(x);
     const kept = !!o.keepAll ||
       ok(ps.trait, (v) => v >= o.traitThreshold) && ok(ns.trait, (v) => v < o.traitThreshold) &&

@@ -158,8 +158,10 @@ fn gemv_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 // sums to cmat[z * m * n + m * n + n] (no alpha, bias or residual); splitk_reduce adds the slices in
 // order (deterministic) and applies them. For shapes with few tiles and a long k (dX of the LM head,
 // LoRA's du = dy B, dA = du^T x), which would otherwise leave most of a GPU idle.
-const BM = 16u * TM;
-const BN = 16u * TN;
+// the workgroup is TILE_WG x TILE_WG invocations (a define shared with lib/ops/matmul.ts)
+const WG_SIDE: u32 = TILE_WG;
+const BM = WG_SIDE * TM;
+const BN = WG_SIDE * TN;
 const BK = 16u;
 const SA = BM + 1u;
 const SW = BN + 1u;
@@ -184,11 +186,11 @@ fn load_wt(k: u32, n: u32, k_hi: u32) -> f32 {
 #endif
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TILE_WG, TILE_WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let m0 = wg.y * BM;
   let n0 = wg.x * BN;
-  let t = lid.y * 16u + lid.x;
+  let t = lid.y * WG_SIDE + lid.x;
 #ifdef SPLIT_K
   let k_lo = wg.z * params.k_chunk;
   let k_hi = min(params.k, k_lo + params.k_chunk);
@@ -222,8 +224,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var kk = 0u; kk < BK; kk++) {
       var av: array<f32, TM>;
       var wv: array<f32, TN>;
-      for (var i = 0u; i < TM; i++) { av[i] = a_tile[kk * SA + lid.y + 16u * i]; }
-      for (var j = 0u; j < TN; j++) { wv[j] = w_tile[kk * SW + lid.x + 16u * j]; }
+      for (var i = 0u; i < TM; i++) { av[i] = a_tile[kk * SA + lid.y + WG_SIDE * i]; }
+      for (var j = 0u; j < TN; j++) { wv[j] = w_tile[kk * SW + lid.x + WG_SIDE * j]; }
       for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) {
           acc[i * TN + j] = fma(av[i], wv[j], acc[i * TN + j]);
@@ -234,10 +236,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   }
 
   for (var i = 0u; i < TM; i++) {
-    let m = m0 + lid.y + 16u * i;
+    let m = m0 + lid.y + WG_SIDE * i;
     if (m >= params.m) { continue; }
     for (var j = 0u; j < TN; j++) {
-      let n = n0 + lid.x + 16u * j;
+      let n = n0 + lid.x + WG_SIDE * j;
       if (n < params.n) {
 #ifdef SPLIT_K
         cmat[(wg.z * params.m + m) * params.n + n] = acc[i * TN + j];
@@ -281,12 +283,9 @@ fn store_row8(m: u32, lo: vec4<f32>, hi: vec4<f32>) {
 }
 
 // Each invocation computes RM x RN outputs; the workgroup is WG_X (along n) x WG_Y (along m)
-// invocations. N <= 8 (LoRA rank products) goes to row_n8 instead, so that the SIMD lanes of a CPU
-// adapter all work on different rows instead of idling on columns past N.
-const RM = 8u;
-const RN = 8u;
-const WG_X = 8u;
-const WG_Y = 4u;
+// invocations — four defines shared with lib/ops/matmul.ts, which sizes the dispatch from them.
+// N <= 8 (LoRA rank products) goes to row_n8 instead, so that the SIMD lanes of a CPU adapter all work
+// on different rows instead of idling on columns past N.
 
 #ifndef W_KN
 @compute @workgroup_size(WG_X, WG_Y)

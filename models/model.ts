@@ -11,6 +11,8 @@ export interface Model {
   cfg: ModelConfig;
   decoder: Decoder;
   tokenizer: TextTokenizer | null;
+  /** free the GPU weights (the decoder cannot be used afterwards); at 7B, 15 GB */
+  dispose(): void;
 }
 
 export async function loadModel(
@@ -24,7 +26,14 @@ export async function loadModel(
     try {
       const weights = await loadWeights(gpu, ck, cfg, opts);
       const tokenizer = opts.tokenizer === false ? null : await TextTokenizer.load(dir, cfg.eosTokenIds);
-      return { dir, cfg, decoder: new Decoder(gpu, cfg, weights), tokenizer };
+      const m: Model = {
+        dir,
+        cfg,
+        decoder: new Decoder(gpu, cfg, weights),
+        tokenizer,
+        dispose: () => disposeModel(m),
+      };
+      return m;
     } finally {
       ck.close();
     }

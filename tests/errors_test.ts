@@ -479,6 +479,20 @@ Deno.test({
       /tokenizer_config\.json: chat_template asks for range\(\) of 100000000 numbers \(limit 100000\)/,
     );
     assert.ok(performance.now() - t0 < 30_000, "refused at once");
+    // nested loops within range()'s bound: stopped by the step budget, not left to run for hours
+    await Deno.writeTextFile(
+      join(bad, "tokenizer_config.json"),
+      JSON.stringify({
+        ...tc,
+        chat_template: "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+      }),
+    );
+    r = await cli(["generate", "--model", bad, "--prompt", "a", "--chat", "--max-new-tokens", "2"]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /tokenizer_config\.json: chat_template took over \d+ steps \/ \d+ ms for one conversation/,
+    );
     const cfg = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
     r = await cli(["generate", "--model", dir, "--prompt", "Once", "--max-new-tokens", "1000000", "--json"]);
     assert.equal(r.code, 0, r.stderr);

@@ -208,7 +208,8 @@ Deno.test({
     const gpu = await testGpu();
     const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
     console.log(`  adapter: ${gpu.caps.description} (${backend}); shader-f16: ${gpu.caps.shaderF16}`);
-    const k = () => gpu.kernel("matmul", "main", { W_DTYPE: "f16n", W_BINDING: 2, TM: 4, TN: 4 });
+    const k = () =>
+      gpu.kernel("matmul", "main", { W_DTYPE: "f16n", W_BINDING: 2, TM: 4, TN: 4, TILE_WG: 16 });
     if (gpu.caps.shaderF16) {
       k();
       await gpu.submit();

@@ -16,7 +16,13 @@ export interface Kernel {
   name: string; // "file:entry{defines}" — used in error messages and as the cache key
   pipeline: GPUComputePipeline;
   usesParams: boolean;
+  /** the field names of the shader's `struct Params` (all 4-byte scalars): the contract a dispatch's
+   * params must fill exactly */
+  paramFields: string[];
 }
+
+/** Storage bindings of a dispatch: by binding number ({1: a, 3: out}), or positional from binding 1. */
+export type Bindings = (Binding | undefined)[] | Record<number, Binding | undefined>;
 
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 
@@ -160,7 +166,10 @@ export class Gpu {
       layout: "auto",
       compute: { module, entryPoint: entry },
     });
-    k = { name, pipeline, usesParams: /var<uniform>\s+params\b/.test(code) };
+    const struct = /struct\s+Params\s*\{([^}]*)\}/.exec(code)?.[1] ?? "";
+    const paramFields = struct.replace(/\/\/[^\n]*/g, "").split(",").map((f) => f.split(":")[0].trim())
+      .filter(Boolean);
+    k = { name, pipeline, usesParams: /var<uniform>\s+params\b/.test(code), paramFields };
     this.kernels.set(name, k);
     if (this.profiler) {
       this.profiler.wall.compiles++;
@@ -194,10 +203,14 @@ export class Gpu {
   dispatch(
     k: Kernel,
     params: ArrayLike<number>,
-    buffers: (Binding | undefined)[],
+    bindings: Bindings,
     groups: [number, number?, number?],
     cost?: OpCost,
   ): void {
+    const buffers: (Binding | undefined)[] = Array.isArray(bindings) ? bindings : [];
+    if (!Array.isArray(bindings)) {
+      for (const [n, b] of Object.entries(bindings)) buffers[Number(n) - 1] = b;
+    }
     const t0 = this.profiler ? performance.now() : 0;
     const [gx, gy = 1, gz = 1] = groups;
     if (gx === 0 || gy === 0 || gz === 0) return;
@@ -208,6 +221,13 @@ export class Gpu {
     if (this.paramSlots >= PARAM_SLOTS) this.flushParamsBySubmit();
     const entries: GPUBindGroupEntry[] = [];
     if (k.usesParams) {
+      if (params.length !== k.paramFields.length) {
+        throw new Error(
+          `${k.name}: ${params.length} params given; its struct Params has ${k.paramFields.length} (${
+            k.paramFields.join(", ")
+          })`,
+        );
+      }
       if (params.length > this.slotWords) throw new Error(`${k.name}: too many params`);
       const slot = this.paramSlots++;
       this.paramsCpu.set(params, slot * this.slotWords);

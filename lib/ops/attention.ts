@@ -34,7 +34,7 @@ export function attention(
   gpu.dispatch(
     k,
     [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0],
-    [q.buffer, kCache.buffer, vCache.buffer, kvStart.buffer, o.buffer, lse.buffer],
+    { 1: q.buffer, 2: kCache.buffer, 3: vCache.buffer, 4: kvStart.buffer, 5: o.buffer, 6: lse.buffer },
     [rows ? s.t : Math.ceil(s.t / 64), s.heads, s.batch],
     cost,
   );
@@ -78,19 +78,17 @@ export function attentionBackward(
   gpu.dispatch(
     kq,
     params,
-    [
-      t.q.buffer,
-      t.k.buffer,
-      t.v.buffer,
-      t.kvStart.buffer,
-      undefined,
-      undefined,
-      t.o.buffer,
-      t.lse.buffer,
-      t.dO.buffer,
-      g.dq.buffer,
-      g.dsum.buffer,
-    ],
+    {
+      1: t.q.buffer,
+      2: t.k.buffer,
+      3: t.v.buffer,
+      4: t.kvStart.buffer,
+      7: t.o.buffer,
+      8: t.lse.buffer,
+      9: t.dO.buffer,
+      10: g.dq.buffer,
+      11: g.dsum.buffer,
+    },
     [rows ? s.t : Math.ceil(s.t / 64), s.heads, s.batch],
     { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes },
   );
@@ -106,32 +104,32 @@ export function attentionBackward(
   gpu.dispatch(
     kkv,
     params,
-    [
-      t.q.buffer,
-      t.k.buffer,
-      t.v.buffer,
-      t.kvStart.buffer,
-      undefined,
-      undefined,
-      undefined,
-      t.lse.buffer,
-      t.dO.buffer,
-      undefined,
-      undefined,
-      g.dsum.buffer,
-      dkH.buffer,
-      dvH.buffer,
-    ],
+    {
+      1: t.q.buffer,
+      2: t.k.buffer,
+      3: t.v.buffer,
+      4: t.kvStart.buffer,
+      8: t.lse.buffer,
+      9: t.dO.buffer,
+      12: g.dsum.buffer,
+      13: dkH.buffer,
+      14: dvH.buffer,
+    },
     [rows ? s.t : Math.ceil(s.t / 64), perHead ? s.heads : s.kvHeads, s.batch],
     { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 2 * kvBytes + (perHead ? 2 * qBytes : 2 * kvBytes) },
   );
   if (perHead) {
     const ks = gpu.kernel("attention", "group_sum", defs);
     const n = s.batch * s.t * s.kvHeads * s.headDim;
-    const none = new Array(12).fill(undefined);
-    gpu.dispatch(ks, params, [...none, g.dk.buffer, g.dv.buffer, dkH.buffer, dvH.buffer], grid1d(gpu, n), {
-      bytes: 4 * n * 2 * (group + 1),
-    });
+    gpu.dispatch(
+      ks,
+      params,
+      { 13: g.dk.buffer, 14: g.dv.buffer, 15: dkH.buffer, 16: dvH.buffer },
+      grid1d(gpu, n),
+      {
+        bytes: 4 * n * 2 * (group + 1),
+      },
+    );
     dkH.dispose();
     dvH.dispose();
   }

@@ -36,7 +36,7 @@ export function embeddingBackward(gpu: Gpu, ids: ArrayLike<number>, grad: Tensor
   gpu.dispatch(
     k,
     [uniq.length, d, 0, 0],
-    [undefined, undefined, undefined, undefined, grad.buffer, o.buffer, st.buffer, u.buffer, dtable.buffer],
+    { 5: grad.buffer, 6: o.buffer, 7: st.buffer, 8: u.buffer, 9: dtable.buffer },
     grid1d(gpu, uniq.length * d),
   );
   for (const t of [o, st, u]) t.dispose();

@@ -51,7 +51,7 @@ export function crossEntropyBackward(
   gpu.dispatch(
     k,
     [rows, vocab, f32bits(scale), 0],
-    [undefined, targets.buffer, mask.buffer, loss.buffer, lse.buffer, logits.buffer],
+    { 2: targets.buffer, 3: mask.buffer, 4: loss.buffer, 5: lse.buffer, 6: logits.buffer },
     gridRows(gpu, rows),
   );
 }

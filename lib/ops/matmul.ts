@@ -5,6 +5,11 @@ import { f32bits, type Gpu } from "../gpu/context.ts";
 import { bytesPerElement, Tensor } from "../tensor.ts";
 import { check, grid1d, gridRows, weightDtype } from "./common.ts";
 
+/** Workgroup-tile kernel (GPUs): TILE_WG x TILE_WG invocations, each TM x TN outputs (defines). */
+const TILE_WG = 16;
+/** Register-tile kernels (CPU adapters): WG_X x WG_Y invocations, each RM x RN outputs (defines). */
+const REGTILE_GEOMETRY = { RM: 8, RN: 8, WG_X: 8, WG_Y: 4 } as const;
+
 export interface MatmulSpec {
   /** f32 activations: [M, K] ("mk", default) or [K, M] ("km") with leading dimension lda */
   a: Tensor;
@@ -81,11 +86,10 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   const gemv = M <= 8 && !wKN && !aKM && K % 4 === 0 && lda % 4 === 0 && aOff % 4 === 0;
   // N <= 8 (the LoRA rank products): one output row per invocation, 8 accumulators
   const rowN8 = register && N <= 8 && !gemv;
-  // register tiles: 8 x 4 invocations (WG_X x WG_Y in matmul.wgsl) of 8x8 outputs; workgroup tiles:
-  // 16 x 16 invocations of TM x TN outputs
   const T = register ? 0 : s.tile ?? (M >= 128 && N >= 128 ? 8 : 4);
   const defs = {
-    ...(register || gemv ? {} : { TM: T, TN: T }),
+    ...(register || gemv ? {} : { TM: T, TN: T, TILE_WG }),
+    ...(register && !gemv ? REGTILE_GEOMETRY : {}),
     W_DTYPE: weightDtype(gpu, s.w),
     W_BINDING: 2,
     W_VEC4: register || gemv,
@@ -97,7 +101,10 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     RESIDUAL: !!s.residual,
     ROW_N8: rowN8,
   };
-  const [tn, tm] = register ? [64, 32] : [16 * T, 16 * T];
+  // C's extent per workgroup along n and m
+  const [tn, tm] = register
+    ? [REGTILE_GEOMETRY.RN * REGTILE_GEOMETRY.WG_X, REGTILE_GEOMETRY.RM * REGTILE_GEOMETRY.WG_Y]
+    : [TILE_WG * T, TILE_WG * T];
   const entry = gemv
     ? (register ? "gemv_row" : "gemv_wg")
     : rowN8
@@ -137,6 +144,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       const ks = gpu.kernel("matmul", "main", {
         TM: T,
         TN: T,
+        TILE_WG,
         W_DTYPE: defs.W_DTYPE,
         W_BINDING: 2,
         A_KM: aKM,
@@ -153,6 +161,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       const kr = gpu.kernel("matmul", "splitk_reduce", {
         TM: T,
         TN: T,
+        TILE_WG,
         W_DTYPE: "f32",
         W_BINDING: 2,
         HAS_BIAS: !!s.bias && first,
@@ -163,7 +172,12 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       gpu.dispatch(
         kr,
         [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, slices, 0, 0],
-        [undefined, undefined, s.out.buffer, first ? s.bias?.buffer : undefined, residual, partial.buffer],
+        {
+          3: s.out.buffer,
+          4: first ? s.bias?.buffer : undefined,
+          5: residual,
+          6: partial.buffer,
+        },
         grid1d(gpu, M * n),
         { bytes: 4 * M * n * (slices + cReads) },
       );

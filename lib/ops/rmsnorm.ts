@@ -27,15 +27,12 @@ export function rmsnormBackward(
 ): void {
   const d = w.numel, rows = x.numel / d;
   const k = gpu.kernel("rmsnorm", "backward", { ACCUMULATE: accumulate });
-  gpu.dispatch(k, [rows, d, 0, 0], [
-    x.buffer,
-    w.buffer,
-    undefined,
-    undefined,
-    dy.buffer,
-    rstd.buffer,
-    dx.buffer,
-  ], gridRows(gpu, rows));
+  gpu.dispatch(
+    k,
+    [rows, d, 0, 0],
+    { 1: x.buffer, 2: w.buffer, 5: dy.buffer, 6: rstd.buffer, 7: dx.buffer },
+    gridRows(gpu, rows),
+  );
 }
 
 /** dw += sum over rows of dy * x * rstd. */
@@ -45,7 +42,7 @@ export function rmsnormWeightGrad(gpu: Gpu, x: Tensor, dy: Tensor, rstd: Tensor,
   gpu.dispatch(
     k,
     [rows, d, 0, 0],
-    [x.buffer, undefined, undefined, undefined, dy.buffer, rstd.buffer, undefined, dw.buffer],
+    { 1: x.buffer, 5: dy.buffer, 6: rstd.buffer, 8: dw.buffer },
     [Math.ceil(d / 64)],
   );
 }

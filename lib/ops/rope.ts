@@ -63,18 +63,7 @@ export function qkvRopeBackward(
   gpu.dispatch(
     k,
     [rows, s.t, s.tCache, s.past, s.heads, s.kvHeads, s.headDim, 0],
-    [
-      undefined,
-      pos.buffer,
-      cosSin.buffer,
-      undefined,
-      undefined,
-      undefined,
-      dq.buffer,
-      dk.buffer,
-      dv.buffer,
-      dqkv.buffer,
-    ],
+    { 2: pos.buffer, 3: cosSin.buffer, 7: dq.buffer, 8: dk.buffer, 9: dv.buffer, 10: dqkv.buffer },
     grid1d(gpu, n),
   );
 }

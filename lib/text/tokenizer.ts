@@ -124,7 +124,7 @@ export class TextTokenizer {
       ...extra,
     };
     for (const [k, v] of Object.entries(globals)) env.set(k, v);
-    const out = String(new Interpreter(env).run(this.template.parsed).value);
+    const out = String(new BudgetedInterpreter(env, where).run(this.template.parsed).value);
     if (out.length > MAX_RENDERED_CHARS) {
       throw new Error(
         `${
@@ -144,6 +144,34 @@ export class TextTokenizer {
     return this.encode(this.renderChat(messages, addGenerationPrompt, extra), false);
   }
 }
+
+/**
+ * The interpreter with a budget: a chat template renders one conversation in thousands of evaluation
+ * steps; past MAX_STEPS, or MAX_RENDER_MS of wall time, it is a broken (or hostile) template and an error
+ * naming the file, not a hang.
+ */
+class BudgetedInterpreter extends Interpreter {
+  private steps = 0;
+  private readonly started = performance.now();
+  constructor(env: Environment, private where: string) {
+    super(env);
+  }
+  override evaluate(...args: Parameters<Interpreter["evaluate"]>): ReturnType<Interpreter["evaluate"]> {
+    if (++this.steps % 4096 === 0) {
+      const ms = performance.now() - this.started;
+      if (this.steps > MAX_STEPS || ms > MAX_RENDER_MS) {
+        throw new Error(
+          `${this.where}: chat_template took over ${this.steps} steps / ${
+            Math.round(ms)
+          } ms for one conversation (limits ${MAX_STEPS} / ${MAX_RENDER_MS} ms)`,
+        );
+      }
+    }
+    return super.evaluate(...args);
+  }
+}
+const MAX_STEPS = 20_000_000;
+const MAX_RENDER_MS = 10_000;
 
 /** A chat template's output for one conversation beyond this is a broken template, not a chat. */
 const MAX_RENDERED_CHARS = 4_000_000;

@@ -40,6 +40,8 @@ export interface TrainOptions {
   resume?: boolean;
   /** move a non-empty output_dir aside (to <dir>.old-<time>) and start clean */
   overwrite?: boolean;
+  /** the base model, already loaded (LoRA mode; a sweep trains many adapters on one copy of it) */
+  model?: Model;
   gpu: Gpu;
   /** progress lines (default: stderr) */
   progress?: (line: string) => void;
@@ -193,7 +195,12 @@ function checkRecords(
 export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResult> {
   const gpu = o.gpu;
   const say = o.progress ?? ((s: string) => console.error(s));
-  const model = await loadModel(gpu, c.model, { forceF32: c.mode === "full" });
+  if (o.model && (c.mode !== "lora" || o.model.dir !== c.model)) {
+    throw new Error(
+      `train: a preloaded model is for LoRA runs on that same model (${o.model.dir}, not ${c.model})`,
+    );
+  }
+  const model = o.model ?? await loadModel(gpu, c.model, { forceF32: c.mode === "full" });
   if (!model.tokenizer) throw new Error(`${c.model}: a tokenizer is needed for training`);
   const records = checkRecords(
     model,
