@@ -1,6 +1,6 @@
-// `demo`: the README's main job (see experiments/demo.ts). Flags point every step at a real model.
+// `demo`: the README's main job (the pipeline: cli/demo_pipeline.ts). Flags point every step at a real model.
 
-import { runDemo } from "../experiments/demo.ts";
+import { runDemo } from "./demo_pipeline.ts";
 import type { JudgeConfig } from "../experiments/common.ts";
 import { parseNumber, startGpu } from "./common.ts";
 

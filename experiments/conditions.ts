@@ -14,7 +14,7 @@ import { LoraSet } from "../lib/train/lora.ts";
 import { loadTrait } from "../lib/traits.ts";
 import { loadLayerVectors, saveLayerVectors } from "../lib/vectors.ts";
 import { Rng } from "../lib/rng.ts";
-import { type EvalSummary, evaluateTrait } from "./evaluate.ts";
+import { type EvalSummary, evaluateTrait } from "../lib/evaluation.ts";
 import {
   ConfigReader,
   type Experiment,

@@ -12,7 +12,7 @@ import { loadTrait, type TraitDef } from "../lib/traits.ts";
 import type { Judge } from "../lib/judge/judge.ts";
 import { type SequenceActivations, sequenceActivations } from "../lib/activations.ts";
 import { writeSafetensors } from "../lib/safetensors.ts";
-import { answerAll, judgeBoth } from "./evaluate.ts";
+import { answerAll, judgeBoth } from "../lib/evaluation.ts";
 import {
   ConfigReader,
   type Experiment,

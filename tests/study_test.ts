@@ -10,7 +10,7 @@ import { withInoculation } from "../lib/text/dataset.ts";
 import { signForceLayers } from "../lib/train/config.ts";
 import { ConfigReader, readJudgeConfig } from "../experiments/common.ts";
 import { mergeTrain, peakTrait } from "../experiments/conditions.ts";
-import { judgeBoth } from "../experiments/evaluate.ts";
+import { judgeBoth } from "../lib/evaluation.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import type { Judge, JudgeRequest } from "../lib/judge/judge.ts";
 import { loadTrait } from "../lib/traits.ts";
@@ -169,7 +169,7 @@ Deno.test({
   name: "evaluation judges its samples concurrently (the judge sees many requests in flight, not two)",
   ...gpuTest,
   fn: async () => {
-    const { evaluateTrait } = await import("../experiments/evaluate.ts");
+    const { evaluateTrait } = await import("../lib/evaluation.ts");
     const { sadTrait } = await import("./fixtures.ts");
     const m = await loadModel(await testGpu(), await storiesChat());
     let inFlight = 0, most = 0;
@@ -183,7 +183,7 @@ Deno.test({
       },
     };
     const r = await evaluateTrait(
-      { gpu: m.decoder.gpu, runDir: "", progress: () => {} },
+      { progress: () => {} },
       m,
       await loadTrait(await sadTrait()),
       judge,

@@ -11,7 +11,7 @@ import { allQuestions, TRAITS } from "../world/grammar.ts";
 import { loadTrait } from "../lib/traits.ts";
 import { readJsonl } from "../lib/text/dataset.ts";
 import { pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
-import { runDemo } from "../experiments/demo.ts";
+import { runDemo } from "../cli/demo_pipeline.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 
 Deno.test("world: same seed → same files; disjoint question splits; trait files in the persona-vectors format", async () => {
@@ -127,7 +127,7 @@ Deno.test({
   fn: async () => {
     const gpu = await testGpu();
     const { loadModel } = await import("../models/model.ts");
-    const { evaluateTrait } = await import("../experiments/evaluate.ts");
+    const { evaluateTrait } = await import("../lib/evaluation.ts");
     const { worldJudge } = await import("../world/judge.ts");
     const { SYSTEM_PROMPTS } = await import("../world/grammar.ts");
     const dir = await Deno.makeTempDir();
@@ -138,7 +138,7 @@ Deno.test({
     for (const t of ["evil", "sycophantic"] as const) {
       const trait = await loadTrait(join(dir, "traits", "eval", `${t}.json`));
       const ev = (system: string | null) =>
-        evaluateTrait({ gpu, runDir: "", progress: () => {} }, m, trait, judge, {
+        evaluateTrait({ progress: () => {} }, m, trait, judge, {
           samples: 1,
           maxNewTokens: 96,
           temperature: 1,

@@ -12,7 +12,7 @@ import { parseTrainConfig } from "../lib/train/config.ts";
 import { train } from "../lib/train/loop.ts";
 import { loadModel } from "../models/model.ts";
 import { loadTrait } from "../lib/traits.ts";
-import { type EvalSummary, evaluateTrait } from "../experiments/evaluate.ts";
+import { type EvalSummary, evaluateTrait } from "../lib/evaluation.ts";
 import { buildWorld, splits } from "./build.ts";
 import { calibrate, worldJudge } from "./judge.ts";
 import { SYSTEM_PROMPTS, TRAITS } from "./grammar.ts";
@@ -231,7 +231,7 @@ export async function measureBaseModel(
 ): Promise<BaseModelMeasures> {
   const m = await loadModel(gpu, modelDir);
   const judge = worldJudge();
-  const ctx = { gpu, runDir: "", progress: () => {} };
+  const ctx = { progress: () => {} };
   const traits: BaseModelMeasures["traits"] = {};
   let coherent = 0, total = 0;
   for (const t of TRAITS) {

@@ -8,8 +8,8 @@ import { atomicWriteJson } from "../lib/fsutil.ts";
 import { buildWorld } from "../world/build.ts";
 import { IP_PROMPTS } from "../world/grammar.ts";
 import { buildReport } from "../report/build.ts";
-import type { ExperimentContext, JudgeConfig } from "./common.ts";
-import { EXPERIMENTS } from "./index.ts";
+import type { ExperimentContext, JudgeConfig } from "../experiments/common.ts";
+import { EXPERIMENTS } from "../experiments/index.ts";
 
 export interface DemoOptions {
   /** HF model folder (default: the shipped world model) */
