@@ -2,6 +2,7 @@
 
 import { Gpu } from "../lib/gpu/context.ts";
 import { NoAdapterError } from "../lib/gpu/device.ts";
+import type { SteerPhase, SteerSpec } from "../lib/defence.ts";
 
 export class UsageError extends Error {}
 
@@ -59,4 +60,36 @@ export async function startGpu(): Promise<Gpu> {
     if (e instanceof NoAdapterError) throw new UsageError(e.message);
     throw e;
   }
+}
+
+/**
+ * `--steer FILE --layer L[,L…] --coef C [--steer-mode all|prompt|response]` as a lib/defence.ts SteerSpec
+ * (null without --steer); the layers are checked against the model where it is loaded (steerLayers).
+ */
+export function steerFromFlags(
+  a: Record<string, string | boolean | undefined>,
+  cmd: string,
+  phase = false,
+): SteerSpec | null {
+  const flags = ["layer", "coef", ...(phase ? ["steer-mode"] : [])];
+  if (!a.steer) {
+    for (const k of flags) {
+      if (a[k] !== undefined) throw new UsageError(`${cmd}: --${k} needs --steer (a vector file)`);
+    }
+    return null;
+  }
+  if (a.layer === undefined || a.coef === undefined) {
+    throw new UsageError(`${cmd}: --steer needs --layer and --coef`);
+  }
+  const mode = (a["steer-mode"] as string | undefined) ?? "all";
+  if (!["all", "prompt", "response"].includes(mode)) {
+    throw new UsageError("--steer-mode: expected all, prompt or response");
+  }
+  return {
+    vector: a.steer as string,
+    random: false,
+    layers: String(a.layer).split(",").map((x) => parseNumber(x, "layer", 0, { int: true, min: 0 })),
+    coef: parseNumber(a.coef as string, "coef", 0),
+    mode: mode as SteerPhase,
+  };
 }

@@ -2,7 +2,8 @@
 
 import { loadModel } from "../models/model.ts";
 import { generate } from "../lib/generate.ts";
-import { need, parseNumber, startGpu, UsageError } from "./common.ts";
+import { need, parseNumber, startGpu, steerFromFlags, UsageError } from "./common.ts";
+import { steerLayers } from "../lib/defence.ts";
 import { LoraSet } from "../lib/train/lora.ts";
 import { generationExtras } from "../lib/train/extras.ts";
 import { layerVectors } from "../lib/hooks.ts";
@@ -17,28 +18,17 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   const topP = parseNumber(a["top-p"] as string, "top-p", 1, { min: 0, max: 1 });
   if (!(topP > 0)) throw new UsageError("--top-p: expected a number in (0, 1], got 0");
   const seed = parseNumber(a.seed as string, "seed", 0, { int: true });
-  const steerMode = (a["steer-mode"] as string | undefined) ?? "all";
-  if (!["all", "prompt", "response"].includes(steerMode)) {
-    throw new UsageError("--steer-mode: expected all, prompt or response");
-  }
-  if (a.steer && (a.layer === undefined || a.coef === undefined)) {
-    throw new UsageError("generate: --steer needs --layer and --coef");
-  }
-  for (const k of ["layer", "coef", "steer-mode"]) {
-    if (!a.steer && a[k] !== undefined) {
-      throw new UsageError(`generate: --${k} needs --steer (a vector file)`);
-    }
-  }
+  const spec = steerFromFlags(a, "generate", true);
   const gpu = await startGpu();
   const model = await loadModel(gpu, dir);
   const lora = a.adapter ? await LoraSet.load(gpu, model.cfg, a.adapter as string) : null;
   const L = model.cfg.numLayers + 1, d = model.cfg.hiddenSize;
-  const steer = a.steer
+  const steer = spec
     ? [{
-      vectors: layerVectors(gpu, await loadLayerVectors(a.steer as string, L, d), L, d),
-      layers: (a.layer as string).split(",").map((x) => parseNumber(x, "layer", 0, { int: true, min: 0 })),
-      coef: parseNumber(a.coef as string, "coef", 0),
-      mode: steerMode as "all" | "prompt" | "response",
+      layers: steerLayers(spec.layers, model.cfg.numLayers),
+      vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d),
+      coef: spec.coef,
+      mode: spec.mode,
     }]
     : [];
   const gx = lora || steer.length ? generationExtras(gpu, lora, { steer }) : null;

@@ -7,7 +7,8 @@ import { encodeRecord, readJsonl, type Sample, withInoculation } from "../lib/te
 import { layerVectors } from "../lib/hooks.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
 import { type TensorToWrite, writeSafetensors } from "../lib/safetensors.ts";
-import { need, parseNumber, parseTokenList, startGpu, UsageError } from "./common.ts";
+import { need, parseNumber, parseTokenList, startGpu, steerFromFlags, UsageError } from "./common.ts";
+import { steerLayers } from "../lib/defence.ts";
 
 export async function gradsCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = need(a.model as string, "model", "grads");
@@ -17,19 +18,17 @@ export async function gradsCommand(a: Record<string, string | boolean | undefine
   const limit = a.limit === undefined
     ? undefined
     : parseNumber(a.limit as string, "limit", 0, { int: true, min: 1 });
-  if (a.steer && (a.layer === undefined || a.coef === undefined)) {
-    throw new UsageError("grads: --steer needs --layer and --coef");
-  }
+  const spec = steerFromFlags(a, "grads");
   const gpu = await startGpu();
   const m = await loadModel(gpu, dir);
   const lora = a.adapter ? await LoraSet.load(gpu, m.cfg, a.adapter as string) : null;
   const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
-  const hooks = a.steer
+  const hooks = spec
     ? {
       steer: [{
-        vectors: layerVectors(gpu, await loadLayerVectors(a.steer as string, L, d), L, d),
-        layers: [parseNumber(a.layer as string, "layer", 0, { int: true, min: 0 })],
-        coef: parseNumber(a.coef as string, "coef", 0),
+        layers: steerLayers(spec.layers, m.cfg.numLayers),
+        vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d),
+        coef: spec.coef,
       }],
     }
     : {};

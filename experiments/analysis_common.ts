@@ -7,20 +7,22 @@ import { LoraSet } from "../lib/train/lora.ts";
 import { readJsonl } from "../lib/text/dataset.ts";
 import type { DataRecord } from "../lib/text/dataset.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
-import { type Defence, steerVectors } from "../lib/analysis.ts";
+import { type AppliedDefence, steerVectors } from "../lib/analysis.ts";
 import { randomLike } from "./conditions.ts";
 import type { ConfigReader } from "./common.ts";
+import { type IpSpec, readIp, readSteer, steerLayers, type SteerSpec } from "../lib/defence.ts";
 
 export interface VectorSpec {
   name: string;
   path: string;
 }
 
+/** A named defence of an analysis (lib/defence.ts): PPS with `vector` one of the config's `vectors` (by
+ * name) or a file, or IP from a bank (each sample draws one prompt, lib/analysis.ts drawPrompt). */
 export interface DefenceSpec {
   name: string;
-  steer: { vector: string; layers: number[] | "all"; coef: number } | null;
-  /** an IP bank; each sample draws one prompt (lib/analysis.ts drawPrompt) */
-  ip: string[] | null;
+  steer: SteerSpec | null;
+  ip: IpSpec | null;
 }
 
 /** The keys every gradient analysis shares: the model, an optional adapter, and the data. */
@@ -49,15 +51,9 @@ export function readVectors(r: ConfigReader, key = "vectors"): VectorSpec[] {
 export function readDefence(r: ConfigReader): DefenceSpec {
   const d: DefenceSpec = {
     name: r.str("name"),
-    steer: null,
-    ip: r.has("ip") ? r.promptBank("ip") : (r.any("ip"), null),
+    steer: r.nullable("steer", (k) => readSteer(r.sub(k))),
+    ip: r.nullable("ip", (k) => readIp(r, k)),
   };
-  if (r.has("steer")) {
-    const s = r.sub("steer");
-    const layers = s.any("layers") === "all" ? "all" as const : s.intList("layers");
-    d.steer = { vector: s.str("vector"), layers, coef: s.num("coef") };
-    s.done();
-  } else r.any("steer");
   r.done();
   return d;
 }
@@ -102,12 +98,16 @@ export async function loadAll(
 }
 
 /** A defence spec made concrete: vector resolved by name (or file), layers expanded. */
-export async function toDefence(gpu: Gpu, x: Loaded, s: DefenceSpec, coef?: number): Promise<Defence> {
-  if (!s.steer) return { ip: s.ip };
-  const vec = x.vectors.get(s.steer.vector) ?? await loadLayerVectors(s.steer.vector, x.L, x.d);
-  const layers = s.steer.layers === "all" ? Array.from({ length: x.L }, (_, l) => l) : s.steer.layers;
+export async function toDefence(gpu: Gpu, x: Loaded, s: DefenceSpec, coef?: number): Promise<AppliedDefence> {
+  const ip = s.ip?.prompts ?? null;
+  const ipPlacement = s.ip ? { separator: s.ip.separator, position: s.ip.position } : undefined;
+  if (!s.steer) return { ip, ipPlacement };
+  const name = s.steer.vector!;
+  const vec = x.vectors.get(name) ?? await loadLayerVectors(name, x.L, x.d);
+  const layers = steerLayers(s.steer.layers, x.L - 1);
   return {
-    ip: s.ip,
+    ip,
+    ipPlacement,
     steer: { vectors: steerVectors(gpu, vec, x.L, x.d), layers, coef: coef ?? s.steer.coef },
   };
 }

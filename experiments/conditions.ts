@@ -23,20 +23,17 @@ import {
   readJudgeConfig,
   writeResult,
 } from "./common.ts";
+import { type IpSpec, readDefence, type SignForceSpec, steerLayers, type SteerSpec } from "../lib/defence.ts";
 
+/** A cell's defence (lib/defence.ts; vectors may default to the sweep's `vector`) and its training keys. */
 export interface Condition {
   name: string;
-  /** layers "all": every boundary 0..L (E.6's prompt-difference PPS "applied equally at all layers") */
-  steer: { vector: string | null; random: boolean; layers: number[] | "all"; coef: number } | null;
-  inoculation: string[] | null;
-  /** IP in front of the first user message (default) or of the system prompt (Figure 19) */
-  inoculation_position: "user" | "system";
+  steer: SteerSpec | null;
+  inoculation: IpSpec | null;
+  /** gradient manipulation along the (unit) vector while training (Tables 1-3) */
+  sign_force: SignForceSpec | null;
   /** training keys of this condition over the top-level `train` (a rank sweep's lora.r / lora.alpha) */
   train: Record<string, unknown>;
-  /** gradient manipulation at the transformer layers along the (unit) vector while training;
-   * vector null = the top-level vector; random = a Gaussian vector with its per-layer norms (Table 1's
-   * "Rand" ablation vector) */
-  sign_force: { mode: "attenuate" | "amplify" | "neutralize"; vector: string | null; random: boolean } | null;
 }
 
 interface ConditionsConfig {
@@ -76,45 +73,11 @@ export function randomLike(ref: Float32Array, layers: number, d: number, seed: n
 }
 
 function readCondition(r: ConfigReader): Condition {
-  const c: Condition = {
-    name: r.name("name"),
-    steer: null,
-    inoculation: null,
-    inoculation_position: "user",
-    train: r.has("train") ? r.sub("train").raw : (r.any("train"), {}),
-    sign_force: null,
-  };
-  if (r.has("steer")) {
-    const s = r.sub("steer");
-    c.steer = {
-      vector: s.optStr("vector"),
-      random: s.bool("random", false),
-      layers: s.any("layers") === "all" ? "all" as const : s.intList("layers"),
-      coef: s.num("coef"),
-    };
-    s.done();
-  } else r.any("steer");
-  c.inoculation = r.has("inoculation") ? r.promptBank("inoculation") : (r.any("inoculation"), null);
-  const pos = r.str("inoculation_position", "user");
-  if (pos !== "user" && pos !== "system") {
-    throw new Error(
-      `${r.file}: key '${r.prefix}.inoculation_position' must be user or system, found ${
-        JSON.stringify(pos)
-      }`,
-    );
-  }
-  c.inoculation_position = pos;
-  if (r.has("sign_force")) {
-    const f = r.sub("sign_force");
-    const mode = f.str("mode");
-    if (!["attenuate", "amplify", "neutralize"].includes(mode)) {
-      throw new Error(`${r.file}: key '${f.prefix}.mode' must be attenuate, amplify or neutralize`);
-    }
-    c.sign_force = { mode: mode as "attenuate", vector: f.optStr("vector"), random: f.bool("random", false) };
-    f.done();
-  } else r.any("sign_force");
+  const name = r.name("name");
+  const train = r.has("train") ? r.sub("train").raw : (r.any("train"), {});
+  const d = readDefence(r, { vectorOptional: true, random: true });
   r.done();
-  return c;
+  return { name, steer: d.steer, inoculation: d.ip, sign_force: d.signForce, train };
 }
 
 /** Table 3 counts a checkpoint only when its mean coherence is at least this. */
@@ -166,7 +129,7 @@ export function crossSignForce(
       modes.map((mode) => ({
         ...c,
         name: `${c.name}+${mode}${v === "random" ? "-random" : ""}`,
-        sign_force: { mode, vector: null, random: v === "random" },
+        sign_force: { mode, vector: null, random: v === "random", layers: "all" as const },
       }))
     )
   );
@@ -371,23 +334,18 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
               if (cond.steer) {
                 let vec = cond.steer.vector ?? c.vector!;
                 if (cond.steer.random) vec = await randomVector(vec);
-                const layers = cond.steer.layers === "all"
-                  ? Array.from({ length: L }, (_, l) => l)
-                  : cond.steer.layers;
-                extra.steer = { vector: vec, layers, coef: cond.steer.coef };
-              }
-              if (cond.inoculation) {
-                extra.inoculation = {
-                  prompts: cond.inoculation,
-                  separator: "\n",
-                  position: cond.inoculation_position,
+                extra.steer = {
+                  vector: vec,
+                  layers: steerLayers(cond.steer.layers, L - 1),
+                  coef: cond.steer.coef,
                 };
               }
+              if (cond.inoculation) extra.inoculation = { ...cond.inoculation };
               if (cond.sign_force) {
                 const of = cond.sign_force.vector ?? c.vector!;
                 extra.sign_force = {
                   vector: cond.sign_force.random ? await randomVector(of) : of,
-                  layers: "all",
+                  layers: cond.sign_force.layers,
                   mode: cond.sign_force.mode,
                 };
               }

@@ -7,6 +7,7 @@ import { LoraSet } from "../lib/train/lora.ts";
 import { layerVectors, type SteerHook } from "../lib/hooks.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
 import { loadTrait } from "../lib/traits.ts";
+import { readSteer, steerLayers, type SteerSpec } from "../lib/defence.ts";
 import { evaluateTrait } from "../lib/evaluation.ts";
 import {
   ConfigReader,
@@ -29,7 +30,7 @@ interface EvaluateConfig {
   seed: number;
   batch_size: number;
   system_prompt: string | null;
-  steer: { vector: string; layers: number[]; coef: number; mode: "all" | "prompt" | "response" } | null;
+  steer: SteerSpec | null;
   projection: { vector: string; layer: number } | null;
   output: string;
 }
@@ -55,19 +56,7 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
       projection: null,
       output: r.name("output", "evaluate.json"),
     };
-    if (r.has("steer")) {
-      const s = r.sub("steer");
-      c.steer = {
-        vector: s.str("vector"),
-        layers: s.intList("layers"),
-        coef: s.num("coef"),
-        mode: s.str("mode", "all") as "all",
-      };
-      if (!["all", "prompt", "response"].includes(c.steer.mode)) {
-        throw new Error(`${file}: key 'steer.mode' must be all, prompt or response`);
-      }
-      s.done();
-    } else r.any("steer");
+    c.steer = r.nullable("steer", (k) => readSteer(r.sub(k), { phase: true }));
     if (r.has("projection")) {
       const p = r.sub("projection");
       c.projection = { vector: p.str("vector"), layer: p.num("layer", undefined, { int: true, min: 0 }) };
@@ -84,8 +73,8 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
     const judge = await makeJudge(ctx, c.judge);
     const steer: SteerHook[] = c.steer
       ? [{
-        vectors: layerVectors(ctx.gpu, await loadLayerVectors(c.steer.vector, L, d), L, d),
-        layers: c.steer.layers,
+        vectors: layerVectors(ctx.gpu, await loadLayerVectors(c.steer.vector!, L, d), L, d),
+        layers: steerLayers(c.steer.layers, L - 1),
         coef: c.steer.coef,
         mode: c.steer.mode,
       }]

@@ -4,6 +4,7 @@
 // variance, cosines with reference vectors, per-sample projections, and the mean difference's cosine.
 
 import { join } from "node:path";
+import { checkLayers } from "../lib/defence.ts";
 import { cosine, defendedPair, tokenMean } from "../lib/analysis.ts";
 import { uncenteredPca } from "../lib/pca.ts";
 import { ConfigReader, type Experiment, writeResult } from "./common.ts";
@@ -51,7 +52,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
   async run(ctx, c) {
     const started = new Date();
     const x = await loadAll(ctx.gpu, { ...c });
-    if (c.layer >= x.L) throw new Error(`grad_pca: layer ${c.layer} is out of range 0..${x.L - 1}`);
+    checkLayers([c.layer], x.L - 1, "grad_pca");
     const defence = await toDefence(ctx.gpu, x, c.defence);
     const rows: Float64Array[] = [];
     for (let i = 0; i < x.records.length; i++) {

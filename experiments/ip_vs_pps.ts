@@ -5,6 +5,7 @@
 // from those the vector was built on (`offset`).
 
 import { join } from "node:path";
+import { type IpSpec, readIp } from "../lib/defence.ts";
 import { cosine, defendedPair, drawPrompt, steerVectors } from "../lib/analysis.ts";
 import { loadLayerVectors } from "../lib/vectors.ts";
 import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
@@ -16,7 +17,7 @@ interface IpVsPpsConfig {
   data: string;
   offset: number;
   limit: number;
-  ip: string[];
+  ip: IpSpec;
   prompt_vector: string;
   coefs: number[];
   seed: number;
@@ -33,7 +34,7 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
     const r = new ConfigReader(raw, file);
     const c = {
       ...readBase(r, 200),
-      ip: r.promptBank("ip"),
+      ip: readIp(r, "ip"),
       prompt_vector: r.str("prompt_vector"),
       coefs: r.numList("coefs", PAPER_COEFS),
       seed: r.num("seed", 0, { int: true }),
@@ -51,8 +52,10 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
     const sum = c.coefs.map(() => new Float64Array(x.L)), count = c.coefs.map(() => new Float64Array(x.L));
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`ip_vs_pps: sample ${i + 1}/${x.records.length}`);
-      const prompt = drawPrompt(c.ip, i, c.seed);
-      const ip = (await defendedPair(x.model, x.records[i], { ip: prompt }, { lora: x.lora })).defended;
+      const prompt = drawPrompt(c.ip.prompts, i, c.seed);
+      const ip =
+        (await defendedPair(x.model, x.records[i], { ip: prompt, ipPlacement: c.ip }, { lora: x.lora }))
+          .defended;
       for (let ci = 0; ci < c.coefs.length; ci++) {
         const st = (await defendedPair(x.model, x.records[i], {
           steer: { vectors, layers: all, coef: c.coefs[ci] },

@@ -3,6 +3,7 @@
 // gradient cosine with the steering vector at each intensity.
 
 import { join } from "node:path";
+import { type IpSpec, readIp } from "../lib/defence.ts";
 import { defendedPair, meanTokenCosine, steerVectors } from "../lib/analysis.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll, readBase } from "./analysis_common.ts";
@@ -15,7 +16,7 @@ interface LossSweepConfig {
   vector: string;
   layers: number[];
   coefs: number[];
-  ip: string[] | null;
+  ip: IpSpec | null;
   output: string;
 }
 
@@ -29,7 +30,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
       vector: r.str("vector"),
       layers: r.intList("layers"),
       coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2, 3, 5]),
-      ip: r.has("ip") ? r.promptBank("ip") : (r.any("ip"), null),
+      ip: r.nullable("ip", (k) => readIp(r, k)),
       output: r.name("output", "loss_sweep"),
     };
     r.done();
@@ -53,7 +54,8 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
       for (const ip of c.ip ? [false, true] : [false]) {
         for (const coef of c.coefs) {
           const { none, defended } = await defendedPair(x.model, x.records[i], {
-            ip: ip ? c.ip : null,
+            ip: ip ? c.ip!.prompts : null,
+            ipPlacement: c.ip ?? undefined,
             steer: { vectors, layers: c.layers, coef },
           }, { lora: x.lora, index: i });
           perSample.push({

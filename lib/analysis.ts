@@ -11,11 +11,14 @@ import { sampleGradients } from "./train/grads.ts";
 import type { Gpu } from "./gpu/context.ts";
 import { hashU32 } from "./rng.ts";
 
-export interface Defence {
+/** A defence as the analyses apply it: vectors on the GPU, the IP bank (config form: lib/defence.ts). */
+export interface AppliedDefence {
   /** PPS: steer with coef * v_l at these layers */
   steer?: { vectors: LayerVectors; layers: number[]; coef: number } | null;
   /** IP: the prompt put in front of the first user message, or a bank to draw one from per sample */
   ip?: string | string[] | null;
+  /** where and how the IP prompt goes (lib/defence.ts IpSpec; default: "\n", user) */
+  ipPlacement?: { separator: string; position: "user" | "system" };
 }
 
 /** The bank's prompt for sample i: a hash of (seed, i), so uniform over the bank, reproducible, stateless. */
@@ -64,7 +67,7 @@ export function sharedSuffix(a: number[], b: number[]): number {
 export async function defendedPair(
   m: Model,
   rec: DataRecord,
-  defence: Defence,
+  defence: AppliedDefence,
   /** index: the sample's index, which draws its prompt from an IP bank */
   o: { lora?: LoraSet | null; maxLength?: number; index?: number } = {},
 ): Promise<{ none: AlignedGradients; defended: AlignedGradients }> {
@@ -76,7 +79,15 @@ export async function defendedPair(
     ? drawPrompt(defence.ip, o.index ?? 0)
     : null;
   const withIp = prompt && rec.messages
-    ? enc({ ...rec, messages: withInoculation(rec.messages, prompt) })
+    ? enc({
+      ...rec,
+      messages: withInoculation(
+        rec.messages,
+        prompt,
+        defence.ipPlacement?.separator,
+        defence.ipPlacement?.position,
+      ),
+    })
     : plain;
   const k = withIp === plain ? plain.ids.length : sharedSuffix(plain.ids, withIp.ids);
   const hooks = defence.steer ? { steer: [defence.steer] } : {};

@@ -11,6 +11,7 @@
 import type { Gpu } from "./gpu/context.ts";
 import { Tensor } from "./tensor.ts";
 import type { SignForceMode } from "./ops/hooks.ts";
+import { checkLayers } from "./defence.ts";
 
 export interface LayerVectors {
   /** one f32 tensor [d] per layer 0..L (only the hooked layers need be present) */
@@ -73,11 +74,8 @@ export interface Hooks {
  */
 export function checkHookLayers(hooks: Hooks): void {
   const check = (what: string, v: LayerVectors, layers: number[], unit: boolean) => {
-    const last = v.rows.length - 1;
+    checkLayers(layers, v.rows.length - 1, what);
     for (const l of layers) {
-      if (!Number.isInteger(l) || l < 0 || l > last) {
-        throw new Error(`${what} layer ${l} is out of range 0..${last} (the model's layer boundaries)`);
-      }
       if (!v.rows[l]) {
         throw new Error(
           `${what} layer ${l}: the vector's row ${l} is ${unit ? "zero (no direction)" : "missing"}`,

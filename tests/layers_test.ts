@@ -1,7 +1,8 @@
 // The layers of the tree, and that imports only go down them (issue 13). A module may import from its own
 // layer or a lower one; an import against the layers fails here with the file, the import and both layers.
 //   0 engine       lib/gpu, lib/ops, lib/text, lib/tensor, lib/safetensors, lib/vectors, lib/hooks,
-//                  lib/rng, lib/fsutil, lib/stats — GPU, kernels' wrappers, tensors, files, tokenizers
+//                  lib/rng, lib/fsutil, lib/stats, lib/config, lib/defence, lib/traits — GPU, kernels'
+//                  wrappers, tensors, files, tokenizers, the config reader and the defence's config form
 //   1 models       models/ — architectures, loading, configs
 //   2 train        lib/train/, lib/generate.ts — optimisation and decoding on a model
 //   3 research     the rest of lib/ — evaluation, activations, analyses, vectors' maths, judges, traits
@@ -15,9 +16,19 @@ import { dirname, join, normalize, relative } from "node:path";
 import assert from "node:assert/strict";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const ENGINE_FILES = ["tensor", "safetensors", "vectors", "hooks", "rng", "fsutil", "stats"].map((f) =>
-  `lib/${f}.ts`
-);
+const ENGINE_FILES = [
+  "tensor",
+  "safetensors",
+  "vectors",
+  "hooks",
+  "rng",
+  "fsutil",
+  "stats",
+  "config",
+  "defence",
+  "traits",
+]
+  .map((f) => `lib/${f}.ts`);
 
 export function layerOf(file: string): [number, string] | null {
   if (/^lib\/(gpu|ops|text)\//.test(file) || ENGINE_FILES.includes(file)) return [0, "engine"];

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { loadModel } from "../models/model.ts";
 import { defendedPair, meanTokenCosine, tokenMean } from "../lib/analysis.ts";
 import { withInoculation } from "../lib/text/dataset.ts";
-import { signForceLayers } from "../lib/train/config.ts";
+import { signForceLayers } from "../lib/defence.ts";
 import { ConfigReader, readJudgeConfig } from "../experiments/common.ts";
 import { mergeTrain, peakTrait } from "../experiments/conditions.ts";
 import { judgeBoth } from "../lib/evaluation.ts";
@@ -106,10 +106,10 @@ Deno.test("conditions: a condition's train keys go over the top level's, lora me
   };
   const c = EXPERIMENTS.conditions.parseConfig({
     ...base,
-    conditions: [{ name: "ip_sys", inoculation: { trait: EVIL, count: 1 }, inoculation_position: "system" }],
-  }, "c.yaml") as unknown as { conditions: { inoculation: string[]; inoculation_position: string }[] };
-  assert.equal(c.conditions[0].inoculation.length, 1);
-  assert.equal(c.conditions[0].inoculation_position, "system");
+    conditions: [{ name: "ip_sys", inoculation: { prompts: { trait: EVIL, count: 1 }, position: "system" } }],
+  }, "c.yaml") as unknown as { conditions: { inoculation: { prompts: string[]; position: string } }[] };
+  assert.equal(c.conditions[0].inoculation.prompts.length, 1);
+  assert.equal(c.conditions[0].inoculation.position, "system");
   assert.throws(
     () =>
       EXPERIMENTS.conditions.parseConfig({
@@ -122,9 +122,9 @@ Deno.test("conditions: a condition's train keys go over the top level's, lora me
     () =>
       EXPERIMENTS.conditions.parseConfig({
         ...base,
-        conditions: [{ name: "x", inoculation_position: "top" }],
+        conditions: [{ name: "x", inoculation: { prompts: "p", position: "top" } }],
       }, "c.yaml"),
-    /key 'conditions\[0\]\.inoculation_position' must be user or system/,
+    /key 'conditions\[0\]\.inoculation\.position' must be one of user, system/,
   );
 });
 

@@ -14,7 +14,8 @@ import { Rng } from "../rng.ts";
 import { adamwStep, zeroGrads } from "../ops/optim.ts";
 import { type Hooks, layerVectors } from "../hooks.ts";
 import { loadLayerVectors } from "../vectors.ts";
-import { signForceLayers, type TrainConfig } from "./config.ts";
+import type { TrainConfig } from "./config.ts";
+import { signForceLayers, steerLayers } from "../defence.ts";
 import { LoraSet } from "./lora.ts";
 import { FullParams } from "./full.ts";
 import { backward } from "./backward.ts";
@@ -68,7 +69,17 @@ function mix(...xs: number[]): number {
 
 function configHash(c: TrainConfig): string {
   const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, ...rest } = c;
-  return mix(...new TextEncoder().encode(JSON.stringify(rest))).toString(16);
+  return mix(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
+}
+
+/** JSON with object keys sorted at every level: the hash must not depend on the order keys were read in. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v) ?? "null";
 }
 
 /** The sample stream: epoch e visits the records in a seeded permutation; IP prompts drawn per (epoch, sample). */
@@ -118,26 +129,25 @@ class SampleStream {
 async function buildHooks(gpu: Gpu, m: Model, c: TrainConfig): Promise<Hooks> {
   const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
   const hooks: Hooks = {};
-  const checkLayers = (ls: number[], key: string) => {
-    for (const l of ls) {
-      if (l > m.cfg.numLayers) {
-        throw new Error(`config key '${key}': layer ${l} is out of range 0..${m.cfg.numLayers}`);
-      }
-    }
-  };
   if (c.steer) {
-    checkLayers(c.steer.layers, "steer.layers");
+    const layers = steerLayers(c.steer.layers, m.cfg.numLayers, "steer.layers");
     hooks.steer = [{
-      vectors: layerVectors(gpu, await loadLayerVectors(c.steer.vector, L, d), L, d, false, "steer"),
-      layers: c.steer.layers,
+      vectors: layerVectors(gpu, await loadLayerVectors(c.steer.vector!, L, d), L, d, false, "steer"),
+      layers,
       coef: c.steer.coef,
     }];
   }
   if (c.sign_force) {
     const layers = signForceLayers(c.sign_force.layers, m.cfg.numLayers);
-    checkLayers(layers, "sign_force.layers");
     hooks.signForce = {
-      vectors: layerVectors(gpu, await loadLayerVectors(c.sign_force.vector, L, d), L, d, true, "sign_force"),
+      vectors: layerVectors(
+        gpu,
+        await loadLayerVectors(c.sign_force.vector!, L, d),
+        L,
+        d,
+        true,
+        "sign_force",
+      ),
       layers,
       mode: c.sign_force.mode,
     };

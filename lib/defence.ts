@@ -1,0 +1,156 @@
+// The study's central noun, in one place: a defence against picking up a trait during fine-tuning, as
+// configs and command lines state it — PPS (steering), IP (an inoculation prompt bank), sign-forcing of
+// dL/dh — with one type per part, one parser for every YAML that names one (training configs, conditions,
+// analyses, evaluations) and one resolution of layer lists against a model. The GPU side (vectors
+// uploaded, hooks recorded) is lib/hooks.ts.
+
+import type { ConfigReader } from "./config.ts";
+import type { SignForceMode } from "./ops/hooks.ts";
+
+export type { SignForceMode };
+export const SIGN_FORCE_MODES: readonly SignForceMode[] = ["attenuate", "amplify", "neutralize"];
+export type SteerPhase = "all" | "prompt" | "response";
+
+/** PPS: add coef · v_l to the residual stream at these layers. */
+export interface SteerSpec {
+  /** a vector file (or, in analyses, the name of one of the config's vectors); null = the config's own */
+  vector: string | null;
+  /** a Gaussian vector with the given vector's per-layer norms instead (the random-vector control);
+   * present only where the context allows it (a conditions cell) */
+  random?: boolean;
+  /** boundaries 0..L; "all" = every one */
+  layers: number[] | "all";
+  coef: number;
+  /** generation only: steer the prompt, the response or both (absent = all) */
+  mode?: SteerPhase;
+}
+
+/** IP: a prompt drawn from the bank per sample (and epoch), put in front of the first user message or of
+ * the system prompt. */
+export interface IpSpec {
+  prompts: string[];
+  separator: string;
+  position: "user" | "system";
+}
+
+/** Sign-forcing: dL/dh_l's component along the unit vector forced >= 0, <= 0 or to 0. */
+export interface SignForceSpec {
+  vector: string | null;
+  random?: boolean;
+  /** "all" = the transformer layers 1..L-1 (E.3) */
+  layers: number[] | "all";
+  mode: SignForceMode;
+}
+
+export interface Defence {
+  steer: SteerSpec | null;
+  ip: IpSpec | null;
+  signForce: SignForceSpec | null;
+}
+
+/** What a context allows: a training config names its vector, a conditions cell may use the sweep's. */
+export interface DefenceRules {
+  /** `vector` may be left out (null: the surrounding config's vector) */
+  vectorOptional?: boolean;
+  /** `random: true` allowed */
+  random?: boolean;
+  /** steering `mode` (prompt / response) allowed: generation and evaluation */
+  phase?: boolean;
+}
+
+function layerList(r: ConfigReader, key: string, dflt?: "all"): number[] | "all" {
+  const v = r.any(key);
+  if (v === "all" || (v === undefined && dflt === "all")) return "all";
+  const list = r.intList(key);
+  if (list.some((l) => l < 0)) {
+    throw new Error(
+      `${r.file}: key '${r.path(key)}' must be layer indices >= 0 or 'all', found ${JSON.stringify(v)}`,
+    );
+  }
+  return list;
+}
+
+function vectorOf(r: ConfigReader, rules: DefenceRules): string | null {
+  return rules.vectorOptional ? r.optStr("vector") : r.nonEmpty("vector");
+}
+
+/** `steer: { vector, layers, coef[, random][, mode] }` */
+export function readSteer(r: ConfigReader, rules: DefenceRules = {}): SteerSpec {
+  const s: SteerSpec = {
+    vector: vectorOf(r, rules),
+    ...(rules.random ? { random: r.bool("random", false) } : {}),
+    layers: layerList(r, "layers"),
+    coef: r.num("coef"),
+    ...(rules.phase ? { mode: r.oneOf("mode", ["all", "prompt", "response"] as const, "all") } : {}),
+  };
+  r.done();
+  return s;
+}
+
+/**
+ * `inoculation:` (or `ip:`) — a bank: a prompt, a list of prompts, `{ trait: FILE[, count: k] }` — or a
+ * mapping `{ prompts: <bank>, separator, position }`.
+ */
+export function readIp(r: ConfigReader, key: string): IpSpec {
+  const v = r.any(key);
+  const isMapping = v && typeof v === "object" && !Array.isArray(v) && "prompts" in v;
+  if (!isMapping) return { prompts: r.promptBank(key), separator: "\n", position: "user" };
+  const s = r.sub(key);
+  const ip: IpSpec = {
+    prompts: s.promptBank("prompts"),
+    separator: s.str("separator", "\n"),
+    position: s.oneOf("position", ["user", "system"] as const, "user"),
+  };
+  if (ip.prompts.some((p) => !p)) {
+    throw new Error(`${r.file}: key '${s.path("prompts")}' has an empty prompt`);
+  }
+  s.done();
+  return ip;
+}
+
+/** `sign_force: { mode[, vector][, layers][, random] }` */
+export function readSignForce(r: ConfigReader, rules: DefenceRules = {}): SignForceSpec {
+  const s: SignForceSpec = {
+    vector: vectorOf(r, rules),
+    ...(rules.random ? { random: r.bool("random", false) } : {}),
+    layers: layerList(r, "layers", "all"),
+    mode: r.oneOf("mode", SIGN_FORCE_MODES),
+  };
+  r.done();
+  return s;
+}
+
+/** The three parts under their YAML keys (`steer`, `ipKey`, `sign_force`), each optional. */
+export function readDefence(r: ConfigReader, rules: DefenceRules = {}, ipKey = "inoculation"): Defence {
+  return {
+    steer: r.nullable("steer", (k) => readSteer(r.sub(k), rules)),
+    ip: r.nullable(ipKey, (k) => readIp(r, k)),
+    signForce: r.nullable("sign_force", (k) => readSignForce(r.sub(k), rules)),
+  };
+}
+
+/** Steering layers as indices, each a boundary the model has (0..numLayers); "all" = every one. */
+export function steerLayers(layers: number[] | "all", numLayers: number, what = "steering"): number[] {
+  const ls = layers === "all" ? Array.from({ length: numLayers + 1 }, (_, l) => l) : layers;
+  checkLayers(ls, numLayers, what);
+  return ls;
+}
+
+/**
+ * Sign-forcing layers as indices: "all" is E.3's "all transformer layers (1-27)" of a 28-layer model —
+ * every boundary between two decoder layers, 1..L-1, not the embedding (0) nor the last layer's output.
+ */
+export function signForceLayers(layers: number[] | "all", numLayers: number): number[] {
+  const ls = layers === "all" ? Array.from({ length: Math.max(0, numLayers - 1) }, (_, i) => i + 1) : layers;
+  checkLayers(ls, numLayers, "sign-forcing");
+  return ls;
+}
+
+/** Every layer a boundary the model has, 0..numLayers: the one range check of a layer list. */
+export function checkLayers(ls: number[], numLayers: number, what: string): void {
+  for (const l of ls) {
+    if (!Number.isInteger(l) || l < 0 || l > numLayers) {
+      throw new Error(`${what} layer ${l} is out of range 0..${numLayers} (the model's layer boundaries)`);
+    }
+  }
+}
