@@ -45,9 +45,13 @@ export async function runDemo(
   const cfg = JSON.parse(await Deno.readTextFile(join(o.model, "config.json")));
   const layer = o.layer ?? Math.max(1, Math.floor(cfg.num_hidden_layers / 2));
   const q = o.quick;
-  const run = async (name: string, raw: Record<string, unknown>) => {
+  // an experiment in the run folder, or in a subfolder of it (a second conditions.json must not overwrite
+  // the first)
+  const run = async (name: string, raw: Record<string, unknown>, sub?: string) => {
     const e = EXPERIMENTS[name];
-    return await e.run(ctx, e.parseConfig(raw, `demo:${name}`));
+    const runDir = sub ? join(ctx.runDir, sub) : ctx.runDir;
+    await Deno.mkdir(runDir, { recursive: true });
+    return await e.run({ ...ctx, runDir }, e.parseConfig(raw, `demo:${sub ?? name}`));
   };
   const extract = { samples: q ? 1 : 2, max_new_tokens: q ? 16 : 64, batch_size: 100, seed: o.seed };
   step(2, "extracting the evil persona vector");
@@ -134,55 +138,41 @@ export async function runDemo(
       output: `grad_pca_${defence.name}`,
     });
   }
-  {
-    step(8, "sign-forcing along the evil and a random vector, 1 epoch (Tables 1-2)");
-    const sf = join(ctx.runDir, "sign_forcing");
-    await Deno.mkdir(sf, { recursive: true });
-    const e = EXPERIMENTS.conditions;
-    await e.run(
-      { ...ctx, runDir: sf },
-      e.parseConfig({
-        model: o.model,
-        trait: join(traits, "eval", "evil.json"),
-        judge,
-        vector: vec,
-        seeds: [o.seed],
-        post: [{ name: "evil_heavy", data }],
-        conditions: [{ name: "none" }],
-        sign_force_modes: ["attenuate", "amplify", "neutralize"],
-        sign_force_vectors: ["trait", "random"],
-        train: { ...demoTrain(q), epochs: 1, schedule: "cosine", checkpoint_every: 1000 },
-        eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
-      }, "demo:sign_forcing"),
-    );
-  }
+  step(8, "sign-forcing along the evil and a random vector, 1 epoch (Tables 1-2)");
+  await run("conditions", {
+    model: o.model,
+    trait: join(traits, "eval", "evil.json"),
+    judge,
+    vector: vec,
+    seeds: [o.seed],
+    post: [{ name: "evil_heavy", data }],
+    conditions: [{ name: "none" }],
+    sign_force_modes: ["attenuate", "amplify", "neutralize"],
+    sign_force_vectors: ["trait", "random"],
+    train: { ...demoTrain(q), epochs: 1, schedule: "cosine", checkpoint_every: 1000 },
+    eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
+  }, "sign_forcing");
   if (o.full) {
     step(
       9,
       "cross-trait (6): sycophantic data trained with evil-vector PPS up to ε 5, and the gradient cosines",
     );
     // the behaviour after training (sycophancy judged) that the pre-training cosines should predict
-    const ct = join(ctx.runDir, "cross_trait");
-    await Deno.mkdir(ct, { recursive: true });
     const coefs = q ? [o.coef] : [1.5, 3, 5];
-    const e = EXPERIMENTS.conditions;
-    await e.run(
-      { ...ctx, runDir: ct },
-      e.parseConfig({
-        model: o.model,
-        trait: join(traits, "eval", "sycophantic.json"),
-        judge,
-        vector: vec,
-        seeds: [o.seed],
-        post: [{ name: "sycophantic_heavy", data: join(worldDir, "data", "sycophantic_heavy.jsonl") }],
-        conditions: [
-          { name: "none" },
-          ...coefs.map((c) => ({ name: `evil_pps${c}`, steer: { layers: [layer], coef: c } })),
-        ],
-        train: { ...demoTrain(q), checkpoint_every: 1000 },
-        eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
-      }, "demo:cross_trait"),
-    );
+    await run("conditions", {
+      model: o.model,
+      trait: join(traits, "eval", "sycophantic.json"),
+      judge,
+      vector: vec,
+      seeds: [o.seed],
+      post: [{ name: "sycophantic_heavy", data: join(worldDir, "data", "sycophantic_heavy.jsonl") }],
+      conditions: [
+        { name: "none" },
+        ...coefs.map((c) => ({ name: `evil_pps${c}`, steer: { layers: [layer], coef: c } })),
+      ],
+      train: { ...demoTrain(q), checkpoint_every: 1000 },
+      eval: { samples, max_new_tokens: q ? 16 : 64, batch_size: 160, at_checkpoints: false },
+    }, "cross_trait");
     await run("cross_trait", {
       model: o.model,
       data: join(worldDir, "data", "sycophantic_heavy.jsonl"),
@@ -191,7 +181,7 @@ export async function runDemo(
       trait_b: { name: "evil", vector: vec },
       layers: [layer],
       coefs: q ? [0, o.coef] : [0, 0.5, 1, 1.5, 2, 3, 5],
-      after: join(ct, "conditions.json"),
+      after: join(ctx.runDir, "cross_trait", "conditions.json"),
     });
   }
   step(steps, "building the report");
