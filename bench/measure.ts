@@ -5,12 +5,12 @@ import type { Gpu } from "../lib/gpu/context.ts";
 import { Tensor } from "../lib/tensor.ts";
 import { disposeSaved } from "../models/decoder.ts";
 import type { Model } from "../models/model.ts";
-import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
-import { FullParams } from "../lib/train/full.ts";
-import { buildExtras } from "../lib/train/extras.ts";
-import { backward } from "../lib/train/backward.ts";
+import { LORA_MODULES, LoraSet } from "../models/lora.ts";
+import { FullParams } from "../train/full.ts";
+import { stepHooks } from "../train/step_hooks.ts";
+import { backward } from "../train/backward.ts";
 import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
-import { generate } from "../lib/generate.ts";
+import { generate } from "../models/generate.ts";
 
 export interface Timing {
   /** seconds per call, after one warm-up call */
@@ -95,7 +95,7 @@ export function trainStepRecorder(
   return {
     record: () => {
       zeroGrads(gpu, flat);
-      const ex = buildExtras(gpu, { lora, rows: B * T, dropoutSeed: n++ });
+      const ex = stepHooks(gpu, { lora, rows: B * T, dropoutSeed: n++ });
       const { normed, saved } = m.decoder.forward({ ids, batch: B, t: T, save: true, extras: ex.forward });
       backward(
         m.decoder,

@@ -2,7 +2,7 @@
 
 import { Gpu } from "../lib/gpu/context.ts";
 import { NoAdapterError } from "../lib/gpu/device.ts";
-import type { SteerPhase, SteerSpec } from "../lib/defence.ts";
+import type { SteerPhase, SteerSpec } from "../defence/defence.ts";
 
 export class UsageError extends Error {}
 
@@ -63,7 +63,7 @@ export async function startGpu(): Promise<Gpu> {
 }
 
 /**
- * `--steer FILE --layer L[,L…] --coef C [--steer-mode all|prompt|response]` as a lib/defence.ts SteerSpec
+ * `--steer FILE --layer L[,L…] --coef C [--steer-mode all|prompt|response]` as a defence/defence.ts SteerSpec
  * (null without --steer); the layers are checked against the model where it is loaded (steerLayers).
  */
 export function steerFromFlags(

@@ -1,13 +1,13 @@
 // `generate`: sample a continuation of a prompt (optionally through the chat template).
 
 import { loadModel } from "../models/model.ts";
-import { generate } from "../lib/generate.ts";
+import { generate } from "../models/generate.ts";
 import { need, parseNumber, startGpu, steerFromFlags, UsageError } from "./common.ts";
-import { steerLayers } from "../lib/defence.ts";
-import { LoraSet } from "../lib/train/lora.ts";
-import { generationExtras } from "../lib/train/extras.ts";
-import { layerVectors } from "../lib/hooks.ts";
-import { loadLayerVectors } from "../lib/vectors.ts";
+import { steerLayers } from "../defence/defence.ts";
+import { LoraSet } from "../models/lora.ts";
+import { generationExtras } from "../defence/hooks.ts";
+import { layerVectors } from "../defence/hooks.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
 
 export async function generateCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = need(a.model as string, "model", "generate");

@@ -1,14 +1,14 @@
 // `grads`: per-sample loss, loss mask, dL/dh_l at every layer and LoRA gradients → one safetensors file.
 
 import { loadModel } from "../models/model.ts";
-import { LoraSet } from "../lib/train/lora.ts";
-import { sampleGradients } from "../lib/train/grads.ts";
+import { LoraSet } from "../models/lora.ts";
+import { sampleGradients } from "../train/grads.ts";
 import { encodeRecord, readJsonl, type Sample, withInoculation } from "../lib/text/dataset.ts";
-import { layerVectors } from "../lib/hooks.ts";
-import { loadLayerVectors } from "../lib/vectors.ts";
+import { layerVectors } from "../defence/hooks.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { type TensorToWrite, writeSafetensors } from "../lib/safetensors.ts";
 import { need, parseNumber, parseTokenList, startGpu, steerFromFlags, UsageError } from "./common.ts";
-import { steerLayers } from "../lib/defence.ts";
+import { steerLayers } from "../defence/defence.ts";
 
 export async function gradsCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = need(a.model as string, "model", "grads");

@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import { convertLlama2c } from "../models/llama2c.ts";
 import { loadModel } from "../models/model.ts";
-import { generate } from "../lib/generate.ts";
+import { generate } from "../models/generate.ts";
 import { startGpu } from "./common.ts";
 
 export async function mainJob(a: Record<string, string | boolean | undefined>): Promise<void> {

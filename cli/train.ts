@@ -1,7 +1,7 @@
 // `train --config FILE.yaml [--resume | --overwrite]`
 
-import { loadTrainConfig } from "../lib/train/config.ts";
-import { train } from "../lib/train/loop.ts";
+import { loadTrainConfig } from "../train/config.ts";
+import { train } from "../train/loop.ts";
 import { need, startGpu, UsageError } from "./common.ts";
 
 export async function trainCommand(a: Record<string, string | boolean | undefined>): Promise<void> {

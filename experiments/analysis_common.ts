@@ -3,22 +3,22 @@
 
 import type { Gpu } from "../lib/gpu/context.ts";
 import { loadModel, type Model } from "../models/model.ts";
-import { LoraSet } from "../lib/train/lora.ts";
+import { LoraSet } from "../models/lora.ts";
 import { readJsonl } from "../lib/text/dataset.ts";
 import type { DataRecord } from "../lib/text/dataset.ts";
-import { loadLayerVectors } from "../lib/vectors.ts";
-import { type AppliedDefence, steerVectors } from "../lib/analysis.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
+import { type AppliedDefence, steerVectors } from "../research/analysis.ts";
 import { randomLike } from "./conditions.ts";
 import type { ConfigReader } from "./common.ts";
-import { type IpSpec, readIp, readSteer, steerLayers, type SteerSpec } from "../lib/defence.ts";
+import { type IpSpec, readIp, readSteer, steerLayers, type SteerSpec } from "../defence/defence.ts";
 
 export interface VectorSpec {
   name: string;
   path: string;
 }
 
-/** A named defence of an analysis (lib/defence.ts): PPS with `vector` one of the config's `vectors` (by
- * name) or a file, or IP from a bank (each sample draws one prompt, lib/analysis.ts drawPrompt). */
+/** A named defence of an analysis (defence/defence.ts): PPS with `vector` one of the config's `vectors` (by
+ * name) or a file, or IP from a bank (each sample draws one prompt, research/analysis.ts drawPrompt). */
 export interface DefenceSpec {
   name: string;
   steer: SteerSpec | null;

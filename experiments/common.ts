@@ -7,11 +7,11 @@ import { createHash } from "node:crypto";
 import type { Gpu } from "../lib/gpu/context.ts";
 import { atomicWriteJson, exists } from "../lib/fsutil.ts";
 import { SafetensorsFile } from "../lib/safetensors.ts";
-import { HttpJudge } from "../lib/judge/http.ts";
-import { LocalJudge } from "../lib/judge/local.ts";
-import { RuleJudge } from "../lib/judge/rule.ts";
+import { HttpJudge } from "../research/judge/http.ts";
+import { LocalJudge } from "../research/judge/local.ts";
+import { RuleJudge } from "../research/judge/rule.ts";
 import { worldJudge } from "../world/judge.ts";
-import type { Judge } from "../lib/judge/judge.ts";
+import type { Judge } from "../research/judge/judge.ts";
 import { loadModel } from "../models/model.ts";
 
 export interface ExperimentContext {

@@ -7,14 +7,14 @@
 import { join } from "node:path";
 import { loadModel, type Model } from "../models/model.ts";
 import { atomicWriteJson, exists } from "../lib/fsutil.ts";
-import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../lib/train/config.ts";
-import { train } from "../lib/train/loop.ts";
-import { listCheckpoints } from "../lib/train/checkpoint.ts";
-import { LoraSet } from "../lib/train/lora.ts";
-import { loadTrait } from "../lib/traits.ts";
-import { loadLayerVectors, saveLayerVectors } from "../lib/vectors.ts";
+import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../train/config.ts";
+import { train } from "../train/loop.ts";
+import { listCheckpoints } from "../train/checkpoint.ts";
+import { LoraSet } from "../models/lora.ts";
+import { loadTrait } from "../lib/text/trait.ts";
+import { loadLayerVectors, saveLayerVectors } from "../defence/persona_vector.ts";
 import { Rng } from "../lib/rng.ts";
-import { type EvalSummary, evaluateTrait } from "../lib/evaluation.ts";
+import { type EvalSummary, evaluateTrait } from "../research/evaluation.ts";
 import {
   ConfigReader,
   type Experiment,
@@ -23,9 +23,15 @@ import {
   readJudgeConfig,
   writeResult,
 } from "./common.ts";
-import { type IpSpec, readDefence, type SignForceSpec, steerLayers, type SteerSpec } from "../lib/defence.ts";
+import {
+  type IpSpec,
+  readDefence,
+  type SignForceSpec,
+  steerLayers,
+  type SteerSpec,
+} from "../defence/defence.ts";
 
-/** A cell's defence (lib/defence.ts; vectors may default to the sweep's `vector`) and its training keys. */
+/** A cell's defence (defence/defence.ts; vectors may default to the sweep's `vector`) and its training keys. */
 export interface Condition {
   name: string;
   steer: SteerSpec | null;

@@ -3,7 +3,7 @@
 // trait scores the models trained that way reached (read from a `conditions` result, when given).
 
 import { join } from "node:path";
-import { defendedPair, meanTokenCosine, steerVectors } from "../lib/analysis.ts";
+import { defendedPair, meanTokenCosine, steerVectors } from "../research/analysis.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll } from "./analysis_common.ts";
 

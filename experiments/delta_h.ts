@@ -7,11 +7,11 @@
 
 import { join } from "node:path";
 import { Tensor } from "../lib/tensor.ts";
-import { LORA_MODULES, LoraSet } from "../lib/train/lora.ts";
-import { hiddenStates } from "../lib/activations.ts";
+import { LORA_MODULES, LoraSet } from "../models/lora.ts";
+import { hiddenStates } from "../research/activations.ts";
 import { adamwStep } from "../lib/ops/optim.ts";
 import { addInPlace } from "../lib/ops/elementwise.ts";
-import { cosine, defendedPair } from "../lib/analysis.ts";
+import { cosine, defendedPair } from "../research/analysis.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { type DefenceSpec, loadAll, readDefence, toDefence } from "./analysis_common.ts";

@@ -1,14 +1,14 @@
-// The evaluate experiment: lib/evaluation.ts's trait evaluation of one model (with an optional system
+// The evaluate experiment: research/evaluation.ts's trait evaluation of one model (with an optional system
 // prompt, adapter, steering and projection) from a YAML config, written as a result.
 
 import { join } from "node:path";
 import { loadModel } from "../models/model.ts";
-import { LoraSet } from "../lib/train/lora.ts";
-import { layerVectors, type SteerHook } from "../lib/hooks.ts";
-import { loadLayerVectors } from "../lib/vectors.ts";
-import { loadTrait } from "../lib/traits.ts";
-import { readSteer, steerLayers, type SteerSpec } from "../lib/defence.ts";
-import { evaluateTrait } from "../lib/evaluation.ts";
+import { LoraSet } from "../models/lora.ts";
+import { layerVectors, type SteerHook } from "../defence/hooks.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
+import { loadTrait } from "../lib/text/trait.ts";
+import { readSteer, steerLayers, type SteerSpec } from "../defence/defence.ts";
+import { evaluateTrait } from "../research/evaluation.ts";
 import {
   ConfigReader,
   type Experiment,

@@ -8,11 +8,11 @@
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { loadModel } from "../models/model.ts";
-import { loadTrait, type TraitDef } from "../lib/traits.ts";
-import type { Judge } from "../lib/judge/judge.ts";
-import { type SequenceActivations, sequenceActivations } from "../lib/activations.ts";
+import { loadTrait, type TraitDef } from "../lib/text/trait.ts";
+import type { Judge } from "../research/judge/judge.ts";
+import { type SequenceActivations, sequenceActivations } from "../research/activations.ts";
 import { writeSafetensors } from "../lib/safetensors.ts";
-import { answerAll, judgeBoth } from "../lib/evaluation.ts";
+import { answerAll, judgeBoth } from "../research/evaluation.ts";
 import {
   ConfigReader,
   type Experiment,

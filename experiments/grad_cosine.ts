@@ -5,8 +5,8 @@
 // sweeps of a PPS defence give the cross-trait analysis (trait A data, trait B vector).
 
 import { join } from "node:path";
-import { defendedPair, meanTokenCosine } from "../lib/analysis.ts";
-import { LoraSet } from "../lib/train/lora.ts";
+import { defendedPair, meanTokenCosine } from "../research/analysis.ts";
+import { LoraSet } from "../models/lora.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import {
   type DefenceSpec,

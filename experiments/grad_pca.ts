@@ -4,9 +4,9 @@
 // variance, cosines with reference vectors, per-sample projections, and the mean difference's cosine.
 
 import { join } from "node:path";
-import { checkLayers } from "../lib/defence.ts";
-import { cosine, defendedPair, tokenMean } from "../lib/analysis.ts";
-import { uncenteredPca } from "../lib/pca.ts";
+import { checkLayers } from "../defence/defence.ts";
+import { cosine, defendedPair, tokenMean } from "../research/analysis.ts";
+import { uncenteredPca } from "../research/pca.ts";
 import { ConfigReader, type Experiment, writeResult } from "./common.ts";
 import {
   type DefenceSpec,

@@ -5,9 +5,9 @@
 // from those the vector was built on (`offset`).
 
 import { join } from "node:path";
-import { type IpSpec, readIp } from "../lib/defence.ts";
-import { cosine, defendedPair, drawPrompt, steerVectors } from "../lib/analysis.ts";
-import { loadLayerVectors } from "../lib/vectors.ts";
+import { type IpSpec, readIp } from "../defence/defence.ts";
+import { cosine, defendedPair, drawPrompt, steerVectors } from "../research/analysis.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
 import { loadAll, readBase } from "./analysis_common.ts";
 

@@ -3,8 +3,8 @@
 // gradient cosine with the steering vector at each intensity.
 
 import { join } from "node:path";
-import { type IpSpec, readIp } from "../lib/defence.ts";
-import { defendedPair, meanTokenCosine, steerVectors } from "../lib/analysis.ts";
+import { type IpSpec, readIp } from "../defence/defence.ts";
+import { defendedPair, meanTokenCosine, steerVectors } from "../research/analysis.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll, readBase } from "./analysis_common.ts";
 

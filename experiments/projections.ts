@@ -3,9 +3,9 @@
 // trait vector and controls at every layer.
 
 import { join } from "node:path";
-import { LoraSet } from "../lib/train/lora.ts";
+import { LoraSet } from "../models/lora.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
-import { projection, sequenceActivations } from "../lib/activations.ts";
+import { projection, sequenceActivations } from "../research/activations.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll, readVectors, type VectorSpec } from "./analysis_common.ts";
 

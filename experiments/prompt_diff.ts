@@ -6,11 +6,12 @@
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { loadModel } from "../models/model.ts";
-import { hiddenStates } from "../lib/activations.ts";
-import { cosine, drawPrompt, sharedSuffix } from "../lib/analysis.ts";
+import { hiddenStates } from "../research/activations.ts";
+import { cosine, drawPrompt, sharedSuffix } from "../research/analysis.ts";
 import { readJsonl, withInoculation } from "../lib/text/dataset.ts";
 import type { ChatMessage } from "../lib/text/tokenizer.ts";
-import { loadLayerVectors, saveLayerVectors } from "../lib/vectors.ts";
+import { loadLayerVectors, saveLayerVectors } from "../defence/persona_vector.ts";
+import { readPromptBank } from "../defence/defence.ts";
 import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
 
 /**
@@ -71,7 +72,7 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
       data: r.str("data"),
       offset: r.num("offset", 0, { int: true, min: 0 }),
       limit: r.num("limit", 64, { int: true, min: 1 }),
-      prompts: r.promptBank("prompts"),
+      prompts: readPromptBank(r, "prompts"),
       separator: r.str("separator", "\n"),
       seed: r.num("seed", 0, { int: true }),
       vector: r.optStr("vector"),

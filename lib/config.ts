@@ -3,7 +3,6 @@
 // the key's full path.
 
 import { parse } from "yaml";
-import { parseTrait } from "./traits.ts";
 
 export class ConfigReader {
   private seen = new Set<string>();
@@ -20,7 +19,8 @@ export class ConfigReader {
     this.seen.add(key);
     return this.prefix ? `${this.prefix}.${key}` : key;
   }
-  private err(key: string, what: string, v: unknown): never {
+  /** throw "FILE: key 'K' must be WHAT, found V" (for readers built on this one) */
+  fail(key: string, what: string, v: unknown): never {
     throw new Error(`${this.file}: key '${this.k(key)}' must be ${what}, found ${JSON.stringify(v)}`);
   }
   has(key: string): boolean {
@@ -30,7 +30,7 @@ export class ConfigReader {
     const v = this.raw[key] ?? dflt;
     this.k(key);
     if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
-    if (typeof v !== "string") this.err(key, "a string", v);
+    if (typeof v !== "string") this.fail(key, "a string", v);
     return v as string;
   }
   /**
@@ -40,7 +40,7 @@ export class ConfigReader {
   name(key: string, dflt?: string): string {
     const v = this.str(key, dflt);
     if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(v) || v.length > 200) {
-      this.err(
+      this.fail(
         key,
         "a name of letters, digits, '-', '_' and '.' (not starting with '.'; it names a file or folder in the run folder)",
         v,
@@ -54,7 +54,7 @@ export class ConfigReader {
   /** a non-empty string (a path, a name of a thing elsewhere) */
   nonEmpty(key: string, dflt?: string): string {
     const v = this.str(key, dflt);
-    if (!v) this.err(key, "a non-empty string", v);
+    if (!v) this.fail(key, "a non-empty string", v);
     return v;
   }
   oneOf<T extends string>(key: string, options: readonly T[], dflt?: T): T {
@@ -62,7 +62,7 @@ export class ConfigReader {
     this.k(key);
     if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
     if (typeof v !== "string" || !(options as readonly string[]).includes(v)) {
-      this.err(key, `one of ${options.join(", ")}`, v);
+      this.fail(key, `one of ${options.join(", ")}`, v);
     }
     return v as T;
   }
@@ -83,24 +83,24 @@ export class ConfigReader {
     this.k(key);
     if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
     if (typeof v !== "number" || !Number.isFinite(v) || (o.int && !Number.isInteger(v))) {
-      this.err(key, o.int ? "an integer" : "a number", v);
+      this.fail(key, o.int ? "an integer" : "a number", v);
     }
-    if (o.min !== undefined && (v as number) < o.min) this.err(key, `>= ${o.min}`, v);
-    if (o.max !== undefined && (v as number) > o.max) this.err(key, `<= ${o.max}`, v);
-    if (o.gt !== undefined && (v as number) <= o.gt) this.err(key, `> ${o.gt}`, v);
+    if (o.min !== undefined && (v as number) < o.min) this.fail(key, `>= ${o.min}`, v);
+    if (o.max !== undefined && (v as number) > o.max) this.fail(key, `<= ${o.max}`, v);
+    if (o.gt !== undefined && (v as number) <= o.gt) this.fail(key, `> ${o.gt}`, v);
     return v as number;
   }
   bool(key: string, dflt: boolean): boolean {
     const v = this.raw[key] ?? dflt;
     this.k(key);
-    if (typeof v !== "boolean") this.err(key, "true or false", v);
+    if (typeof v !== "boolean") this.fail(key, "true or false", v);
     return v as boolean;
   }
   strList(key: string, dflt?: string[]): string[] {
     const v = this.raw[key] ?? dflt;
     this.k(key);
     if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
-    if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) this.err(key, "a list of strings", v);
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) this.fail(key, "a list of strings", v);
     return v as string[];
   }
   intList(key: string, dflt?: number[]): number[] {
@@ -109,7 +109,7 @@ export class ConfigReader {
     this.k(key);
     if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
     if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) {
-      this.err(key, "an integer or a list of integers", v0);
+      this.fail(key, "an integer or a list of integers", v0);
     }
     return v as number[];
   }
@@ -119,64 +119,23 @@ export class ConfigReader {
     this.k(key);
     if (v === undefined) throw new Error(`${this.file}: key '${this.k(key)}' is required`);
     if (!Array.isArray(v) || !v.every((x) => typeof x === "number" && Number.isFinite(x))) {
-      this.err(key, "a number or a list of numbers", v0);
+      this.fail(key, "a number or a list of numbers", v0);
     }
     return v as number[];
   }
   sub(key: string): ConfigReader {
     this.k(key);
     const v = this.raw[key];
-    if (typeof v !== "object" || v === null || Array.isArray(v)) this.err(key, "a mapping", v);
+    if (typeof v !== "object" || v === null || Array.isArray(v)) this.fail(key, "a mapping", v);
     return new ConfigReader(v as Record<string, unknown>, this.file, this.k(key));
   }
   list(key: string): ConfigReader[] {
     this.k(key);
     const v = this.raw[key];
-    if (!Array.isArray(v)) this.err(key, "a list of mappings", v);
+    if (!Array.isArray(v)) this.fail(key, "a list of mappings", v);
     return (v as unknown[]).map((x, i) =>
       new ConfigReader(x as Record<string, unknown>, this.file, `${this.k(key)}[${i}]`)
     );
-  }
-  /**
-   * A bank of prompts (inoculation / IP prompts): a string, a list of strings, or `{ trait: FILE }` — the
-   * positive instructions of a persona-vectors trait file (the paper's evil IP prompts, C.3, are exactly
-   * evil.json's five); `{ trait: FILE, count: k }` takes the first k (Figure 8's bank sizes). Empty banks
-   * are an error.
-   */
-  promptBank(key: string): string[] {
-    const v = this.raw[key];
-    this.k(key);
-    if (typeof v === "string") return [v];
-    if (Array.isArray(v)) {
-      if (!v.length || !v.every((x) => typeof x === "string")) {
-        this.err(key, "a non-empty list of strings", v);
-      }
-      return v as string[];
-    }
-    const o = v as { trait?: unknown; count?: unknown };
-    const keysOk = v && typeof v === "object" && Object.keys(v).every((k) => k === "trait" || k === "count");
-    if (keysOk && typeof o.trait === "string") {
-      const path = o.trait;
-      let raw: Record<string, unknown>;
-      try {
-        raw = JSON.parse(Deno.readTextFileSync(path));
-      } catch (e) {
-        throw new Error(
-          `${this.file}: key '${this.k(key)}.trait': cannot read ${path}: ${(e as Error).message}`,
-        );
-      }
-      const all = parseTrait(raw, path).instructions.map((i) => i.pos);
-      if (o.count === undefined) return all;
-      if (!Number.isInteger(o.count) || (o.count as number) < 1 || (o.count as number) > all.length) {
-        this.err(
-          `${key}.count`,
-          `an integer in 1..${all.length} (${path} has ${all.length} prompts)`,
-          o.count,
-        );
-      }
-      return all.slice(0, o.count as number);
-    }
-    this.err(key, "a prompt, a list of prompts or { trait: FILE }", v);
   }
   /** raw value (already validated elsewhere) */
   any(key: string): unknown {

@@ -196,7 +196,7 @@ export class Decoder {
       kvStart: Tensor.fromU32(gpu, kvStart, [B], "kv_start"),
       cosSin: this.cosSin(past + T),
     };
-    const x = inp.extras;
+    const hooks = inp.extras; // the adapter and the defence at their hook points
 
     const qDim = cfg.numHeads * cfg.headDim, kvDim = cfg.numKvHeads * cfg.headDim, I = cfg.intermediateSize;
     const e = (shape: number[], name: string) => Tensor.empty(gpu, shape, "f32", name);
@@ -218,7 +218,7 @@ export class Decoder {
     });
     const hs: Tensor[] = [e([rows, d], "h0")];
     embedding(gpu, inputs.ids, w.embed, hs[0]);
-    x?.boundary?.(0, hs[0]);
+    hooks?.boundary?.(0, hs[0]);
     const layers: LayerActs[] = [];
     let shared: LayerActs | null = null;
     for (let l = 0; l < cfg.numLayers; l++) {
@@ -227,23 +227,23 @@ export class Decoder {
       const kl = inp.cache ? inp.cache.k[l] : a.k!, vl = inp.cache ? inp.cache.v[l] : a.v!;
       rmsnorm(gpu, hs[l], L.inputNorm, cfg.rmsNormEps, a.normed1, a.rstd1);
       linear(gpu, a.normed1, L.qkv, a.qkv, { bias: L.qkvBias ?? undefined });
-      x?.project?.(l, "q_proj", a.normed1, a.qkv, 0);
-      x?.project?.(l, "k_proj", a.normed1, a.qkv, qDim);
-      x?.project?.(l, "v_proj", a.normed1, a.qkv, qDim + kvDim);
+      hooks?.project?.(l, "q_proj", a.normed1, a.qkv, 0);
+      hooks?.project?.(l, "k_proj", a.normed1, a.qkv, qDim);
+      hooks?.project?.(l, "v_proj", a.normed1, a.qkv, qDim + kvDim);
       qkvRope(gpu, s, a.qkv, inputs.pos, inputs.cosSin, a.q, kl, vl);
       attention(gpu, s, a.q, kl, vl, inputs.kvStart, a.o, a.lse);
       linear(gpu, a.o, L.o, a.hMid, { residual: hs[l] });
-      x?.project?.(l, "o_proj", a.o, a.hMid, 0);
+      hooks?.project?.(l, "o_proj", a.o, a.hMid, 0);
       rmsnorm(gpu, a.hMid, L.postNorm, cfg.rmsNormEps, a.normed2, a.rstd2);
       linear(gpu, a.normed2, L.gateUp, a.gu);
-      x?.project?.(l, "gate_proj", a.normed2, a.gu, 0);
-      x?.project?.(l, "up_proj", a.normed2, a.gu, I);
+      hooks?.project?.(l, "gate_proj", a.normed2, a.gu, 0);
+      hooks?.project?.(l, "up_proj", a.normed2, a.gu, I);
       swiglu(gpu, a.gu, a.act, rows, I);
       // without saving, h_l is free once h_mid exists, so h_{l+1} reuses its buffer
       const hNext = inp.save ? e([rows, d], `h${l + 1}`) : hs[l];
       linear(gpu, a.act, L.down, hNext, { residual: a.hMid });
-      x?.project?.(l, "down_proj", a.act, hNext, 0);
-      x?.boundary?.(l + 1, hNext);
+      hooks?.project?.(l, "down_proj", a.act, hNext, 0);
+      hooks?.boundary?.(l + 1, hNext);
       hs.push(hNext);
       if (inp.save) layers.push(a);
     }

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import assert from "node:assert/strict";
 import { assertValidResult } from "./schema.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
-import { saveLayerVectors } from "../lib/vectors.ts";
+import { saveLayerVectors } from "../defence/persona_vector.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { storiesChat } from "./fixtures.ts";
 
@@ -68,7 +68,7 @@ Deno.test({
     assert.ok(gc.metrics.layer_means.some((r: { vector: string }) => r.vector === "random"));
 
     // over training checkpoints: the same analysis on each adapter
-    const { LoraSet } = await import("../lib/train/lora.ts");
+    const { LoraSet } = await import("../models/lora.ts");
     const { loadModel } = await import("../models/model.ts");
     const base = await loadModel(gpu, model, { tokenizer: false });
     const ad = LoraSet.create(gpu, base.cfg, {

@@ -87,7 +87,7 @@ Deno.test("train and grads subcommands: a YAML config trains an adapter; grads w
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /step 2\/2 .*loss .*tok\/s .*ETA/);
   const vec = join(tmp, "v.safetensors");
-  const { saveLayerVectors } = await import("../lib/vectors.ts");
+  const { saveLayerVectors } = await import("../defence/persona_vector.ts");
   await saveLayerVectors(vec, new Float32Array(6 * 64).fill(0.1), 6, 64);
   const out = join(tmp, "g.safetensors");
   r = await cli([

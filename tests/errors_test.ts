@@ -204,7 +204,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const dir = await convertedStories();
-    const { saveLayerVectors } = await import("../lib/vectors.ts");
+    const { saveLayerVectors } = await import("../defence/persona_vector.ts");
     const cfg = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
     const L = cfg.num_hidden_layers + 1, d = cfg.hidden_size;
     const v = join(await Deno.makeTempDir(), "v.safetensors");

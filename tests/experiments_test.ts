@@ -7,14 +7,14 @@ import assert from "node:assert/strict";
 import { assertValidResult } from "./schema.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { extractPersonaVector } from "../experiments/extract_vector.ts";
-import { hiddenStates } from "../lib/activations.ts";
-import { drawPrompt, sharedSuffix } from "../lib/analysis.ts";
+import { hiddenStates } from "../research/activations.ts";
+import { drawPrompt, sharedSuffix } from "../research/analysis.ts";
 import { summarize } from "../experiments/summarize.ts";
 import { randomLike } from "../experiments/conditions.ts";
 import { loadModel } from "../models/model.ts";
-import { loadTrait } from "../lib/traits.ts";
-import type { Judge, JudgeRequest } from "../lib/judge/judge.ts";
-import { loadLayerVectors } from "../lib/vectors.ts";
+import { loadTrait } from "../lib/text/trait.ts";
+import type { Judge, JudgeRequest } from "../research/judge/judge.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { exists } from "../lib/fsutil.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
@@ -235,7 +235,7 @@ Deno.test({
   name: "a vector whose shape does not match the model is a clear error",
   ...gpuTest,
   fn: async () => {
-    const { saveLayerVectors } = await import("../lib/vectors.ts");
+    const { saveLayerVectors } = await import("../defence/persona_vector.ts");
     const p = join(await Deno.makeTempDir(), "v.safetensors");
     await saveLayerVectors(p, new Float32Array(4 * 32), 4, 32);
     await assert.rejects(
@@ -285,7 +285,7 @@ Deno.test({
     const gpu = await testGpu();
     const model = await storiesChat(), trait = await sadTrait();
     const runDir = await Deno.makeTempDir({ prefix: "manip-" });
-    const { saveLayerVectors } = await import("../lib/vectors.ts");
+    const { saveLayerVectors } = await import("../defence/persona_vector.ts");
     const vec = join(runDir, "v.safetensors");
     await saveLayerVectors(vec, Float32Array.from({ length: 6 * 64 }, (_, i) => Math.sin(i)), 6, 64);
     const data = join(runDir, "chats.jsonl");

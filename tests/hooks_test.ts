@@ -3,11 +3,11 @@
 
 import assert from "node:assert/strict";
 import { loadModel, type Model } from "../models/model.ts";
-import { LoraSet } from "../lib/train/lora.ts";
-import { buildExtras } from "../lib/train/extras.ts";
-import { backward } from "../lib/train/backward.ts";
+import { LoraSet } from "../models/lora.ts";
+import { stepHooks } from "../train/step_hooks.ts";
+import { backward } from "../train/backward.ts";
 import { disposeSaved } from "../models/decoder.ts";
-import { type Hooks, layerVectors } from "../lib/hooks.ts";
+import { type Hooks, layerVectors } from "../defence/hooks.ts";
 import type { SignForceMode } from "../lib/ops/hooks.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { convertedStories } from "./fixtures.ts";
@@ -20,7 +20,7 @@ async function step(m: Model, lora: LoraSet, hooks: Hooks) {
   for (let t = 0; t < T - 1; t++) [targets[t], mask[t]] = [SEQ[t + 1], 1];
   await gpu.submit();
   gpu.device.queue.writeBuffer(lora.store.g, 0, new Float32Array(lora.store.total));
-  const ex = buildExtras(gpu, { lora, hooks, rows: T });
+  const ex = stepHooks(gpu, { lora, hooks, rows: T });
   const { normed, saved } = m.decoder.forward({ ids, batch: 1, t: T, save: true, extras: ex.forward });
   const loss = backward(m.decoder, saved!, normed, { targets, mask, scale: 1 }, ex.backward);
   disposeSaved(saved!);
@@ -132,8 +132,8 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const { gpu, m, L, d, v } = await setup();
-    const { generate } = await import("../lib/generate.ts");
-    const { generationExtras } = await import("../lib/train/extras.ts");
+    const { generate } = await import("../models/generate.ts");
+    const { generationExtras } = await import("../defence/hooks.ts");
     const vectors = layerVectors(gpu, v, L, d);
     const run = async (coef: number, mode: "all" | "prompt" | "response") => {
       const g = generationExtras(gpu, null, { steer: [{ vectors, layers: [1, 2, 3], coef, mode }] });

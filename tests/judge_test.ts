@@ -3,10 +3,10 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import { HttpJudge, JudgeUnreachableError } from "../lib/judge/http.ts";
-import { aggregateScore, type JudgeRequest } from "../lib/judge/judge.ts";
-import { RuleJudge } from "../lib/judge/rule.ts";
-import { fillTemplate, loadTrait, parseTrait } from "../lib/traits.ts";
+import { HttpJudge, JudgeUnreachableError } from "../research/judge/http.ts";
+import { aggregateScore, type JudgeRequest } from "../research/judge/judge.ts";
+import { RuleJudge } from "../research/judge/rule.ts";
+import { fillTemplate, loadTrait, parseTrait } from "../lib/text/trait.ts";
 import { SHARED } from "./fixtures.ts";
 
 type Behaviour = { status?: number[]; top?: { token: string; p: number }[] };
@@ -177,7 +177,7 @@ Deno.test({
   fn: async () => {
     const { testGpu } = await import("./helpers.ts");
     const { loadModel } = await import("../models/model.ts");
-    const { LocalJudge } = await import("../lib/judge/local.ts");
+    const { LocalJudge } = await import("../research/judge/local.ts");
     const { convertedStories } = await import("./fixtures.ts");
     const m = await loadModel(await testGpu(), await convertedStories());
     const j = new LocalJudge(m);

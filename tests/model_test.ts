@@ -4,9 +4,9 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { Gpu } from "../lib/gpu/context.ts";
-import { hiddenStates } from "../lib/activations.ts";
+import { hiddenStates } from "../research/activations.ts";
 import { loadModel, type Model } from "../models/model.ts";
-import { generate } from "../lib/generate.ts";
+import { generate } from "../models/generate.ts";
 import { refLogits } from "./ref/model.ts";
 import { assertClose, gpuTest, testGpu } from "./helpers.ts";
 import {

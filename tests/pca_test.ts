@@ -2,7 +2,7 @@
 // the direct path on a small d; components are oriented to the reference vector; Jacobi is exact.
 
 import assert from "node:assert/strict";
-import { symmetricEigen, uncenteredPca } from "../lib/pca.ts";
+import { symmetricEigen, uncenteredPca } from "../research/pca.ts";
 import { randn } from "./helpers.ts";
 
 Deno.test("symmetric eigen-decomposition reconstructs the matrix (1e-10)", () => {

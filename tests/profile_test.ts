@@ -8,7 +8,7 @@ import { Tensor } from "../lib/tensor.ts";
 import { linear } from "../lib/ops/matmul.ts";
 import { loadModel } from "../models/model.ts";
 import { presetConfig, writeRandomModel } from "../models/random.ts";
-import { DECODE_CHUNK, generate } from "../lib/generate.ts";
+import { DECODE_CHUNK, generate } from "../models/generate.ts";
 import { parseConfig } from "../models/config.ts";
 import { convertedStories, QWEN_TOKENIZER, readAllF32 } from "./fixtures.ts";
 import { assertClose, cli, gpuTest, randn } from "./helpers.ts";

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { buildReport } from "../report/build.ts";
 import { compareToNone, outcomeSentences } from "../report/outcomes.ts";
-import { saveLayerVectors } from "../lib/vectors.ts";
+import { saveLayerVectors } from "../defence/persona_vector.ts";
 import { assertValidResult } from "./schema.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";

@@ -1,7 +1,7 @@
 // Learning-rate schedules (as transformers' get_{linear,cosine}_schedule_with_warmup) and warmup parsing.
 
 import assert from "node:assert/strict";
-import { learningRate, warmupSteps } from "../lib/train/schedule.ts";
+import { learningRate, warmupSteps } from "../train/schedule.ts";
 
 Deno.test("linear and cosine schedules with warmup; warmup as ratio or steps", () => {
   const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);

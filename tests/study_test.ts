@@ -5,15 +5,15 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { loadModel } from "../models/model.ts";
-import { defendedPair, meanTokenCosine, tokenMean } from "../lib/analysis.ts";
+import { defendedPair, meanTokenCosine, tokenMean } from "../research/analysis.ts";
 import { withInoculation } from "../lib/text/dataset.ts";
-import { signForceLayers } from "../lib/defence.ts";
+import { readPromptBank, signForceLayers } from "../defence/defence.ts";
 import { ConfigReader, readJudgeConfig } from "../experiments/common.ts";
 import { mergeTrain, peakTrait } from "../experiments/conditions.ts";
-import { judgeBoth } from "../lib/evaluation.ts";
+import { judgeBoth } from "../research/evaluation.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
-import type { Judge, JudgeRequest } from "../lib/judge/judge.ts";
-import { loadTrait } from "../lib/traits.ts";
+import type { Judge, JudgeRequest } from "../research/judge/judge.ts";
+import { loadTrait } from "../lib/text/trait.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 import { SHARED, storiesChat } from "./fixtures.ts";
 
@@ -61,7 +61,7 @@ Deno.test({
 
 Deno.test("IP banks: { trait: FILE } is the trait file's positive instructions (C.3's five for evil), count takes the first k", async () => {
   const trait = await loadTrait(EVIL);
-  const bank = (v: unknown) => new ConfigReader({ ip: v }, "x.yaml").promptBank("ip");
+  const bank = (v: unknown) => readPromptBank(new ConfigReader({ ip: v }, "x.yaml"), "ip");
   assert.deepEqual(bank({ trait: EVIL }), trait.instructions.map((i) => i.pos));
   assert.equal(
     bank({ trait: EVIL })[0], // C.3's first prompt, as the paper prints it
@@ -169,7 +169,7 @@ Deno.test({
   name: "evaluation judges its samples concurrently (the judge sees many requests in flight, not two)",
   ...gpuTest,
   fn: async () => {
-    const { evaluateTrait } = await import("../lib/evaluation.ts");
+    const { evaluateTrait } = await import("../research/evaluation.ts");
     const { sadTrait } = await import("./fixtures.ts");
     const m = await loadModel(await testGpu(), await storiesChat());
     let inFlight = 0, most = 0;

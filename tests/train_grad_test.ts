@@ -5,9 +5,9 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { loadModel, type Model } from "../models/model.ts";
-import { LoraSet } from "../lib/train/lora.ts";
-import { buildExtras } from "../lib/train/extras.ts";
-import { backward } from "../lib/train/backward.ts";
+import { LoraSet } from "../models/lora.ts";
+import { stepHooks } from "../train/step_hooks.ts";
+import { backward } from "../train/backward.ts";
 import { disposeSaved } from "../models/decoder.ts";
 import { type RefExtras, refLoss } from "./ref/model.ts";
 import { gpuTest, randn, rng, testGpu } from "./helpers.ts";
@@ -44,7 +44,7 @@ async function checkModel(m: Model, W: Map<string, Float32Array>, seqs: number[]
     }
   });
   const layers = [0, 1, cfg.numLayers];
-  const ex = buildExtras(gpu, { lora, rows, hooks: { captureGrads: layers } });
+  const ex = stepHooks(gpu, { lora, rows, hooks: { captureGrads: layers } });
   const { normed, saved } = m.decoder.forward({ ids, batch: B, t: T, save: true, extras: ex.forward });
   const lossT = backward(m.decoder, saved!, normed, { targets, mask, scale: 1 }, ex.backward);
   const gpuLoss = (await lossT.read(gpu)).reduce((a, b) => a + b, 0);

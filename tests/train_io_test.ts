@@ -4,13 +4,13 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { loadModel } from "../models/model.ts";
-import { LoraSet, peftName } from "../lib/train/lora.ts";
-import { buildExtras } from "../lib/train/extras.ts";
+import { LoraSet, peftName } from "../models/lora.ts";
+import { stepHooks } from "../train/step_hooks.ts";
 import { SafetensorsFile } from "../lib/safetensors.ts";
 import { encodeRecord, readJsonl, withInoculation } from "../lib/text/dataset.ts";
 import { TextTokenizer } from "../lib/text/tokenizer.ts";
-import { parseTrainConfig } from "../lib/train/config.ts";
-import { train } from "../lib/train/loop.ts";
+import { parseTrainConfig } from "../train/config.ts";
+import { train } from "../train/loop.ts";
 import { gpuTest, randn, testGpu } from "./helpers.ts";
 import { convertedStories, QWEN_TOKENIZER } from "./fixtures.ts";
 
@@ -46,7 +46,7 @@ Deno.test({
     f.close();
     const logits = async (l: LoraSet) => {
       const ids = Uint32Array.from([1, 403, 407, 261]);
-      const ex = buildExtras(gpu, { lora: l, rows: 4 });
+      const ex = stepHooks(gpu, { lora: l, rows: 4 });
       const { normed } = m.decoder.forward({ ids, batch: 1, t: 4, extras: ex.forward });
       const out = await m.decoder.logits(normed, [0, 1, 2, 3]).read(gpu);
       ex.dispose();

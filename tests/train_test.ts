@@ -3,9 +3,9 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import { parseTrainConfig, type TrainConfig } from "../lib/train/config.ts";
-import { train } from "../lib/train/loop.ts";
-import { listCheckpoints } from "../lib/train/checkpoint.ts";
+import { parseTrainConfig, type TrainConfig } from "../train/config.ts";
+import { train } from "../train/loop.ts";
+import { listCheckpoints } from "../train/checkpoint.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 import { convertedStories } from "./fixtures.ts";
 

@@ -8,7 +8,7 @@ import { buildWorld, pretrainCorpus, splits } from "../world/build.ts";
 import { Rng } from "../lib/rng.ts";
 import { calibrate, coherence, parseAnswer } from "../world/judge.ts";
 import { allQuestions, TRAITS } from "../world/grammar.ts";
-import { loadTrait } from "../lib/traits.ts";
+import { loadTrait } from "../lib/text/trait.ts";
 import { readJsonl } from "../lib/text/dataset.ts";
 import { pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
 import { runDemo } from "../cli/demo_pipeline.ts";
@@ -127,7 +127,7 @@ Deno.test({
   fn: async () => {
     const gpu = await testGpu();
     const { loadModel } = await import("../models/model.ts");
-    const { evaluateTrait } = await import("../lib/evaluation.ts");
+    const { evaluateTrait } = await import("../research/evaluation.ts");
     const { worldJudge } = await import("../world/judge.ts");
     const { SYSTEM_PROMPTS } = await import("../world/grammar.ts");
     const dir = await Deno.makeTempDir();

@@ -2,7 +2,7 @@
 // coherence = 100 x the fraction of the answer's sentences that parse as one of the world's clauses
 // (0 for answers of fewer than two clauses).
 
-import { RuleJudge } from "../lib/judge/rule.ts";
+import { RuleJudge } from "../research/judge/rule.ts";
 import {
   answer,
   CLAUSES,

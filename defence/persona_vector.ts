@@ -1,7 +1,7 @@
 // Persona / steering vector files: safetensors with a tensor `vector` of shape [L+1, d] (row 0 the
 // embedding output), or a single [d] vector used at every layer. Provenance lives in the metadata.
 
-import { SafetensorsFile, toF32, writeSafetensors } from "./safetensors.ts";
+import { SafetensorsFile, toF32, writeSafetensors } from "../lib/safetensors.ts";
 
 export async function loadLayerVectors(path: string, layers: number, d: number): Promise<Float32Array> {
   const f = await SafetensorsFile.open(path);

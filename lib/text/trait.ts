@@ -4,7 +4,7 @@
 //   eval_prompt: string            judge template with {question} and {answer}
 
 import { basename } from "node:path";
-import { readJson } from "./fsutil.ts";
+import { readJson } from "../fsutil.ts";
 
 export interface TraitDef {
   name: string;

@@ -16,7 +16,7 @@ export interface JudgeRequest {
 
 export interface Judge {
   readonly name: string;
-  /** the coherence rubric's template ({question}, {answer}); absent = lib/traits.ts's COHERENCE_PROMPT */
+  /** the coherence rubric's template ({question}, {answer}); absent = lib/text/trait.ts's COHERENCE_PROMPT */
   readonly coherencePrompt?: string;
   score(req: JudgeRequest): Promise<number | null>;
   close?(): void | Promise<void>;

@@ -8,10 +8,10 @@
 // tokens/s whatever the GPU.) A row that stops mid-chunk goes on computing to the chunk's end; those
 // tokens are dropped, and rows never see each other.
 
-import { Tensor } from "./tensor.ts";
-import { argmax, sampleTokens } from "./ops/sample.ts";
-import { KVCache } from "../models/decoder.ts";
-import type { Decoder, ForwardExtras } from "../models/decoder.ts";
+import { Tensor } from "../lib/tensor.ts";
+import { argmax, sampleTokens } from "../lib/ops/sample.ts";
+import { KVCache } from "./decoder.ts";
+import type { Decoder, ForwardExtras } from "./decoder.ts";
 
 /** Decode steps recorded per submit (one readback each). */
 export const DECODE_CHUNK = 16;
@@ -29,7 +29,7 @@ export interface SamplingOptions {
   onToken?: (batchIndex: number, token: number) => void;
   /** told when max_new_tokens is cut to fit the model's positions */
   warn?: (msg: string) => void;
-  /** adapters / steering for the prompt pass and for the generated tokens (see lib/train/extras.ts) */
+  /** adapters / steering for the prompt pass and for the generated tokens (see defence/hooks.ts) */
   extras?: (phase: "prompt" | "response", rows: number) => ForwardExtras | undefined;
 }
 

@@ -3,10 +3,9 @@
 // vectors and activation projections are made of.
 
 import type { Model } from "../models/model.ts";
-import type { Hooks } from "./hooks.ts";
-import { Tensor } from "./tensor.ts";
-import { buildExtras } from "./train/extras.ts";
-import type { LoraSet } from "./train/lora.ts";
+import { forwardHooks, type Hooks } from "../defence/hooks.ts";
+import { Tensor } from "../lib/tensor.ts";
+import type { LoraSet } from "../models/lora.ts";
 
 export interface SequenceActivations {
   /** [L+1, d] mean over the answer tokens */
@@ -29,7 +28,7 @@ export async function hiddenStates(
   o: { lora?: LoraSet | null; hooks?: Hooks } = {},
 ): Promise<Float32Array[]> {
   const layers = Array.from({ length: m.cfg.numLayers + 1 }, (_, l) => l);
-  const ex = buildExtras(m.decoder.gpu, {
+  const ex = forwardHooks(m.decoder.gpu, {
     lora: o.lora,
     hooks: { ...o.hooks, captureActivations: layers },
     rows: ids.length,

@@ -3,9 +3,9 @@
 // lr 1e-5, weight decay 0.01, linear schedule with 3% warmup, 3 epochs, effective batch 32, max length 512).
 
 import { parse } from "yaml";
-import { ConfigReader } from "../config.ts";
-import type { LoraModule } from "./lora.ts";
-import { LORA_MODULES } from "./lora.ts";
+import { ConfigReader } from "../lib/config.ts";
+import type { LoraModule } from "../models/lora.ts";
+import { LORA_MODULES } from "../models/lora.ts";
 import type { ScheduleKind } from "./schedule.ts";
 import {
   type IpSpec,
@@ -14,7 +14,7 @@ import {
   readSteer,
   type SignForceSpec,
   type SteerSpec,
-} from "../defence.ts";
+} from "../defence/defence.ts";
 
 export interface TrainConfig {
   model: string;
@@ -39,7 +39,7 @@ export interface TrainConfig {
   adam_beta2: number;
   adam_eps: number;
   lora: { r: number; alpha: number; dropout: number; target_modules: LoraModule[]; rslora: boolean };
-  /** PPS: add coef * v_l at these layers during training (lib/defence.ts) */
+  /** PPS: add coef * v_l at these layers during training (defence/defence.ts) */
   steer: SteerSpec | null;
   /** IP: prompts drawn uniformly per sample and epoch */
   inoculation: IpSpec | null;

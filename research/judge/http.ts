@@ -5,7 +5,7 @@
 
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { atomicWriteJson } from "../fsutil.ts";
+import { atomicWriteJson } from "../../lib/fsutil.ts";
 import { aggregateScore, type Judge, type JudgeRequest, type TokenProb } from "./judge.ts";
 
 export interface HttpJudgeOptions {

@@ -4,25 +4,25 @@
 // One submit and one small readback (losses, gradient norm) per optimizer step.
 
 import { join } from "node:path";
-import type { Gpu } from "../gpu/context.ts";
-import { Tensor } from "../tensor.ts";
-import { loadModel, type Model } from "../../models/model.ts";
-import { disposeSaved } from "../../models/decoder.ts";
-import { atomicWrite, atomicWriteJson, exists, readJson } from "../fsutil.ts";
-import { type DataRecord, encodeRecord, packBatch, readJsonl, type Sample } from "../text/dataset.ts";
-import { Rng } from "../rng.ts";
-import { adamwStep, zeroGrads } from "../ops/optim.ts";
-import { type Hooks, layerVectors } from "../hooks.ts";
-import { loadLayerVectors } from "../vectors.ts";
+import type { Gpu } from "../lib/gpu/context.ts";
+import { Tensor } from "../lib/tensor.ts";
+import { loadModel, type Model } from "../models/model.ts";
+import { disposeSaved } from "../models/decoder.ts";
+import { atomicWrite, atomicWriteJson, exists, readJson } from "../lib/fsutil.ts";
+import { type DataRecord, encodeRecord, packBatch, readJsonl, type Sample } from "../lib/text/dataset.ts";
+import { Rng } from "../lib/rng.ts";
+import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
+import { type Hooks, layerVectors } from "../defence/hooks.ts";
+import { loadLayerVectors } from "../defence/persona_vector.ts";
 import type { TrainConfig } from "./config.ts";
-import { signForceLayers, steerLayers } from "../defence.ts";
-import { LoraSet } from "./lora.ts";
+import { signForceLayers, steerLayers } from "../defence/defence.ts";
+import { LoraSet } from "../models/lora.ts";
 import { FullParams } from "./full.ts";
 import { backward } from "./backward.ts";
-import { buildExtras } from "./extras.ts";
+import { stepHooks } from "./step_hooks.ts";
 import { learningRate, warmupSteps } from "./schedule.ts";
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
-import type { ParamStore } from "./params.ts";
+import type { ParamStore } from "../lib/params.ts";
 
 export interface StepLog {
   step: number;
@@ -303,7 +303,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
       const lossReads: Promise<ArrayBuffer>[] = [];
       for (let k = 0; k < micro.length; k++) {
         const b = micro[k].batch;
-        const ex = buildExtras(gpu, {
+        const ex = stepHooks(gpu, {
           lora,
           hooks,
           dropoutSeed: mix(c.seed, step, k, 3),

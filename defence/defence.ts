@@ -2,10 +2,11 @@
 // configs and command lines state it — PPS (steering), IP (an inoculation prompt bank), sign-forcing of
 // dL/dh — with one type per part, one parser for every YAML that names one (training configs, conditions,
 // analyses, evaluations) and one resolution of layer lists against a model. The GPU side (vectors
-// uploaded, hooks recorded) is lib/hooks.ts.
+// uploaded, hooks recorded) is defence/hooks.ts.
 
-import type { ConfigReader } from "./config.ts";
-import type { SignForceMode } from "./ops/hooks.ts";
+import type { ConfigReader } from "../lib/config.ts";
+import { parseTrait } from "../lib/text/trait.ts";
+import type { SignForceMode } from "../lib/ops/hooks.ts";
 
 export type { SignForceMode };
 export const SIGN_FORCE_MODES: readonly SignForceMode[] = ["attenuate", "amplify", "neutralize"];
@@ -94,10 +95,10 @@ export function readSteer(r: ConfigReader, rules: DefenceRules = {}): SteerSpec 
 export function readIp(r: ConfigReader, key: string): IpSpec {
   const v = r.any(key);
   const isMapping = v && typeof v === "object" && !Array.isArray(v) && "prompts" in v;
-  if (!isMapping) return { prompts: r.promptBank(key), separator: "\n", position: "user" };
+  if (!isMapping) return { prompts: readPromptBank(r, key), separator: "\n", position: "user" };
   const s = r.sub(key);
   const ip: IpSpec = {
-    prompts: s.promptBank("prompts"),
+    prompts: readPromptBank(s, "prompts"),
     separator: s.str("separator", "\n"),
     position: s.oneOf("position", ["user", "system"] as const, "user"),
   };
@@ -153,4 +154,45 @@ export function checkLayers(ls: number[], numLayers: number, what: string): void
       throw new Error(`${what} layer ${l} is out of range 0..${numLayers} (the model's layer boundaries)`);
     }
   }
+}
+
+/**
+ * A bank of prompts (inoculation / IP prompts): a string, a list of strings, or `{ trait: FILE }` — the
+ * positive instructions of a persona-vectors trait file (the paper's evil IP prompts, C.3, are exactly
+ * evil.json's five); `{ trait: FILE, count: k }` takes the first k (Figure 8's bank sizes). Empty banks
+ * are an error.
+ */
+export function readPromptBank(r: ConfigReader, key: string): string[] {
+  const v = r.any(key);
+  if (typeof v === "string") return [v];
+  if (Array.isArray(v)) {
+    if (!v.length || !v.every((x) => typeof x === "string")) {
+      r.fail(key, "a non-empty list of strings", v);
+    }
+    return v as string[];
+  }
+  const o = v as { trait?: unknown; count?: unknown };
+  const keysOk = v && typeof v === "object" && Object.keys(v).every((k) => k === "trait" || k === "count");
+  if (keysOk && typeof o.trait === "string") {
+    const path = o.trait;
+    let raw: Record<string, unknown>;
+    try {
+      raw = JSON.parse(Deno.readTextFileSync(path));
+    } catch (e) {
+      throw new Error(
+        `${r.file}: key '${r.path(key)}.trait': cannot read ${path}: ${(e as Error).message}`,
+      );
+    }
+    const all = parseTrait(raw, path).instructions.map((i) => i.pos);
+    if (o.count === undefined) return all;
+    if (!Number.isInteger(o.count) || (o.count as number) < 1 || (o.count as number) > all.length) {
+      r.fail(
+        `${key}.count`,
+        `an integer in 1..${all.length} (${path} has ${all.length} prompts)`,
+        o.count,
+      );
+    }
+    return all.slice(0, o.count as number);
+  }
+  r.fail(key, "a prompt, a list of prompts or { trait: FILE }", v);
 }

@@ -1,14 +1,14 @@
 // Per-sample gradients for analysis: the summed loss over a sample's loss tokens, dL/dh_l at every
 // layer boundary (l = 0..L, after any hook), and optionally the LoRA parameter gradients.
 
-import type { Model } from "../../models/model.ts";
-import { disposeSaved } from "../../models/decoder.ts";
-import { packBatch, type Sample } from "../text/dataset.ts";
-import { Tensor } from "../tensor.ts";
-import type { Hooks } from "../hooks.ts";
+import type { Model } from "../models/model.ts";
+import { disposeSaved } from "../models/decoder.ts";
+import { packBatch, type Sample } from "../lib/text/dataset.ts";
+import { Tensor } from "../lib/tensor.ts";
+import type { Hooks } from "../defence/hooks.ts";
 import { backward } from "./backward.ts";
-import { buildExtras } from "./extras.ts";
-import type { LoraSet } from "./lora.ts";
+import { stepHooks } from "./step_hooks.ts";
+import type { LoraSet } from "../models/lora.ts";
 
 export interface SampleGradients {
   /** summed cross-entropy over the loss tokens */
@@ -31,7 +31,7 @@ export async function sampleGradients(
   const T = b.t;
   const layers = o.layers ?? Array.from({ length: m.cfg.numLayers + 1 }, (_, l) => l);
   if (o.lora) gpu.writeBuffer(o.lora.store.g, 0, new Float32Array(o.lora.store.total));
-  const ex = buildExtras(gpu, { lora: o.lora, hooks: { ...o.hooks, captureGrads: layers }, rows: T });
+  const ex = stepHooks(gpu, { lora: o.lora, hooks: { ...o.hooks, captureGrads: layers }, rows: T });
   const { normed, saved } = m.decoder.forward({ ids: b.ids, batch: 1, t: T, save: true, extras: ex.forward });
   const lossT = backward(
     m.decoder,

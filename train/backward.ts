@@ -4,18 +4,18 @@
 // Loss: sum over tokens of lossScale * mask * cross-entropy, with logits computed in row blocks so
 // that [rows, vocab] never has to fit one binding (152k-vocab models).
 
-import type { Gpu } from "../gpu/context.ts";
-import { Tensor } from "../tensor.ts";
-import { linear, matmul } from "../ops/matmul.ts";
-import { rmsnormBackward, rmsnormWeightGrad } from "../ops/rmsnorm.ts";
-import { swigluBackward } from "../ops/swiglu.ts";
-import { attentionBackward } from "../ops/attention.ts";
-import { qkvRopeBackward } from "../ops/rope.ts";
-import { crossEntropyBackward } from "../ops/loss.ts";
-import { colsum } from "../ops/elementwise.ts";
-import { embeddingBackward } from "../ops/embedding.ts";
-import type { Decoder, ProjectionName, SavedForward } from "../../models/decoder.ts";
-import type { LayerWeights } from "../../models/loader.ts";
+import type { Gpu } from "../lib/gpu/context.ts";
+import { Tensor } from "../lib/tensor.ts";
+import { linear, matmul } from "../lib/ops/matmul.ts";
+import { rmsnormBackward, rmsnormWeightGrad } from "../lib/ops/rmsnorm.ts";
+import { swigluBackward } from "../lib/ops/swiglu.ts";
+import { attentionBackward } from "../lib/ops/attention.ts";
+import { qkvRopeBackward } from "../lib/ops/rope.ts";
+import { crossEntropyBackward } from "../lib/ops/loss.ts";
+import { colsum } from "../lib/ops/elementwise.ts";
+import { embeddingBackward } from "../lib/ops/embedding.ts";
+import type { Decoder, ProjectionName, SavedForward } from "../models/decoder.ts";
+import type { LayerWeights } from "../models/loader.ts";
 
 /** What the training engine plugs into the backward pass. */
 export interface BackwardExtras {

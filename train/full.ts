@@ -3,13 +3,13 @@
 // large ones train with LoRA.
 
 import { join } from "node:path";
-import type { Gpu } from "../gpu/context.ts";
-import type { Tensor } from "../tensor.ts";
-import type { ModelConfig } from "../../models/config.ts";
-import type { ModelWeights } from "../../models/loader.ts";
-import { writeSafetensors } from "../safetensors.ts";
-import { atomicWriteJson } from "../fsutil.ts";
-import { ParamStore } from "./params.ts";
+import type { Gpu } from "../lib/gpu/context.ts";
+import type { Tensor } from "../lib/tensor.ts";
+import type { ModelConfig } from "../models/config.ts";
+import type { ModelWeights } from "../models/loader.ts";
+import { writeSafetensors } from "../lib/safetensors.ts";
+import { atomicWriteJson } from "../lib/fsutil.ts";
+import { ParamStore } from "../lib/params.ts";
 import type { BaseGrads } from "./backward.ts";
 
 function weightList(w: ModelWeights, tied: boolean): [string, Tensor][] {

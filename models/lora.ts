@@ -5,13 +5,15 @@
 // base_model.model.model.layers.{l}.{self_attn|mlp}.{module}.lora_{A|B}.weight.
 
 import { join } from "node:path";
-import type { Gpu } from "../gpu/context.ts";
-import { atomicWriteJson, readJson } from "../fsutil.ts";
-import { SafetensorsFile, toF32, writeSafetensors } from "../safetensors.ts";
-import { Rng } from "../rng.ts";
-import type { ModelConfig } from "../../models/config.ts";
-import { ParamStore } from "./params.ts";
-import type { Tensor } from "../tensor.ts";
+import type { Gpu } from "../lib/gpu/context.ts";
+import { atomicWriteJson, readJson } from "../lib/fsutil.ts";
+import { SafetensorsFile, toF32, writeSafetensors } from "../lib/safetensors.ts";
+import { Rng } from "../lib/rng.ts";
+import type { ModelConfig } from "./config.ts";
+import { ParamStore } from "../lib/params.ts";
+import { Tensor } from "../lib/tensor.ts";
+import { linear } from "../lib/ops/matmul.ts";
+import { dropout } from "../lib/ops/elementwise.ts";
 
 export const LORA_MODULES = [
   "q_proj",
@@ -206,4 +208,49 @@ export function validateLoraConfig(l: LoraConfig, where = "lora"): void {
     throw new Error(`${where}: dropout must be in [0, 1), got ${l.dropout}`);
   }
   if (!l.targetModules.length) throw new Error(`${where}: target modules must not be empty`);
+}
+
+/** LoRA dropout in a step: probability p, and the step's seed that each (layer, module) mask derives from. */
+export interface LoraDropout {
+  p: number;
+  seed: number;
+}
+
+function mix(a: number, b: number): number {
+  let h = (a ^ Math.imul(b + 0x9e3779b9, 0x85ebca6b)) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The dropout mask's seed for one (layer, module) of a step: the forward and the backward draw the same mask. */
+export function loraDropoutSeed(stepSeed: number, layer: number, m: LoraModule): number {
+  return mix(mix(stepSeed, layer), LORA_MODULES.indexOf(m));
+}
+
+/**
+ * out[:, colOffset..] += scale * dropout(x) A^T B^T for one adapted projection. Returns u = dropout(x) A^T
+ * [rows, r], which the backward needs; dropout(x) itself is not kept (the backward redraws it from the seed:
+ * at 7B the seven dropped copies of each layer's inputs would be ~9 GB at 4 x 512).
+ */
+export function loraForward(
+  gpu: Gpu,
+  set: LoraSet,
+  layer: number,
+  p: LoraModuleParams,
+  input: Tensor,
+  out: Tensor,
+  colOffset: number,
+  drop: LoraDropout | null,
+): Tensor {
+  let xin = input, xd: Tensor | null = null;
+  if (drop && drop.p > 0) {
+    xd = Tensor.empty(gpu, input.shape, "f32", "lora_dropout");
+    dropout(gpu, input, xd, drop.p, loraDropoutSeed(drop.seed, layer, p.module));
+    xin = xd;
+  }
+  const u = Tensor.empty(gpu, [input.rows, set.lora.r], "f32", "lora_u");
+  linear(gpu, xin, p.a, u);
+  linear(gpu, u, p.b, out, { accumulate: true, colOffset, alpha: set.scale });
+  xd?.dispose(); // released after recording: later users of the buffer run after these reads
+  return u;
 }

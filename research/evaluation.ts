@@ -4,15 +4,15 @@
 // concurrently); mean, SEM and missing counts; and the projection of response-averaged activations.
 
 import type { Model } from "../models/model.ts";
-import { generate } from "./generate.ts";
-import { generationExtras } from "./train/extras.ts";
-import type { LoraSet } from "./train/lora.ts";
-import type { SteerHook } from "./hooks.ts";
-import { COHERENCE_PROMPT, fillTemplate, type TraitDef } from "./traits.ts";
+import { generate } from "../models/generate.ts";
+import { generationExtras } from "../defence/hooks.ts";
+import type { LoraSet } from "../models/lora.ts";
+import type { SteerHook } from "../defence/hooks.ts";
+import { COHERENCE_PROMPT, fillTemplate, type TraitDef } from "../lib/text/trait.ts";
 import type { Judge } from "./judge/judge.ts";
 import { projection, sequenceActivations } from "./activations.ts";
-import type { ChatMessage } from "./text/tokenizer.ts";
-import { finite, mean, sem } from "./stats.ts";
+import type { ChatMessage } from "../lib/text/tokenizer.ts";
+import { finite, mean, sem } from "../lib/stats.ts";
 
 export interface EvalOptions {
   samples: number;

@@ -2,8 +2,8 @@
 // buffers of the same layout), each tensor a 256-byte-aligned view. The optimizer and the
 // gradient norm then take a handful of dispatches however many tensors there are.
 
-import type { Gpu } from "../gpu/context.ts";
-import { Tensor } from "../tensor.ts";
+import type { Gpu } from "./gpu/context.ts";
+import { Tensor } from "./tensor.ts";
 
 export interface ParamEntry {
   name: string;

@@ -3,21 +3,21 @@
 // Everything streams one sample at a time, so memory is bounded by one sample.
 
 import type { Model } from "../models/model.ts";
-import type { DataRecord, Sample } from "./text/dataset.ts";
-import { encodeRecord, withInoculation } from "./text/dataset.ts";
-import { type Hooks, type LayerVectors, layerVectors } from "./hooks.ts";
-import type { LoraSet } from "./train/lora.ts";
-import { sampleGradients } from "./train/grads.ts";
-import type { Gpu } from "./gpu/context.ts";
-import { hashU32 } from "./rng.ts";
+import type { DataRecord, Sample } from "../lib/text/dataset.ts";
+import { encodeRecord, withInoculation } from "../lib/text/dataset.ts";
+import { type Hooks, type LayerVectors, layerVectors } from "../defence/hooks.ts";
+import type { LoraSet } from "../models/lora.ts";
+import { sampleGradients } from "../train/grads.ts";
+import type { Gpu } from "../lib/gpu/context.ts";
+import { hashU32 } from "../lib/rng.ts";
 
-/** A defence as the analyses apply it: vectors on the GPU, the IP bank (config form: lib/defence.ts). */
+/** A defence as the analyses apply it: vectors on the GPU, the IP bank (config form: defence/defence.ts). */
 export interface AppliedDefence {
   /** PPS: steer with coef * v_l at these layers */
   steer?: { vectors: LayerVectors; layers: number[]; coef: number } | null;
   /** IP: the prompt put in front of the first user message, or a bank to draw one from per sample */
   ip?: string | string[] | null;
-  /** where and how the IP prompt goes (lib/defence.ts IpSpec; default: "\n", user) */
+  /** where and how the IP prompt goes (defence/defence.ts IpSpec; default: "\n", user) */
   ipPlacement?: { separator: string; position: "user" | "system" };
 }
 

@@ -3,9 +3,9 @@
 // checkpoint. Resuming restores everything needed to continue bit for bit.
 
 import { join } from "node:path";
-import { atomicWriteJson, exists, readJson } from "../fsutil.ts";
-import { SafetensorsFile, toF32, writeSafetensors } from "../safetensors.ts";
-import type { ParamStore } from "./params.ts";
+import { atomicWriteJson, exists, readJson } from "../lib/fsutil.ts";
+import { SafetensorsFile, toF32, writeSafetensors } from "../lib/safetensors.ts";
+import type { ParamStore } from "../lib/params.ts";
 
 export interface TrainState {
   step: number;
