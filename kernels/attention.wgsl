@@ -21,9 +21,9 @@ struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: 
 const D = HEAD_DIM;
 const NEG_BIG = -3.0e38;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = wg.x * 64u + lid.x;
+  let t = wg.x * WG + lid.x;
   let h = wg.y;
   let b = wg.z;
   if (t >= params.tq) { return; }
@@ -64,20 +64,19 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 // invocations in all). Keys go in chunks of 64, one per invocation for the scores (online softmax across
 // chunks); the weighted sum of values has each invocation own output dims d = lid, lid + 64, ...
 // (neighbouring invocations read neighbouring floats). Dispatch [TQ, H, B].
-const RWG = 64u;
-const DPT = (D + 63u) / 64u; // output dims per invocation
+const DPT = (D + WG - 1u) / WG; // output dims per invocation
 var<workgroup> row_a: array<f32, D>; // q (scaled) in forward and dq; k_j in dkv
 var<workgroup> row_b: array<f32, D>; // dO_t in dq; v_j in dkv
-var<workgroup> chunk_p: array<f32, 64>;
-var<workgroup> chunk_ds: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
+var<workgroup> chunk_p: array<f32, WG>;
+var<workgroup> chunk_ds: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
 
 // sum (or max) of v over the workgroup; every invocation gets the result. Its barriers also publish any
 // workgroup memory written before the call.
 fn wg_reduce(v: f32, i: u32, is_max: bool) -> f32 {
   red[i] = v;
   workgroupBarrier();
-  for (var s = RWG / 2u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (i < s) {
       red[i] = select(red[i] + red[i + s], max(red[i], red[i + s]), is_max);
     }
@@ -88,7 +87,7 @@ fn wg_reduce(v: f32, i: u32, is_max: bool) -> f32 {
   return r;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let t = wg.x;
   let h = wg.y;
@@ -97,7 +96,7 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let hk = h / (params.heads / params.kv_heads);
   let qbase = (b * params.tq + t) * params.heads * D + h * D;
   let kvw = params.kv_heads * D;
-  for (var d = i; d < D; d += RWG) { row_a[d] = q[qbase + d] * params.scale; }
+  for (var d = i; d < D; d += WG) { row_a[d] = q[qbase + d] * params.scale; }
   workgroupBarrier();
   var acc: array<f32, DPT>;
   for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
@@ -105,7 +104,7 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   var den = 0.0;
   let first = kv_start[b];
   let last = params.past + t; // inclusive; uniform over the workgroup, so the barriers below are too
-  for (var c = first; c <= last; c += RWG) {
+  for (var c = first; c <= last; c += WG) {
     let j = c + i;
     var s = NEG_BIG;
     if (j <= last) {
@@ -119,9 +118,9 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let corr = exp(mx - m_new);
     den = den * corr + wg_reduce(p, i, false); // the reduction's barriers also publish chunk_p
     mx = m_new;
-    let n = min(RWG, last + 1u - c);
+    let n = min(WG, last + 1u - c);
     for (var r = 0u; r < DPT; r++) {
-      let d = i + r * RWG;
+      let d = i + r * WG;
       if (d < D) {
         var a = acc[r] * corr;
         for (var jj = 0u; jj < n; jj++) {
@@ -134,7 +133,7 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   }
   let inv = select(0.0, 1.0 / den, den > 0.0);
   for (var r = 0u; r < DPT; r++) {
-    let d = i + r * RWG;
+    let d = i + r * WG;
     if (d < D) { o[qbase + d] = acc[r] * inv; }
   }
   if (i == 0u) {
@@ -156,9 +155,9 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 @group(0) @binding(13) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(14) var<storage, read_write> dv: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = wg.x * 64u + lid.x;
+  let t = wg.x * WG + lid.x;
   let h = wg.y;
   let b = wg.z;
   if (t >= params.tq) { return; }
@@ -193,26 +192,32 @@ fn backward_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   for (var d = 0u; d < D; d++) { dq[qbase + d] = acc[d]; }
 }
 
+// The query heads [h_first, h_end) whose gradients key j of sequence b collects in workgroup row wg_y (a kv
+// head, or with PER_HEAD one query head), the key's kv head hk, and where its dk/dv output row starts.
+struct KvSlot { h_first: u32, h_end: u32, hk: u32, ob: u32 }
+
+fn kv_slot(b: u32, j: u32, wg_y: u32) -> KvSlot {
+  let group = params.heads / params.kv_heads;
+#ifdef PER_HEAD
+  return KvSlot(wg_y, wg_y + 1u, wg_y / group, (b * params.t_cache + j) * params.heads * D + wg_y * D);
+#else
+  return KvSlot(wg_y * group, wg_y * group + group, wg_y, (b * params.t_cache + j) * params.kv_heads * D + wg_y * D);
+#endif
+}
+
 // PER_HEAD (grouped-query attention): one invocation per (key, query head) instead of per (key, kv
 // head), writing that head's share of dk/dv to dk/dv laid out [B*T, H*D]; group_sum then adds the
 // group's shares in head order. Group-size times more invocations for the same work.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let j = wg.x * 64u + lid.x;
+  let j = wg.x * WG + lid.x;
   let b = wg.z;
   if (j >= params.tq) { return; }
-  let group = params.heads / params.kv_heads;
-#ifdef PER_HEAD
-  let h_first = wg.y;
-  let h_end = wg.y + 1u;
-  let hk = wg.y / group;
-  let ob = (b * params.t_cache + j) * params.heads * D + wg.y * D;
-#else
-  let h_first = wg.y * group;
-  let h_end = h_first + group;
-  let hk = wg.y;
-  let ob = (b * params.t_cache + j) * params.kv_heads * D + hk * D;
-#endif
+  let ks = kv_slot(b, j, wg.y);
+  let h_first = ks.h_first;
+  let h_end = ks.h_end;
+  let hk = ks.hk;
+  let ob = ks.ob;
   let kvw = params.kv_heads * D;
   let kb = (b * params.t_cache + j) * kvw + hk * D;
   var kv: array<f32, D>;
@@ -255,10 +260,10 @@ fn backward_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 @group(0) @binding(15) var<storage, read> dk_heads: array<f32>;
 @group(0) @binding(16) var<storage, read> dv_heads: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+  let i = (wg.y * nwg.x + wg.x) * WG + lid.x;
   let kvw = params.kv_heads * D;
   if (i >= params.b * params.tq * kvw) { return; }
   let row = i / kvw;
@@ -280,7 +285,7 @@ fn group_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 // per key row (dk, dv) instead of one invocation each; chunks of 64 keys (queries) give each invocation
 // one score pair, then each invocation accumulates its own output dims over the chunk. Dispatch [T, H, B]
 // for dq, [T, H or HKV (PER_HEAD), B] for dk/dv.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let t = wg.x;
   let h = wg.y;
@@ -291,7 +296,7 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
   let kvw = params.kv_heads * D;
   let li = (b * params.heads + h) * params.tq + t;
   var part = 0.0;
-  for (var d = i; d < D; d += RWG) {
+  for (var d = i; d < D; d += WG) {
     row_a[d] = q[qbase + d] * params.scale;
     row_b[d] = d_o[qbase + d];
     part = fma(row_b[d], o_in[qbase + d], part);
@@ -302,7 +307,7 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
   var acc: array<f32, DPT>;
   for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
   let last = params.past + t;
-  for (var c = kv_start[b]; c <= last; c += RWG) {
+  for (var c = kv_start[b]; c <= last; c += WG) {
     let j = c + i;
     var ds = 0.0;
     if (j <= last) {
@@ -317,9 +322,9 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     }
     chunk_ds[i] = ds;
     workgroupBarrier();
-    let n = min(RWG, last + 1u - c);
+    let n = min(WG, last + 1u - c);
     for (var r = 0u; r < DPT; r++) {
-      let d = i + r * RWG;
+      let d = i + r * WG;
       if (d < D) {
         var a = acc[r];
         for (var jj = 0u; jj < n; jj++) {
@@ -331,30 +336,23 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     workgroupBarrier();
   }
   for (var r = 0u; r < DPT; r++) {
-    let d = i + r * RWG;
+    let d = i + r * WG;
     if (d < D) { dq[qbase + d] = acc[r]; }
   }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let j = wg.x;
   let b = wg.z;
   let i = lid.x;
-  let group = params.heads / params.kv_heads;
-#ifdef PER_HEAD
-  let h_first = wg.y;
-  let h_end = wg.y + 1u;
-  let hk = wg.y / group;
-  let ob = (b * params.t_cache + j) * params.heads * D + wg.y * D;
-#else
-  let h_first = wg.y * group;
-  let h_end = h_first + group;
-  let hk = wg.y;
-  let ob = (b * params.t_cache + j) * params.kv_heads * D + hk * D;
-#endif
+  let ks = kv_slot(b, j, wg.y);
+  let h_first = ks.h_first;
+  let h_end = ks.h_end;
+  let hk = ks.hk;
+  let ob = ks.ob;
   let kb = (b * params.t_cache + j) * params.kv_heads * D + hk * D;
-  for (var d = i; d < D; d += RWG) {
+  for (var d = i; d < D; d += WG) {
     row_a[d] = kc[kb + d];
     row_b[d] = vc[kb + d];
   }
@@ -367,7 +365,7 @@ fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
   }
   if (j >= kv_start[b]) { // uniform over the workgroup
     for (var h = h_first; h < h_end; h++) {
-      for (var c = j; c < params.tq; c += RWG) {
+      for (var c = j; c < params.tq; c += WG) {
         let t = c + i;
         var p = 0.0;
         var ds = 0.0;
@@ -386,9 +384,9 @@ fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         chunk_p[i] = p;
         chunk_ds[i] = ds;
         workgroupBarrier();
-        let n = min(RWG, params.tq - c);
+        let n = min(WG, params.tq - c);
         for (var r = 0u; r < DPT; r++) {
-          let d = i + r * RWG;
+          let d = i + r * WG;
           if (d < D) {
             var ak = dka[r];
             var av = dva[r];
@@ -406,7 +404,7 @@ fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     }
   }
   for (var r = 0u; r < DPT; r++) {
-    let d = i + r * RWG;
+    let d = i + r * WG;
     if (d < D) {
       dk[ob + d] = dka[r];
       dv[ob + d] = dva[r];

@@ -10,10 +10,10 @@ struct Params { n_tok: u32, dim: u32, row_start: u32, rows: u32 }
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = flat_index(wg, nwg, lid, 64u);
+  let i = flat_index(wg, nwg, lid, WG);
   if (i >= params.n_tok * params.dim) { return; }
   let t = i / params.dim;
   let j = i % params.dim;
@@ -32,10 +32,10 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(8) var<storage, read> uniq: array<u32>;
 @group(0) @binding(9) var<storage, read_write> dtable: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = flat_index(wg, nwg, lid, 64u);
+  let i = flat_index(wg, nwg, lid, WG);
   if (i >= params.n_tok * params.dim) { return; }
   let u = i / params.dim;
   let j = i % params.dim;

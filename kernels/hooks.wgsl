@@ -15,19 +15,19 @@ struct Params { rows: u32, dim: u32, coef: f32, mode: u32 }
 @group(0) @binding(2) var<storage, read> row_mask: array<f32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn steer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = flat_index(wg, nwg, lid, 64u);
+  let i = flat_index(wg, nwg, lid, WG);
   if (i >= params.rows * params.dim) { return; }
   let r = i / params.dim;
   if (row_mask[r] == 0.0) { return; }
   x[i] += params.coef * v[i % params.dim];
 }
 
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<f32, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn sign_force(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_id) lid: vec3<u32>) {
   let row = wg.y * nwg.x + wg.x;
@@ -35,10 +35,10 @@ fn sign_force(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
   if (row_mask[row] == 0.0) { return; }
   let base = row * params.dim;
   var s = 0.0;
-  for (var j = lid.x; j < params.dim; j += 64u) { s = fma(x[base + j], v[j], s); }
+  for (var j = lid.x; j < params.dim; j += WG) { s = fma(x[base + j], v[j], s); }
   partial[lid.x] = s;
   workgroupBarrier();
-  for (var stride = 32u; stride > 0u; stride >>= 1u) {
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid.x < stride) { partial[lid.x] += partial[lid.x + stride]; }
     workgroupBarrier();
   }
@@ -51,5 +51,5 @@ fn sign_force(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
   } else {
     delta = -dot;
   }
-  for (var j = lid.x; j < params.dim; j += 64u) { x[base + j] += delta * v[j]; }
+  for (var j = lid.x; j < params.dim; j += WG) { x[base + j] += delta * v[j]; }
 }

@@ -62,10 +62,10 @@ fn clip(@builtin(local_invocation_id) lid: vec3<u32>) {
 
 @group(0) @binding(8) var<storage, read> clip_in: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = flat_index(wg, nwg, lid, 64u);
+  let i = flat_index(wg, nwg, lid, WG);
   if (i >= params.n) { return; }
   let gi = g[i] * clip_in[0];
   let a = params.beta1 * m1[i] + (1.0 - params.beta1) * gi;
@@ -76,10 +76,10 @@ fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   p[i] = pi - params.lr * (a / params.bc1) / (sqrt(b / params.bc2) + params.eps);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn zero(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = flat_index(wg, nwg, lid, 64u);
+  let i = flat_index(wg, nwg, lid, WG);
   if (i >= params.n) { return; }
   g[i] = 0.0;
 }

@@ -8,32 +8,32 @@ struct Params { rows: u32, dim: u32, eps: f32, _pad: u32 }
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
 
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<f32, WG>;
 
 fn row_of(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wg.y * nwg.x + wg.x;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
   let row = row_of(wg, nwg);
   if (row >= params.rows) { return; } // uniform per workgroup, so barriers below stay uniform
   let base = row * params.dim;
   var s = 0.0;
-  for (var j = lid.x; j < params.dim; j += 64u) {
+  for (var j = lid.x; j < params.dim; j += WG) {
     let v = x[base + j];
     s = fma(v, v, s);
   }
   partial[lid.x] = s;
   workgroupBarrier();
-  for (var stride = 32u; stride > 0u; stride >>= 1u) {
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid.x < stride) { partial[lid.x] += partial[lid.x + stride]; }
     workgroupBarrier();
   }
   let r = inverseSqrt(partial[0] / f32(params.dim) + params.eps);
   if (lid.x == 0u) { rstd[row] = r; }
-  for (var j = lid.x; j < params.dim; j += 64u) {
+  for (var j = lid.x; j < params.dim; j += WG) {
     y[base + j] = x[base + j] * r * w[j];
   }
 }
@@ -44,7 +44,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(6) var<storage, read> rstd_in: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
   let row = row_of(wg, nwg);
@@ -52,17 +52,17 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
   let base = row * params.dim;
   let r = rstd_in[row];
   var s = 0.0;
-  for (var j = lid.x; j < params.dim; j += 64u) {
+  for (var j = lid.x; j < params.dim; j += WG) {
     s = fma(dy[base + j] * w[j], x[base + j] * r, s);
   }
   partial[lid.x] = s;
   workgroupBarrier();
-  for (var stride = 32u; stride > 0u; stride >>= 1u) {
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid.x < stride) { partial[lid.x] += partial[lid.x + stride]; }
     workgroupBarrier();
   }
   let c = partial[0] / f32(params.dim);
-  for (var j = lid.x; j < params.dim; j += 64u) {
+  for (var j = lid.x; j < params.dim; j += WG) {
     let v = r * (dy[base + j] * w[j] - x[base + j] * r * c);
 #ifdef ACCUMULATE
     dx[base + j] += v;
@@ -75,7 +75,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
 // Weight gradient, accumulated: dw[j] += sum_rows dy[r, j] * x[r, j] * rstd[r]. One invocation per column.
 @group(0) @binding(8) var<storage, read_write> dw: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn weight_grad(@builtin(global_invocation_id) gid: vec3<u32>) {
   let j = gid.x;
   if (j >= params.dim) { return; }

@@ -32,11 +32,11 @@ fn slot_of(idx: u32) -> Slot {
               b * params.t_cache + params.past + row % params.t);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
   let half = params.head_dim / 2u;
-  let sl = slot_of(flat_index(wg, nwg, lid, 64u));
+  let sl = slot_of(flat_index(wg, nwg, lid, WG));
   if (!sl.valid) { return; }
   let i = sl.i;
   let h = sl.h;
@@ -74,11 +74,11 @@ fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 @group(0) @binding(9) var<storage, read> dv: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dqkv: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn qkv_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
   let half = params.head_dim / 2u;
-  let sl = slot_of(flat_index(wg, nwg, lid, 64u));
+  let sl = slot_of(flat_index(wg, nwg, lid, WG));
   if (!sl.valid) { return; }
   let i = sl.i;
   let h = sl.h;

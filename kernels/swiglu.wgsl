@@ -7,10 +7,10 @@ struct Params { rows: u32, inter: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(1) var<storage, read> gu: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
-  let idx = flat_index(wg, nwg, lid, 64u);
+  let idx = flat_index(wg, nwg, lid, WG);
   if (idx >= params.rows * params.inter) { return; }
   let r = idx / params.inter;
   let i = idx % params.inter;
@@ -24,10 +24,10 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 @group(0) @binding(3) var<storage, read> dout: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dgu: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_id) lid: vec3<u32>) {
-  let idx = flat_index(wg, nwg, lid, 64u);
+  let idx = flat_index(wg, nwg, lid, WG);
   if (idx >= params.rows * params.inter) { return; }
   let r = idx / params.inter;
   let i = idx % params.inter;

@@ -16,10 +16,24 @@ export interface Kernel {
   name: string; // "file:entry{defines}" — used in error messages and as the cache key
   pipeline: GPUComputePipeline;
   usesParams: boolean;
-  /** the field names of the shader's `struct Params` (all 4-byte scalars): the contract a dispatch's
-   * params must fill exactly */
-  paramFields: string[];
+  /** the shader's `struct Params` (4-byte scalars, in order): the contract a dispatch's params fill by
+   * name; fields named `_…` are padding */
+  paramFields: ParamField[];
 }
+
+/**
+ * The workgroup size of the elementwise and one-workgroup-per-row kernels: the shaders get it as the WG
+ * define (unless a wrapper passes its own WG) and grid1d sizes their dispatches with it.
+ */
+export const DEFAULT_WG = 64;
+
+export interface ParamField {
+  name: string;
+  type: "u32" | "i32" | "f32";
+}
+
+/** A dispatch's uniform parameters by the kernel's field names; f32 fields take floats, u32/i32 integers. */
+export type Params = Record<string, number>;
 
 /** Storage bindings of a dispatch: by binding number ({1: a, 3: out}), or positional from binding 1. */
 export type Bindings = (Binding | undefined)[] | Record<number, Binding | undefined>;
@@ -139,7 +153,7 @@ export class Gpu {
 
   /** Preprocessed WGSL for a kernel variant (exposed for tests and debugging). */
   wgsl(file: string, defines: Defines = {}): string {
-    const d: Defines = { ...defines };
+    const d: Defines = { WG: DEFAULT_WG, ...defines };
     if (this.caps.shaderF16) d.HAS_F16 = true;
     const code = preprocess(this.kernelSource(file), d, (n) => this.kernelSource(n), `${file}.wgsl`);
     // `enable` must precede all declarations, but an include may bring one in mid-file.
@@ -167,8 +181,7 @@ export class Gpu {
       compute: { module, entryPoint: entry },
     });
     const struct = /struct\s+Params\s*\{([^}]*)\}/.exec(code)?.[1] ?? "";
-    const paramFields = struct.replace(/\/\/[^\n]*/g, "").split(",").map((f) => f.split(":")[0].trim())
-      .filter(Boolean);
+    const paramFields = parseParamsStruct(struct, name);
     k = { name, pipeline, usesParams: /var<uniform>\s+params\b/.test(code), paramFields };
     this.kernels.set(name, k);
     if (this.profiler) {
@@ -196,13 +209,13 @@ export class Gpu {
   }
 
   /**
-   * Record one dispatch. `params` are the uniform words (binding 0 when the kernel declares
-   * `var<uniform> params`); `buffers[i]` binds to binding i + 1, `undefined` leaving a hole for a
-   * binding the variant does not declare.
+   * Record one dispatch. `params` fill the kernel's `struct Params` by field name (binding 0 when the kernel
+   * declares `var<uniform> params`): a missing, unknown or ill-typed field is an error naming the kernel;
+   * padding fields (`_…`) are zero. Bindings by number ({1: a, 3: out}) or positional from binding 1.
    */
   dispatch(
     k: Kernel,
-    params: ArrayLike<number>,
+    params: Params,
     bindings: Bindings,
     groups: [number, number?, number?],
     cost?: OpCost,
@@ -221,16 +234,10 @@ export class Gpu {
     if (this.paramSlots >= PARAM_SLOTS) this.flushParamsBySubmit();
     const entries: GPUBindGroupEntry[] = [];
     if (k.usesParams) {
-      if (params.length !== k.paramFields.length) {
-        throw new Error(
-          `${k.name}: ${params.length} params given; its struct Params has ${k.paramFields.length} (${
-            k.paramFields.join(", ")
-          })`,
-        );
-      }
-      if (params.length > this.slotWords) throw new Error(`${k.name}: too many params`);
+      const words = packParams(k, params);
+      if (words.length > this.slotWords) throw new Error(`${k.name}: too many params`);
       const slot = this.paramSlots++;
-      this.paramsCpu.set(params, slot * this.slotWords);
+      this.paramsCpu.set(words, slot * this.slotWords);
       entries.push({
         binding: 0,
         resource: { buffer: this.paramsGpu, offset: slot * this.slotWords * 4, size: 256 },
@@ -503,4 +510,38 @@ const u32view = new Uint32Array(f32buf.buffer);
 export function f32bits(x: number): number {
   f32buf[0] = x;
   return u32view[0];
+}
+
+/** The fields of a WGSL `struct Params { a: u32, b: f32, … }` body (4-byte scalars only). */
+export function parseParamsStruct(body: string, kernel: string): ParamField[] {
+  return body.replace(/\/\/[^\n]*/g, "").split(",").map((f) => f.trim()).filter(Boolean).map((f) => {
+    const m = /^(\w+)\s*:\s*(u32|i32|f32)$/.exec(f);
+    if (!m) throw new Error(`${kernel}: struct Params field '${f}' is not a u32, i32 or f32 scalar`);
+    return { name: m[1], type: m[2] as ParamField["type"] };
+  });
+}
+
+/** Pack params into the uniform words of k's struct Params, in its order, checking names and types. */
+export function packParams(k: Pick<Kernel, "name" | "paramFields">, params: Params): Uint32Array {
+  const fields = new Set(k.paramFields.map((f) => f.name));
+  for (const key of Object.keys(params)) {
+    if (!fields.has(key)) {
+      throw new Error(
+        `${k.name}: param '${key}' is not a field of its struct Params (${[...fields].join(", ")})`,
+      );
+    }
+  }
+  const words = new Uint32Array(k.paramFields.length);
+  k.paramFields.forEach((f, i) => {
+    const v = params[f.name];
+    if (v === undefined) {
+      if (f.name.startsWith("_")) return;
+      throw new Error(`${k.name}: param '${f.name}' (${f.type}) is not given`);
+    }
+    if (f.type === "f32") words[i] = f32bits(v);
+    else if (f.type === "u32" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff) words[i] = v;
+    else if (f.type === "i32" && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31) words[i] = v >>> 0;
+    else throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);
+  });
+  return words;
 }

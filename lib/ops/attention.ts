@@ -1,4 +1,4 @@
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import { DEFAULT_WG, type Gpu } from "../gpu/context.ts";
 import { Tensor } from "../tensor.ts";
 import { check, grid1d } from "./common.ts";
 import type { QkvShape } from "./rope.ts";
@@ -33,9 +33,17 @@ export function attention(
   };
   gpu.dispatch(
     k,
-    [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0],
+    {
+      b: s.batch,
+      tq: s.t,
+      t_cache: s.tCache,
+      heads: s.heads,
+      kv_heads: s.kvHeads,
+      past: s.past,
+      scale: 1 / Math.sqrt(s.headDim),
+    },
     { 1: q.buffer, 2: kCache.buffer, 3: vCache.buffer, 4: kvStart.buffer, 5: o.buffer, 6: lse.buffer },
-    [rows ? s.t : Math.ceil(s.t / 64), s.heads, s.batch],
+    [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
     cost,
   );
 }
@@ -69,7 +77,15 @@ export function attentionBackward(
 ): void {
   check(s.past === 0 && s.tCache === s.t, () => "attention backward: only full sequences (no KV cache)");
   const defs = { HEAD_DIM: s.headDim };
-  const params = [s.batch, s.t, s.tCache, s.heads, s.kvHeads, s.past, f32bits(1 / Math.sqrt(s.headDim)), 0];
+  const params = {
+    b: s.batch,
+    tq: s.t,
+    t_cache: s.tCache,
+    heads: s.heads,
+    kv_heads: s.kvHeads,
+    past: s.past,
+    scale: 1 / Math.sqrt(s.headDim),
+  };
   const rows = byRows(gpu, s, opts);
   const kq = gpu.kernel("attention", rows ? "backward_dq_rows" : "backward_dq", defs);
   // backward_dq: q·k, dO·v and ds·k per pair; backward_dkv: the same two dots, dv and dk updates
@@ -89,7 +105,7 @@ export function attentionBackward(
       10: g.dq.buffer,
       11: g.dsum.buffer,
     },
-    [rows ? s.t : Math.ceil(s.t / 64), s.heads, s.batch],
+    [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
     { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes },
   );
   // grouped-query attention: one invocation per query head into per-head shares, summed per group
@@ -115,7 +131,7 @@ export function attentionBackward(
       13: dkH.buffer,
       14: dvH.buffer,
     },
-    [rows ? s.t : Math.ceil(s.t / 64), perHead ? s.heads : s.kvHeads, s.batch],
+    [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), perHead ? s.heads : s.kvHeads, s.batch],
     { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 2 * kvBytes + (perHead ? 2 * qBytes : 2 * kvBytes) },
   );
   if (perHead) {

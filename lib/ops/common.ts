@@ -1,10 +1,10 @@
 // Shared helpers for op wrappers: dispatch grids and weight-variant selection.
 
-import type { Gpu } from "../gpu/context.ts";
+import { DEFAULT_WG, type Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 
 /** A 2-D grid of `wgSize`-wide workgroups covering n invocations (x stays within the per-dim limit). */
-export function grid1d(gpu: Gpu, n: number, wgSize = 64): [number, number] {
+export function grid1d(gpu: Gpu, n: number, wgSize = DEFAULT_WG): [number, number] {
   const groups = Math.ceil(n / wgSize);
   const lim = gpu.caps.maxWorkgroupsPerDim;
   if (groups <= lim) return [groups, 1];

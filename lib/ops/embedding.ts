@@ -10,7 +10,7 @@ export function embedding(gpu: Gpu, ids: Tensor, table: Tensor, out: Tensor): vo
   for (const c of table.chunks) {
     gpu.dispatch(
       k,
-      [n, d, c.rowStart, c.rows],
+      { n_tok: n, dim: d, row_start: c.rowStart, rows: c.rows },
       [ids.buffer, table.chunkBinding(c), out.buffer],
       grid1d(gpu, n * d),
     );
@@ -35,7 +35,7 @@ export function embeddingBackward(gpu: Gpu, ids: ArrayLike<number>, grad: Tensor
   const k = gpu.kernel("embedding", "backward", { W_DTYPE: "f32", W_BINDING: 2 });
   gpu.dispatch(
     k,
-    [uniq.length, d, 0, 0],
+    { n_tok: uniq.length, dim: d, row_start: 0, rows: 0 },
     { 5: grad.buffer, 6: o.buffer, 7: st.buffer, 8: u.buffer, 9: dtable.buffer },
     grid1d(gpu, uniq.length * d),
   );

@@ -1,6 +1,6 @@
 // Hook kernels at layer boundaries: steering in the forward pass, sign-forcing in the backward.
 
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import type { Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, grid1d, gridRows } from "./common.ts";
 
@@ -9,7 +9,12 @@ export function steer(gpu: Gpu, x: Tensor, v: Tensor, coef: number, rowMask: Ten
   const d = v.numel, rows = x.numel / d;
   check(Number.isInteger(rows) && rowMask.numel >= rows, () => `steer: x [${x.shape}] vs vector of ${d}`);
   const k = gpu.kernel("hooks", "steer");
-  gpu.dispatch(k, [rows, d, f32bits(coef), 0], [v.buffer, rowMask.buffer, x.buffer], grid1d(gpu, rows * d));
+  gpu.dispatch(
+    k,
+    { rows, dim: d, coef, mode: 0 },
+    [v.buffer, rowMask.buffer, x.buffer],
+    grid1d(gpu, rows * d),
+  );
 }
 
 export const SIGN_FORCE_MODES = { attenuate: 0, amplify: 1, neutralize: 2 } as const;
@@ -21,7 +26,7 @@ export function signForce(gpu: Gpu, g: Tensor, v: Tensor, mode: SignForceMode, r
   const k = gpu.kernel("hooks", "sign_force");
   gpu.dispatch(
     k,
-    [rows, d, 0, SIGN_FORCE_MODES[mode]],
+    { rows, dim: d, coef: 0, mode: SIGN_FORCE_MODES[mode] },
     [v.buffer, rowMask.buffer, g.buffer],
     gridRows(gpu, rows),
   );

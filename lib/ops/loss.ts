@@ -1,4 +1,4 @@
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import type { Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, gridRows } from "./common.ts";
 
@@ -26,7 +26,7 @@ export function crossEntropy(
   const k = gpu.kernel("loss", "forward", { WG: rowWorkgroup(gpu, opts.wg) });
   gpu.dispatch(
     k,
-    [rows, vocab, 0, 0],
+    { rows, vocab, scale: 0 },
     [logits.buffer, targets.buffer, mask.buffer, loss.buffer, lse.buffer],
     gridRows(gpu, rows),
   );
@@ -50,7 +50,7 @@ export function crossEntropyBackward(
   const k = gpu.kernel("loss", "forward_backward", { WG: rowWorkgroup(gpu, opts.wg) });
   gpu.dispatch(
     k,
-    [rows, vocab, f32bits(scale), 0],
+    { rows, vocab, scale },
     { 2: targets.buffer, 3: mask.buffer, 4: loss.buffer, 5: lse.buffer, 6: logits.buffer },
     gridRows(gpu, rows),
   );

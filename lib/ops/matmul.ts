@@ -1,7 +1,7 @@
 // Matmul op wrappers over kernels/matmul.wgsl: `linear` (y = x W^T, the forward projection) and
 // the general `matmul` used by the backward pass (dx = dy W, dW = dy^T x, LoRA products).
 
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import type { Gpu } from "../gpu/context.ts";
 import { bytesPerElement, Tensor } from "../tensor.ts";
 import { check, grid1d, gridRows, weightDtype } from "./common.ts";
 
@@ -112,7 +112,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     : register
     ? (wKN ? "regtile_kn" : "regtile")
     : "main";
-  const alpha = f32bits(s.alpha ?? 1);
+  const alpha = s.alpha ?? 1;
   check(!wKN || !s.bias || s.w.chunks.length === 1, () => `${name}: bias with a split K`);
   s.w.chunks.forEach((c, i) => {
     // [N,K] chunks are column blocks of C; [K,N] chunks are K-blocks summed into C
@@ -125,7 +125,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     const n = wKN ? N : c.rows, kk = wKN ? c.rows : K;
     const cOff = wKN ? colOff : colOff + c.rowStart;
     const aO = wKN ? aOff + (aKM ? c.rowStart * lda : c.rowStart) : aOff;
-    const params = [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, 0, 0, 0];
+    const params = { m: M, n, k: kk, ldc, c_off: cOff, a_off: aO, c_row_off: rowOff, alpha, lda, k_chunk: 0 };
     const residual = first ? s.residual?.buffer : undefined;
     const tiles = Math.ceil(n / tn) * Math.ceil(M / tm);
     const split = register || gemv
@@ -153,7 +153,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       });
       gpu.dispatch(
         ks,
-        [M, n, kk, n, 0, aO, 0, alpha, lda, kChunk, 0, 0],
+        { m: M, n, k: kk, ldc: n, c_off: 0, a_off: aO, c_row_off: 0, alpha, lda, k_chunk: kChunk },
         [s.a.buffer, s.w.chunkBinding(c), partial.buffer],
         [Math.ceil(n / tn), Math.ceil(M / tm), slices],
         { flops: cost.flops, bytes: cost.bytes - 4 * M * n * (cReads - 1) },
@@ -171,7 +171,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       });
       gpu.dispatch(
         kr,
-        [M, n, kk, ldc, cOff, aO, rowOff, alpha, lda, slices, 0, 0],
+        { m: M, n, k: kk, ldc, c_off: cOff, a_off: aO, c_row_off: rowOff, alpha, lda, k_chunk: slices },
         {
           3: s.out.buffer,
           4: first ? s.bias?.buffer : undefined,

@@ -1,7 +1,7 @@
 // AdamW over a flat parameter store, with the global gradient norm and clipping computed on the GPU
 // (no readback inside a step).
 
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import type { Gpu } from "../gpu/context.ts";
 import { Tensor } from "../tensor.ts";
 import { grid1d } from "./common.ts";
 
@@ -28,20 +28,18 @@ export interface FlatBuffers {
 /** Records: grad-norm partials, clip coefficient [coef, norm] into `clipOut`, AdamW update. */
 export function adamwStep(gpu: Gpu, f: FlatBuffers, o: AdamWStep, partials: Tensor, clipOut: Tensor): void {
   const nPartials = Math.ceil(f.total / 4096);
-  const params = [
-    f.total,
-    nPartials,
-    f32bits(o.lr),
-    f32bits(o.beta1),
-    f32bits(o.beta2),
-    f32bits(o.eps),
-    f32bits(o.weightDecay),
-    f32bits(1 - o.beta1 ** o.step),
-    f32bits(1 - o.beta2 ** o.step),
-    f32bits(o.maxGradNorm),
-    0,
-    0,
-  ];
+  const params = {
+    n: f.total,
+    n_partials: nPartials,
+    lr: o.lr,
+    beta1: o.beta1,
+    beta2: o.beta2,
+    eps: o.eps,
+    weight_decay: o.weightDecay,
+    bc1: 1 - o.beta1 ** o.step,
+    bc2: 1 - o.beta2 ** o.step,
+    max_norm: o.maxGradNorm,
+  };
   const none = undefined;
   gpu.dispatch(gpu.kernel("optim", "sumsq"), params, [none, none, none, none, partials.buffer, none, {
     buffer: f.g,
@@ -61,7 +59,19 @@ export function adamwStep(gpu: Gpu, f: FlatBuffers, o: AdamWStep, partials: Tens
 }
 
 export function zeroGrads(gpu: Gpu, f: FlatBuffers): void {
-  gpu.dispatch(gpu.kernel("optim", "zero"), [f.total, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [none(), {
+  const params = {
+    n: f.total,
+    n_partials: 0,
+    lr: 0,
+    beta1: 0,
+    beta2: 0,
+    eps: 0,
+    weight_decay: 0,
+    bc1: 0,
+    bc2: 0,
+    max_norm: 0,
+  }; // only n is read: the struct is shared with adamw
+  gpu.dispatch(gpu.kernel("optim", "zero"), params, [none(), {
     buffer: f.g,
   }], grid1d(gpu, f.total));
 }

@@ -1,6 +1,6 @@
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import type { Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
-import { check, gridRows } from "./common.ts";
+import { check, grid1d, gridRows } from "./common.ts";
 
 /** y = rmsnorm(x) * w over rows of x [rows, d]; rstd [rows] receives 1/rms for backward. */
 export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, eps: number, y: Tensor, rstd: Tensor): void {
@@ -9,7 +9,7 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, eps: number, y: Tensor, 
   const k = gpu.kernel("rmsnorm", "forward");
   gpu.dispatch(
     k,
-    [rows, d, f32bits(eps), 0],
+    { rows, dim: d, eps },
     [x.buffer, w.buffer, y.buffer, rstd.buffer],
     gridRows(gpu, rows),
   );
@@ -29,7 +29,7 @@ export function rmsnormBackward(
   const k = gpu.kernel("rmsnorm", "backward", { ACCUMULATE: accumulate });
   gpu.dispatch(
     k,
-    [rows, d, 0, 0],
+    { rows, dim: d, eps: 0 },
     { 1: x.buffer, 2: w.buffer, 5: dy.buffer, 6: rstd.buffer, 7: dx.buffer },
     gridRows(gpu, rows),
   );
@@ -41,8 +41,8 @@ export function rmsnormWeightGrad(gpu: Gpu, x: Tensor, dy: Tensor, rstd: Tensor,
   const k = gpu.kernel("rmsnorm", "weight_grad");
   gpu.dispatch(
     k,
-    [rows, d, 0, 0],
+    { rows, dim: d, eps: 0 },
     { 1: x.buffer, 5: dy.buffer, 6: rstd.buffer, 8: dw.buffer },
-    [Math.ceil(d / 64)],
+    grid1d(gpu, d),
   );
 }

@@ -40,7 +40,15 @@ export function qkvRope(
   const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;
   gpu.dispatch(
     k,
-    [rows, s.t, s.tCache, s.past, s.heads, s.kvHeads, s.headDim, 0],
+    {
+      rows,
+      t: s.t,
+      t_cache: s.tCache,
+      past: s.past,
+      heads: s.heads,
+      kv_heads: s.kvHeads,
+      head_dim: s.headDim,
+    },
     [qkv.buffer, pos.buffer, cosSin.buffer, q.buffer, kCache.buffer, vCache.buffer],
     grid1d(gpu, n),
   );
@@ -62,7 +70,15 @@ export function qkvRopeBackward(
   const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;
   gpu.dispatch(
     k,
-    [rows, s.t, s.tCache, s.past, s.heads, s.kvHeads, s.headDim, 0],
+    {
+      rows,
+      t: s.t,
+      t_cache: s.tCache,
+      past: s.past,
+      heads: s.heads,
+      kv_heads: s.kvHeads,
+      head_dim: s.headDim,
+    },
     { 2: pos.buffer, 3: cosSin.buffer, 7: dq.buffer, 8: dk.buffer, 9: dv.buffer, 10: dqkv.buffer },
     grid1d(gpu, n),
   );

@@ -1,7 +1,7 @@
 // Token choice on the GPU (kernels/sample.wgsl): greedy argmax, or a seeded draw from the temperature /
 // nucleus distribution, over each row of logits.
 
-import { f32bits, type Gpu } from "../gpu/context.ts";
+import type { Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 import { check, gridRows } from "./common.ts";
 
@@ -27,7 +27,7 @@ export function argmax(gpu: Gpu, logits: Tensor, next: Tensor, hist: Tensor, his
   const k = gpu.kernel("sample", "argmax", { WG });
   gpu.dispatch(
     k,
-    [rows, V, histOffset, 0, 0, 0, 0, 0],
+    { rows, vocab: V, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0 },
     [logits.buffer, next.buffer, hist.buffer],
     gridRows(gpu, rows),
     {
@@ -71,7 +71,15 @@ export function sampleTokens(
   const passes = d.topP < 1 ? 36 : 2;
   gpu.dispatch(
     k,
-    [rows, V, histOffset, d.seed >>> 0, d.step >>> 0, f32bits(1 / d.temperature), f32bits(d.topP), 0],
+    {
+      rows,
+      vocab: V,
+      hist_off: histOffset,
+      seed: d.seed >>> 0,
+      step: d.step >>> 0,
+      inv_temp: 1 / d.temperature,
+      top_p: d.topP,
+    },
     [logits.buffer, next.buffer, hist.buffer],
     gridRows(gpu, rows),
     { bytes: passes * rows * V * 4 + rows * 8 },
