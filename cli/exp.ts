@@ -1,8 +1,10 @@
-// `exp <name> --config FILE.yaml [--run-dir DIR]` and `exp summarize DIR`.
+// `exp <name> --config FILE.yaml [--run-dir DIR]`, `exp summarize DIR` and `exp schema` (the result schema
+// the experiments declare, as schemas/result.schema.json holds it).
 
 import { EXPERIMENTS } from "../experiments/index.ts";
 import { readYaml } from "../experiments/common.ts";
 import { printTable, summarize } from "../experiments/summarize.ts";
+import { resultSchema } from "../experiments/results.ts";
 import { need, startGpu, UsageError } from "./common.ts";
 
 export async function expCommand(
@@ -20,10 +22,16 @@ export async function expCommand(
     }
     return;
   }
+  if (name === "schema") {
+    console.log(JSON.stringify(resultSchema(), null, 2));
+    return;
+  }
   const e = name ? EXPERIMENTS[name] : undefined;
   if (!e) {
     throw new UsageError(
-      `exp: expected one of ${[...Object.keys(EXPERIMENTS), "summarize"].join(", ")}, got '${name ?? ""}'`,
+      `exp: expected one of ${[...Object.keys(EXPERIMENTS), "summarize", "schema"].join(", ")}, got '${
+        name ?? ""
+      }'`,
     );
   }
   const file = need(a.config as string, "config", `exp ${name}`);

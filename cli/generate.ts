@@ -3,11 +3,8 @@
 import { loadModel } from "../models/model.ts";
 import { generate } from "../models/generate.ts";
 import { need, parseNumber, startGpu, steerFromFlags, UsageError } from "./common.ts";
-import { steerLayers } from "../defence/defence.ts";
 import { LoraSet } from "../models/lora.ts";
-import { generationExtras } from "../defence/hooks.ts";
-import { layerVectors } from "../defence/hooks.ts";
-import { loadLayerVectors } from "../defence/persona_vector.ts";
+import { generationExtras, steerHook } from "../defence/hooks.ts";
 
 export async function generateCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = need(a.model as string, "model", "generate");
@@ -22,15 +19,7 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   const gpu = await startGpu();
   const model = await loadModel(gpu, dir);
   const lora = a.adapter ? await LoraSet.load(gpu, model.cfg, a.adapter as string) : null;
-  const L = model.cfg.numLayers + 1, d = model.cfg.hiddenSize;
-  const steer = spec
-    ? [{
-      layers: steerLayers(spec.layers, model.cfg.numLayers),
-      vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d),
-      coef: spec.coef,
-      mode: spec.mode,
-    }]
-    : [];
+  const steer = spec ? [await steerHook(gpu, model.cfg, spec)] : [];
   const gx = lora || steer.length ? generationExtras(gpu, lora, { steer }) : null;
   const tok = model.tokenizer!;
   const ids = a.chat ? tok.encodeChat([{ role: "user", content: prompt }], true) : tok.encode(prompt, true);

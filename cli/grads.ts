@@ -1,14 +1,12 @@
 // `grads`: per-sample loss, loss mask, dL/dh_l at every layer and LoRA gradients → one safetensors file.
 
+import { steerHook } from "../defence/hooks.ts";
 import { loadModel } from "../models/model.ts";
 import { LoraSet } from "../models/lora.ts";
 import { sampleGradients } from "../train/grads.ts";
 import { encodeRecord, readJsonl, type Sample, withInoculation } from "../lib/text/dataset.ts";
-import { layerVectors } from "../defence/hooks.ts";
-import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { type TensorToWrite, writeSafetensors } from "../lib/safetensors.ts";
 import { need, parseNumber, parseTokenList, startGpu, steerFromFlags, UsageError } from "./common.ts";
-import { steerLayers } from "../defence/defence.ts";
 
 export async function gradsCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = need(a.model as string, "model", "grads");
@@ -22,16 +20,8 @@ export async function gradsCommand(a: Record<string, string | boolean | undefine
   const gpu = await startGpu();
   const m = await loadModel(gpu, dir);
   const lora = a.adapter ? await LoraSet.load(gpu, m.cfg, a.adapter as string) : null;
-  const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
-  const hooks = spec
-    ? {
-      steer: [{
-        layers: steerLayers(spec.layers, m.cfg.numLayers),
-        vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d),
-        coef: spec.coef,
-      }],
-    }
-    : {};
+  const d = m.cfg.hiddenSize;
+  const hooks = spec ? { steer: [{ ...await steerHook(gpu, m.cfg, spec), mode: undefined }] } : {};
   let samples: Sample[];
   if (tokens) {
     samples = [{ line: 0, ids: tokens, lossMask: tokens.map((_, i) => (i === 0 ? 0 : 1)), truncated: false }];

@@ -13,7 +13,8 @@ import { Tensor } from "../lib/tensor.ts";
 import { signForce, type SignForceMode, steer } from "../lib/ops/hooks.ts";
 import type { ForwardExtras } from "../models/decoder.ts";
 import { type LoraDropout, loraForward, type LoraModule, type LoraSet } from "../models/lora.ts";
-import { checkLayers } from "./defence.ts";
+import { checkLayers, signForceLayers, type SignForceSpec, steerLayers, type SteerSpec } from "./defence.ts";
+import { loadLayerVectors } from "./persona_vector.ts";
 
 export interface LayerVectors {
   /** one f32 tensor [d] per layer 0..L (only the hooked layers need be present) */
@@ -87,6 +88,43 @@ export function checkHookLayers(hooks: Hooks): void {
   };
   for (const s of hooks.steer ?? []) check("steering", s.vectors, s.layers, false);
   if (hooks.signForce) check("sign-forcing", hooks.signForce.vectors, hooks.signForce.layers, true);
+}
+
+/** A model's shape as hooks need it. */
+export interface HookShape {
+  numLayers: number;
+  hiddenSize: number;
+}
+
+/**
+ * The steering hook of a spec whose vector is a file of [L+1, d] rows, its layers checked against the model
+ * (`what` names the key in errors, e.g. "steer.layers").
+ */
+export async function steerHook(
+  gpu: Gpu,
+  shape: HookShape,
+  spec: SteerSpec,
+  what = "steering",
+): Promise<SteerHook> {
+  const L = shape.numLayers + 1, d = shape.hiddenSize;
+  const layers = steerLayers(spec.layers, shape.numLayers, what);
+  return {
+    vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d, false, "steer"),
+    layers,
+    coef: spec.coef,
+    mode: spec.mode,
+  };
+}
+
+/** The sign-forcing hook of a spec whose vector is a file (unit rows; "all" = layers 1..L-1). */
+export async function signForceHook(gpu: Gpu, shape: HookShape, spec: SignForceSpec): Promise<SignForceHook> {
+  const L = shape.numLayers + 1, d = shape.hiddenSize;
+  const layers = signForceLayers(spec.layers, shape.numLayers);
+  return {
+    vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d, true, "sign_force"),
+    layers,
+    mode: spec.mode,
+  };
 }
 
 export interface HookOptions {

@@ -26,9 +26,12 @@ export interface Experiment<C> {
   /** validate a parsed YAML mapping; errors name the file and key */
   parseConfig(raw: Record<string, unknown>, file: string): C;
   run(ctx: ExperimentContext, config: C): Promise<Record<string, unknown>>;
+  /** the result files it writes: schema, figures, summary rows, report sentences */
+  results: ResultKind[];
 }
 
 export { ConfigReader, readYaml } from "../lib/config.ts";
+import type { ResultKind } from "./result_kind.ts";
 import { ConfigReader } from "../lib/config.ts";
 
 // ---- judges

@@ -4,6 +4,7 @@
 // seed. The pre-finetune stage is defenceless; the condition's defence is applied while training on
 // the post-finetune data and removed at evaluation. The trait is evaluated at every checkpoint.
 
+import { conditionsResult, conditionsRunResult } from "./conditions_result.ts";
 import { join } from "node:path";
 import { loadModel, type Model } from "../models/model.ts";
 import { atomicWriteJson, exists } from "../lib/fsutil.ts";
@@ -145,6 +146,7 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
   name: "conditions",
   description:
     "LoRA fine-tuning under defence conditions (none / PPS / IP / controls), pre → post chains, judged over training",
+  results: [conditionsResult, conditionsRunResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const ev = r.has("eval") ? r.sub("eval") : new ConfigReader({}, file, "eval");

@@ -6,6 +6,14 @@ import { join } from "node:path";
 import { defendedPair, meanTokenCosine, steerVectors } from "../research/analysis.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll } from "./analysis_common.ts";
+import {
+  type Figure,
+  FIGURE_HEIGHT,
+  FIGURE_WIDTH,
+  type Json,
+  lineChart,
+  type ResultKind,
+} from "./result_kind.ts";
 
 interface CrossTraitConfig {
   model: string;
@@ -20,9 +28,39 @@ interface CrossTraitConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const crossTraitResult: ResultKind = {
+  kind: "cross_trait",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "trait_a",
+      "trait_b",
+      "cosines",
+      "after",
+    ],
+    "properties": {
+      "cosines": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "coef",
+            "vector",
+            "cos",
+          ],
+        },
+      },
+    },
+  },
+  figures: crossTraitFigures,
+};
+
 export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
   name: "cross_trait",
   description: "trait-A data, trait-B steering: gradient cosines with both vectors vs trait after training",
+  results: [crossTraitResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const t = (k: string) => {
@@ -105,3 +143,38 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function crossTraitFigures(r: Json, file: string): Figure[] {
+  const m = r.metrics, layer = r.config.layers[0];
+  const vals = m.cosines.map((c: Json) => ({
+    coef: c.coef,
+    cos: c.cos[layer],
+    series: `cos with ${c.vector}`,
+  }));
+  const figs: Figure[] = [{
+    title: `Cross-trait: ${m.trait_a} data steered with the ${m.trait_b} vector`,
+    caption:
+      `${file}: mean cos(∇h L, v) at layer ${layer} against the steering coefficient, with both traits' vectors, before training; ${m.samples} samples.`,
+    spec: lineChart(vals, "coef", "cos", "series", { x: "ε (trait-B vector)", y: "mean cos(∇h L, v)" }),
+  }];
+  if (m.after.length) {
+    figs.push({
+      title: `Cross-trait: ${m.trait_a} after training`,
+      caption:
+        `${file}: trait-${m.trait_a} score after training on the same data under each condition (from ${r.config.after}).`,
+      spec: {
+        width: FIGURE_WIDTH,
+        height: FIGURE_HEIGHT,
+        data: { values: m.after },
+        mark: "bar",
+        encoding: {
+          x: { field: "condition", type: "nominal" },
+          y: { field: "trait_after", type: "quantitative", title: "trait score after" },
+        },
+      },
+    });
+  }
+  return figs;
+}

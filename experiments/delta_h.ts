@@ -15,6 +15,7 @@ import { cosine, defendedPair } from "../research/analysis.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { type DefenceSpec, loadAll, readDefence, toDefence } from "./analysis_common.ts";
+import { type Figure, type Json, lineChart, type ResultKind } from "./result_kind.ts";
 
 interface DeltaHConfig {
   model: string;
@@ -30,9 +31,38 @@ interface DeltaHConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const deltaHResult: ResultKind = {
+  kind: "delta_h",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "rows",
+      "layer_means",
+    ],
+    "properties": {
+      "layer_means": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "defence",
+            "layer",
+            "cos_grad",
+            "cos_vector",
+          ],
+        },
+      },
+    },
+  },
+  figures: deltaHFigures,
+};
+
 export const deltaHExperiment: Experiment<DeltaHConfig> = {
   name: "delta_h",
   description: "activation change after one step versus the residual-stream gradient",
+  results: [deltaHResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
@@ -143,3 +173,18 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function deltaHFigures(r: Json, file: string): Figure[] {
+  const vals = r.metrics.layer_means.flatMap((x: Json) => [
+    { layer: x.layer, cos: x.cos_grad, series: `${x.defence}: cos(Δh, ∇h)` },
+    { layer: x.layer, cos: x.cos_vector, series: `${x.defence}: cos(Δh, v)` },
+  ]);
+  return [{
+    title: "Δh after one step vs ∇h and the trait vector",
+    caption:
+      `${file}: one optimizer step (lr ${r.config.lr}) per sample on a fresh LoRA; Δh measured without the defence; mean over loss tokens and ${r.metrics.samples} samples.`,
+    spec: lineChart(vals, "layer", "cos", "series", { x: "layer l", y: "mean cosine" }),
+  }];
+}

@@ -4,10 +4,10 @@
 import { join } from "node:path";
 import { loadModel } from "../models/model.ts";
 import { LoraSet } from "../models/lora.ts";
-import { layerVectors, type SteerHook } from "../defence/hooks.ts";
+import { type SteerHook, steerHook } from "../defence/hooks.ts";
 import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { loadTrait } from "../lib/text/trait.ts";
-import { readSteer, steerLayers, type SteerSpec } from "../defence/defence.ts";
+import { readSteer, type SteerSpec } from "../defence/defence.ts";
 import { evaluateTrait } from "../research/evaluation.ts";
 import {
   ConfigReader,
@@ -17,6 +17,14 @@ import {
   readJudgeConfig,
   writeResult,
 } from "./common.ts";
+import {
+  type Figure,
+  FIGURE_HEIGHT,
+  type Json,
+  meanSem,
+  type ResultKind,
+  type SummaryCells,
+} from "./result_kind.ts";
 
 interface EvaluateConfig {
   model: string;
@@ -35,9 +43,68 @@ interface EvaluateConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const evaluateResult: ResultKind = {
+  kind: "evaluate",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "trait",
+      "judge",
+      "summary",
+      "samples",
+    ],
+    "properties": {
+      "summary": {
+        "$ref": "summary",
+      },
+      "samples": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "question",
+            "sample",
+            "answer",
+            "trait",
+            "coherence",
+            "projection",
+          ],
+          "properties": {
+            "answer": {
+              "type": "string",
+            },
+            "trait": {
+              "type": [
+                "number",
+                "null",
+              ],
+            },
+            "coherence": {
+              "type": [
+                "number",
+                "null",
+              ],
+            },
+            "projection": {
+              "type": [
+                "number",
+                "null",
+              ],
+            },
+          },
+        },
+      },
+    },
+  },
+  figures: evaluateFigures,
+  summary: evaluateSummary,
+};
+
 export const evaluateExperiment: Experiment<EvaluateConfig> = {
   name: "evaluate",
   description: "trait and coherence of a model's answers to the trait's eval questions",
+  results: [evaluateResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c: EvaluateConfig = {
@@ -71,14 +138,7 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
     const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
     const trait = await loadTrait(c.trait);
     const judge = await makeJudge(ctx, c.judge);
-    const steer: SteerHook[] = c.steer
-      ? [{
-        vectors: layerVectors(ctx.gpu, await loadLayerVectors(c.steer.vector!, L, d), L, d),
-        layers: steerLayers(c.steer.layers, L - 1),
-        coef: c.steer.coef,
-        mode: c.steer.mode,
-      }]
-      : [];
+    const steer: SteerHook[] = c.steer ? [await steerHook(ctx.gpu, m.cfg, c.steer)] : [];
     const res = await evaluateTrait(ctx, m, trait, judge, {
       samples: c.samples,
       maxNewTokens: c.max_new_tokens,
@@ -104,3 +164,43 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function evaluateFigures(r: Json, file: string): Figure[] {
+  const s = r.metrics.summary;
+  return [{
+    title: `Evaluation: ${r.metrics.trait}`,
+    caption:
+      `${file}: ${s.n} answers (${s.missing_trait} missing trait scores), judge ${r.metrics.judge}; model ${r.config.model}${
+        r.config.adapter ? ` + ${r.config.adapter}` : ""
+      }.`,
+    spec: {
+      width: 240,
+      height: FIGURE_HEIGHT,
+      data: {
+        values: [{ k: "trait", v: s.trait_mean, e: s.trait_sem ?? 0 }, {
+          k: "coherence",
+          v: s.coherence_mean,
+          e: s.coherence_sem ?? 0,
+        }],
+      },
+      mark: "bar",
+      encoding: {
+        x: { field: "k", type: "nominal", title: "" },
+        y: { field: "v", type: "quantitative", title: "mean score" },
+      },
+    },
+  }];
+}
+
+function evaluateSummary(m: Json): SummaryCells {
+  const s = m.summary;
+  return {
+    what: m.trait,
+    trait: meanSem(s.trait_mean, s.trait_sem),
+    coherence: meanSem(s.coherence_mean, s.coherence_sem),
+    peak: "-",
+    n: `${s.n} (${s.missing_trait} missing)`,
+  };
+}

@@ -22,6 +22,7 @@ import {
   readJudgeConfig,
   writeResult,
 } from "./common.ts";
+import { type Figure, type Json, lineChart, type ResultKind, type SummaryCells } from "./result_kind.ts";
 
 export function article(trait: string): string {
   return /^[aeiou]/i.test(trait) ? "an" : "a";
@@ -183,9 +184,54 @@ interface ExtractConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const extractResult: ResultKind = {
+  kind: "extract",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "trait",
+      "vector_file",
+      "kept",
+      "total",
+      "norms",
+      "pairs",
+    ],
+    "properties": {
+      "kept": {
+        "type": "integer",
+        "minimum": 1,
+      },
+      "norms": {
+        "type": "array",
+        "items": {
+          "type": "number",
+        },
+      },
+      "pairs": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "question",
+            "instruction",
+            "sample",
+            "pos",
+            "neg",
+            "kept",
+          ],
+        },
+      },
+    },
+  },
+  figures: extractFigures,
+  summary: extractSummary,
+};
+
 export const extractExperiment: Experiment<ExtractConfig> = {
   name: "extract",
   description: "persona vector of a trait (mean response activation with the trait prompt minus without)",
+  results: [extractResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c: ExtractConfig = {
@@ -254,3 +300,22 @@ export const extractExperiment: Experiment<ExtractConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function extractFigures(r: Json, file: string): Figure[] {
+  const vals = r.metrics.norms.map((n: number, l: number) => ({
+    layer: l,
+    norm: n,
+    series: r.metrics.trait,
+  }));
+  return [{
+    title: `Persona vector norm per layer (${r.metrics.trait})`,
+    caption: `${file}: ${r.metrics.kept} of ${r.metrics.total} pairs kept.`,
+    spec: lineChart(vals, "layer", "norm", "series", { x: "layer l", y: "|v_l|" }),
+  }];
+}
+
+function extractSummary(m: Json): SummaryCells {
+  return { what: m.trait, trait: "-", coherence: "-", peak: "-", n: `${m.kept}/${m.total} pairs kept` };
+}

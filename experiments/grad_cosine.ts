@@ -17,6 +17,15 @@ import {
   toDefence,
   type VectorSpec,
 } from "./analysis_common.ts";
+import {
+  type Figure,
+  FIGURE_HEIGHT,
+  FIGURE_WIDTH,
+  type Json,
+  lineChart,
+  type ResultKind,
+} from "./result_kind.ts";
+import { gradCosineSignature } from "./signatures.ts";
 
 interface GradCosineConfig {
   model: string;
@@ -32,9 +41,54 @@ interface GradCosineConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const gradCosineResult: ResultKind = {
+  kind: "grad_cosine",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "rows",
+      "layer_means",
+    ],
+    "properties": {
+      "layer_means": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "defence",
+            "coef",
+            "vector",
+            "layer",
+            "defended",
+            "none",
+          ],
+        },
+      },
+      "rows": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "sample",
+            "defence",
+            "vector",
+            "layer",
+            "defended",
+            "none",
+          ],
+        },
+      },
+    },
+  },
+  figures: gradCosineFigures,
+};
+
 export const gradCosineExperiment: Experiment<GradCosineConfig> = {
   name: "grad_cosine",
   description: "cos(dL/dh_l, v) per layer, sample and defence",
+  results: [gradCosineResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c: GradCosineConfig = {
@@ -131,3 +185,60 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function gradCosineFigures(r: Json, file: string): Figure[] {
+  const m = r.metrics, cfg = r.config;
+  const trait = cfg.vectors?.[0]?.name ?? "trait";
+  const means = m.layer_means.filter((x: Json) => x.vector === trait).map((x: Json) => ({
+    ...x,
+    series: `${x.defence}${x.coef !== null ? ` ε=${x.coef}` : ""}`,
+  }));
+  const none = m.layer_means.filter((x: Json) =>
+    x.vector === trait && x.defence === m.layer_means[0].defence && x.coef === m.layer_means[0].coef
+  ).map((x: Json) => ({ ...x, series: "no defence", defended: x.none }));
+  const layer =
+    cfg.defences?.find((d: Json) => d.steer?.layers && d.steer.layers !== "all")?.steer.layers[0] ??
+      Math.floor(m.layer_means.reduce((a: number, x: Json) => Math.max(a, x.layer), 0) / 2);
+  const scatter = m.rows.filter((x: Json) =>
+    x.vector === trait && x.layer === layer && x.defended !== null && x.none !== null
+  );
+  return [
+    {
+      title: `Gradient cosine with the ${trait} vector, per layer`,
+      signature: gradCosineSignature(r),
+      caption:
+        `${file}: mean over ${m.samples} samples of the per-sample mean over loss tokens of cos(dL/dh_l, v_l), with each defence and without (no defence). Model ${cfg.model}.`,
+      spec: lineChart([...none, ...means], "layer", "defended", "series", {
+        x: "layer l",
+        y: "mean cos(∇h L, v)",
+      }),
+    },
+    {
+      title: `Per-sample gradient cosine at layer ${layer}: defence included vs excluded`,
+      caption:
+        `${file}: one point per sample and defence; the dashed line is the identity (no change). Points above it: the defence turned the gradient towards v.`,
+      spec: {
+        width: FIGURE_WIDTH,
+        height: FIGURE_HEIGHT,
+        layer: [
+          {
+            data: { values: scatter },
+            mark: "point",
+            encoding: {
+              x: { field: "none", type: "quantitative", title: "cos without defence" },
+              y: { field: "defended", type: "quantitative", title: "cos with defence" },
+              color: { field: "defence", type: "nominal" },
+            },
+          },
+          {
+            data: { values: [{ v: -1 }, { v: 1 }] },
+            mark: { type: "line", strokeDash: [4, 4], color: "gray" },
+            encoding: { x: { field: "v", type: "quantitative" }, y: { field: "v", type: "quantitative" } },
+          },
+        ],
+      },
+    },
+  ];
+}

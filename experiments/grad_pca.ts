@@ -17,6 +17,8 @@ import {
   toDefence,
   type VectorSpec,
 } from "./analysis_common.ts";
+import { type Figure, FIGURE_HEIGHT, FIGURE_WIDTH, type Json, type ResultKind } from "./result_kind.ts";
+import { gradPcaSignature, pcaComparison } from "./signatures.ts";
 
 interface GradPcaConfig {
   model: string;
@@ -31,9 +33,38 @@ interface GradPcaConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const gradPcaResult: ResultKind = {
+  kind: "grad_pca",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "layer",
+      "explained",
+      "component_cosines",
+      "mean_difference_cosines",
+      "projections",
+    ],
+    "properties": {
+      "explained": {
+        "type": "array",
+        "items": {
+          "type": "number",
+          "minimum": 0,
+          "maximum": 1,
+        },
+      },
+    },
+  },
+  figures: gradPcaFigures,
+  outcomes: pcaComparison,
+};
+
 export const gradPcaExperiment: Experiment<GradPcaConfig> = {
   name: "grad_pca",
   description: "uncentered PCA of defended - defenceless gradients at a layer",
+  results: [gradPcaResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
@@ -86,3 +117,47 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function gradPcaFigures(r: Json, file: string): Figure[] {
+  const m = r.metrics;
+  const ev = m.explained.map((e: number, i: number) => ({ component: `PC${i + 1}`, explained: e }));
+  const cos = m.component_cosines.flatMap((c: Json, i: number) =>
+    Object.entries(c).map(([k, v]) => ({ component: `PC${i + 1}`, vector: k, cos: v }))
+  );
+  return [
+    {
+      title: "Gradient-difference PCA: explained variance",
+      signature: gradPcaSignature(r),
+      caption:
+        `${file}: uncentered PCA (${m.method} path) of per-sample defended − defenceless gradients at layer ${m.layer}, ${m.samples} samples; components up to 95 % of the variance.`,
+      spec: {
+        width: FIGURE_WIDTH,
+        height: FIGURE_HEIGHT,
+        data: { values: ev },
+        mark: "bar",
+        encoding: {
+          x: { field: "component", type: "nominal" },
+          y: { field: "explained", type: "quantitative", title: "fraction of variance" },
+        },
+      },
+    },
+    {
+      title: "PCA components: cosine with reference vectors",
+      caption: `${file}: each component is oriented to a non-negative cosine with the trait vector.`,
+      spec: {
+        width: FIGURE_WIDTH,
+        height: FIGURE_HEIGHT,
+        data: { values: cos },
+        mark: "bar",
+        encoding: {
+          x: { field: "component", type: "nominal" },
+          xOffset: { field: "vector" },
+          y: { field: "cos", type: "quantitative" },
+          color: { field: "vector", type: "nominal" },
+        },
+      },
+    },
+  ];
+}

@@ -10,6 +10,7 @@ import { cosine, defendedPair, drawPrompt, steerVectors } from "../research/anal
 import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
 import { loadAll, readBase } from "./analysis_common.ts";
+import { type Figure, type Json, lineChart, type ResultKind } from "./result_kind.ts";
 
 interface IpVsPpsConfig {
   model: string;
@@ -27,9 +28,35 @@ interface IpVsPpsConfig {
 /** E.6's 13 steering coefficients. */
 const PAPER_COEFS = [-3, -2, -1.5, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 1.5, 2, 3];
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const ipVsPpsResult: ResultKind = {
+  kind: "ip_vs_pps",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "sweep",
+    ],
+    "properties": {
+      "sweep": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "coef",
+            "cos",
+          ],
+        },
+      },
+    },
+  },
+  figures: ipVsPpsFigures,
+};
+
 export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
   name: "ip_vs_pps",
   description: "tokenwise cosine between IP gradients and prompt-difference-steered gradients",
+  results: [ipVsPpsResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
@@ -79,3 +106,17 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function ipVsPpsFigures(r: Json, file: string): Figure[] {
+  const vals = r.metrics.sweep.flatMap((s: Json) =>
+    s.cos.map((c: number, l: number) => ({ layer: l, cos: c, series: `ε=${s.coef}` }))
+  );
+  return [{
+    title: "IP gradient vs prompt-difference PPS gradient",
+    caption:
+      `${file}: tokenwise cos between the gradient under the IP prompt and under steering with its prompt-difference vector at all layers, on the aligned tokens after the prompt; ${r.metrics.samples} samples.`,
+    spec: lineChart(vals, "layer", "cos", "series", { x: "layer l", y: "mean tokenwise cos" }),
+  }];
+}

@@ -7,6 +7,8 @@ import { type IpSpec, readIp } from "../defence/defence.ts";
 import { defendedPair, meanTokenCosine, steerVectors } from "../research/analysis.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll, readBase } from "./analysis_common.ts";
+import { type Figure, type Json, lineChart, type ResultKind } from "./result_kind.ts";
+import { lossSweepSignature } from "./signatures.ts";
 
 interface LossSweepConfig {
   model: string;
@@ -20,9 +22,40 @@ interface LossSweepConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const lossSweepResult: ResultKind = {
+  kind: "loss_sweep",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "per_sample",
+      "sweep",
+    ],
+    "properties": {
+      "sweep": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "ip",
+            "coef",
+            "loss",
+            "loss_none",
+            "cos",
+          ],
+        },
+      },
+    },
+  },
+  figures: lossSweepFigures,
+  outcomes: (rs) => rs.flatMap((r) => lossSweepSentences(r.file, r.result.metrics)),
+};
+
 export const lossSweepExperiment: Experiment<LossSweepConfig> = {
   name: "loss_sweep",
   description: "loss and gradient cosine against steering intensity, with and without IP",
+  results: [lossSweepResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
@@ -87,3 +120,53 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function lossSweepFigures(r: Json, file: string): Figure[] {
+  const m = r.metrics, layer = r.config.layers[0];
+  const vals = m.sweep.map((s: Json) => ({
+    coef: s.coef,
+    loss: s.loss,
+    cos: s.cos[layer],
+    series: s.ip ? "with IP prompt" : "without IP",
+  }));
+  return [
+    {
+      title: "Loss against steering intensity",
+      signature: lossSweepSignature(r),
+      caption:
+        `${file}: mean per-token loss over response tokens of ${m.samples} samples when steering layers ${r.config.layers} with ε·v.`,
+      spec: lineChart(vals, "coef", "loss", "series", { x: "ε", y: "mean loss" }),
+    },
+    {
+      title: `Gradient cosine against steering intensity (layer ${layer})`,
+      caption: `${file}: mean cos(∇h L, v) at layer ${layer} for each ε.`,
+      spec: lineChart(vals, "coef", "cos", "series", { x: "ε", y: "mean cos(∇h L, v)" }),
+    },
+  ];
+}
+
+function lossSweepSentences(file: string, m: Json): string[] {
+  const rows: { ip: boolean; coef: number; loss: number }[] = m.sweep ?? [];
+  const plain = rows.filter((r) => !r.ip), none = plain.find((r) => r.coef === 0);
+  if (!none) return [];
+  const steered = plain.filter((r) => r.coef !== 0);
+  const best = steered.reduce<typeof steered[0] | null>((b, r) => (!b || r.loss < b.loss ? r : b), null);
+  const ip = rows.find((r) => r.ip && r.coef === 0);
+  const bits = [
+    `mean per-token loss on the sweep's training samples before fine-tuning (${file}): ${
+      none.loss.toFixed(3)
+    } without a defence`,
+  ];
+  if (best) {
+    const last = steered[steered.length - 1];
+    bits.push(
+      `${best.loss.toFixed(3)} at the best steering intensity (ε ${best.coef})${
+        last !== best ? `, ${last.loss.toFixed(3)} at ε ${last.coef}` : ""
+      }`,
+    );
+  }
+  if (ip) bits.push(`${ip.loss.toFixed(3)} with the inoculation prompt`);
+  return [bits.join(", ") + ". A defence that lowers this loss leaves less for fine-tuning to learn."];
+}

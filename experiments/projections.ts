@@ -8,6 +8,7 @@ import { encodeRecord } from "../lib/text/dataset.ts";
 import { projection, sequenceActivations } from "../research/activations.ts";
 import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
 import { loadAll, readVectors, type VectorSpec } from "./analysis_common.ts";
+import { type Figure, type Json, lineChart, type ResultKind } from "./result_kind.ts";
 
 interface ProjectionsConfig {
   model: string;
@@ -19,9 +20,37 @@ interface ProjectionsConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const projectionsResult: ResultKind = {
+  kind: "projections",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "samples",
+      "projections",
+    ],
+    "properties": {
+      "projections": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "model",
+            "vector",
+            "layer",
+            "mean",
+          ],
+        },
+      },
+    },
+  },
+  figures: projectionsFigures,
+};
+
 export const projectionsExperiment: Experiment<ProjectionsConfig> = {
   name: "projections",
   description: "response-averaged activations of several models projected on trait and control vectors",
+  results: [projectionsResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
@@ -75,3 +104,15 @@ export const projectionsExperiment: Experiment<ProjectionsConfig> = {
     return metrics;
   },
 };
+
+// ---- the result's figures and report lines
+
+function projectionsFigures(r: Json, file: string): Figure[] {
+  const vals = r.metrics.projections.map((p: Json) => ({ ...p, series: `${p.model} · ${p.vector}` }));
+  return [{
+    title: "Activation projections",
+    caption:
+      `${file}: response-averaged activations (defence excluded) projected on each vector, per layer; ${r.metrics.samples} samples.`,
+    spec: lineChart(vals, "layer", "mean", "series", { x: "layer l", y: "mean projection a·v/|v|" }),
+  }];
+}

@@ -13,6 +13,7 @@ import type { ChatMessage } from "../lib/text/tokenizer.ts";
 import { loadLayerVectors, saveLayerVectors } from "../defence/persona_vector.ts";
 import { readPromptBank } from "../defence/defence.ts";
 import { ConfigReader, type Experiment, finite, writeResult } from "./common.ts";
+import { type ResultKind } from "./result_kind.ts";
 
 /**
  * Per layer, the pooled mean over the samples' aligned non-prompt positions of h(prompted) - h(plain),
@@ -62,9 +63,64 @@ interface PromptDiffConfig {
   output: string;
 }
 
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const promptDiffResult: ResultKind = {
+  kind: "prompt_diff",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "file",
+      "samples",
+      "tokens",
+      "prompt_counts",
+      "norms",
+      "vector_cosines",
+    ],
+    "properties": {
+      "file": {
+        "type": "string",
+      },
+      "samples": {
+        "type": "integer",
+        "minimum": 1,
+      },
+      "tokens": {
+        "type": "integer",
+        "minimum": 1,
+      },
+      "prompt_counts": {
+        "type": "array",
+        "items": {
+          "type": "integer",
+          "minimum": 0,
+        },
+      },
+      "norms": {
+        "type": "array",
+        "items": {
+          "type": "number",
+        },
+      },
+      "vector_cosines": {
+        "type": [
+          "array",
+          "null",
+        ],
+        "items": {
+          "type": [
+            "number",
+            "null",
+          ],
+        },
+      },
+    },
+  },
+};
+
 export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
   name: "prompt_diff",
   description: "per-layer mean activation difference caused by inoculation prompts, on non-prompt tokens",
+  results: [promptDiffResult],
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {

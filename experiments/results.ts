@@ -1,10 +1,13 @@
-// Reading a run folder's results, for summarize and report: every *.json under it (checkpoint folders
-// aside) that is a result — an object with an `experiment` — validated against schemas/result.schema.json.
+// The result schema, assembled from what each experiment declares of its result files (ResultKind), and
+// reading a run folder's results for summarize and report: every *.json under it (checkpoint folders
+// aside) that is a result — an object with an `experiment` — validated against that schema.
 // A file that cannot be read, is not JSON, or is a result that does not match its schema is returned as
 // skipped with the reason, never dropped without a word.
 
 import { join, relative } from "node:path";
 import Ajv from "ajv";
+import { EXPERIMENTS } from "./index.ts";
+import type { ResultKind } from "./result_kind.ts";
 
 export interface LoadedResult {
   /** path relative to the run folder */
@@ -20,6 +23,40 @@ export interface ReadResults {
 }
 
 const SCHEMAS = new URL("../schemas/", import.meta.url);
+
+/** Every kind of result file, in the registry's order. */
+export function resultKinds(): ResultKind[] {
+  return Object.values(EXPERIMENTS).flatMap((e) => e.results);
+}
+
+/** The JSON schema of every result file (schemas/result.schema.json is this, written by `exp schema`). */
+export function resultSchema(): Record<string, unknown> {
+  const kinds = resultKinds();
+  return {
+    $id: "result",
+    description: "Every experiment result file: provenance plus the experiment's metrics.",
+    type: "object",
+    required: ["experiment", "config", "git_commit", "model_hash", "started", "seconds", "metrics"],
+    properties: {
+      experiment: { enum: kinds.map((k) => k.kind) },
+      config: { type: "object" },
+      git_commit: { type: ["string", "null"] },
+      model_hash: { type: ["string", "null"] },
+      started: { type: "string" },
+      seconds: { type: "number", minimum: 0 },
+      metrics: { type: "object" },
+    },
+    allOf: kinds.map((k) => ({
+      if: { properties: { experiment: { const: k.kind } } },
+      then: { properties: { metrics: k.metricsSchema } },
+    })),
+  };
+}
+
+/** schemas/summary.schema.json: an evaluation summary, referenced by the metrics of several kinds. */
+export async function summarySchema(): Promise<Record<string, unknown>> {
+  return JSON.parse(await Deno.readTextFile(new URL("summary.schema.json", SCHEMAS)));
+}
 // deno-lint-ignore no-explicit-any
 let validate: any = null;
 
@@ -27,8 +64,8 @@ async function validator() {
   if (!validate) {
     // deno-lint-ignore no-explicit-any
     const ajv = new (Ajv as any)({ allErrors: false });
-    ajv.addSchema(JSON.parse(await Deno.readTextFile(new URL("summary.schema.json", SCHEMAS))));
-    validate = ajv.compile(JSON.parse(await Deno.readTextFile(new URL("result.schema.json", SCHEMAS))));
+    ajv.addSchema(await summarySchema());
+    validate = ajv.compile(resultSchema());
   }
   return validate;
 }

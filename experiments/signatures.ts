@@ -2,7 +2,7 @@
 // found, what this run shows, and whether it shows the same thing. Computed from the results, never tuned:
 // a world model (or a real one) that does not show a signature is reported as not showing it.
 
-import type { Figure, Json } from "./figures.ts";
+import type { Figure, Json } from "./result_kind.ts";
 
 const f2 = (x: number) => x.toFixed(3);
 const verdict = (ok: boolean) => ok ? "shows the paper's signature" : "does not show the paper's signature";

@@ -1,74 +1,25 @@
 // `deno task exp summarize DIR`: one table row per result JSON found under DIR.
 
-import { type ReadResults, readResults } from "./results.ts";
+import { type ReadResults, readResults, resultKinds } from "./results.ts";
+import type { SummaryCells } from "./result_kind.ts";
 
-interface Row {
+interface Row extends SummaryCells {
   file: string;
   experiment: string;
-  what: string;
-  trait: string;
-  coherence: string;
-  /** Table 3: the peak trait over checkpoints with coherence >= 20 */
-  peak: string;
-  n: string;
 }
 
-const fmt = (m: number | null | undefined, s?: number | null) =>
-  m == null ? "-" : s == null ? m.toFixed(1) : `${m.toFixed(1)} ± ${s.toFixed(1)}`;
+const DASHES: SummaryCells = { what: "", trait: "-", coherence: "-", peak: "-", n: "-" };
 
-/** One row per valid result under `dir`; the files skipped (unreadable, or not matching the schema). */
+/** One row per valid result under `dir` (cells from its experiment's ResultKind.summary); the files skipped
+ * (unreadable, or not matching the schema). */
 export async function summarize(dir: string): Promise<Row[] & { skipped: ReadResults["skipped"] }> {
-  const rows: Row[] = [];
+  const kinds = new Map(resultKinds().map((k) => [k.kind, k]));
   const read = await readResults(dir);
-  for (const { file, json: j } of read.results) {
-    const m = j.metrics;
-    if (j.experiment === "evaluate") {
-      const s = m.summary;
-      rows.push({
-        file,
-        experiment: "evaluate",
-        what: m.trait,
-        trait: fmt(s.trait_mean, s.trait_sem),
-        coherence: fmt(s.coherence_mean, s.coherence_sem),
-        peak: "-",
-        n: `${s.n} (${s.missing_trait} missing)`,
-      });
-    } else if (j.experiment === "conditions.run") {
-      rows.push({
-        file,
-        experiment: "run",
-        what: m.id,
-        trait: `${fmt(m.before.trait_mean)} → ${fmt(m.after.trait_mean, m.after.trait_sem)}`,
-        coherence: fmt(m.after.coherence_mean, m.after.coherence_sem),
-        peak: m.peak === undefined
-          ? "-"
-          : m.peak === null
-          ? "none coherent"
-          : `${fmt(m.peak.trait_mean, m.peak.trait_sem)} @${m.peak.step}`,
-        n: String(m.after.n),
-      });
-    } else if (j.experiment === "extract") {
-      rows.push({
-        file,
-        experiment: "extract",
-        what: m.trait,
-        trait: "-",
-        coherence: "-",
-        peak: "-",
-        n: `${m.kept}/${m.total} pairs kept`,
-      });
-    } else {
-      rows.push({
-        file,
-        experiment: j.experiment as string,
-        what: "",
-        trait: "-",
-        coherence: "-",
-        peak: "-",
-        n: "-",
-      });
-    }
-  }
+  const rows: Row[] = read.results.map(({ file, json: j }) => ({
+    file,
+    experiment: j.experiment === "conditions.run" ? "run" : j.experiment,
+    ...(kinds.get(j.experiment)?.summary?.(j.metrics) ?? DASHES),
+  }));
   return Object.assign(rows.sort((a, b) => (a.file < b.file ? -1 : 1)), { skipped: read.skipped });
 }
 

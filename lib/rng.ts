@@ -32,3 +32,20 @@ export function hashU32(x: number): number {
   h ^= h >>> 16;
   return h >>> 0;
 }
+
+/** Two u32 seeds into one (a murmur-style finalizer): per-(layer, module) seeds from a step's seed. */
+export function mixSeeds(a: number, b: number): number {
+  let h = (a ^ Math.imul(b + 0x9e3779b9, 0x85ebca6b)) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** A u32 hash of a list of integers (FNV-1a steps with a shift): training seeds per (seed, epoch, step, …). */
+export function hashInts(...xs: number[]): number {
+  let h = 0x811c9dc5;
+  for (const x of xs) {
+    h = Math.imul(h ^ (x >>> 0), 0x01000193) >>> 0;
+    h = (h ^ (h >>> 15)) >>> 0;
+  }
+  return h;
+}

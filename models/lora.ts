@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Gpu } from "../lib/gpu/context.ts";
 import { atomicWriteJson, readJson } from "../lib/fsutil.ts";
 import { SafetensorsFile, toF32, writeSafetensors } from "../lib/safetensors.ts";
-import { Rng } from "../lib/rng.ts";
+import { mixSeeds, Rng } from "../lib/rng.ts";
 import type { ModelConfig } from "./config.ts";
 import { ParamStore } from "../lib/params.ts";
 import { Tensor } from "../lib/tensor.ts";
@@ -216,15 +216,9 @@ export interface LoraDropout {
   seed: number;
 }
 
-function mix(a: number, b: number): number {
-  let h = (a ^ Math.imul(b + 0x9e3779b9, 0x85ebca6b)) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
 /** The dropout mask's seed for one (layer, module) of a step: the forward and the backward draw the same mask. */
 export function loraDropoutSeed(stepSeed: number, layer: number, m: LoraModule): number {
-  return mix(mix(stepSeed, layer), LORA_MODULES.indexOf(m));
+  return mixSeeds(mixSeeds(stepSeed, layer), LORA_MODULES.indexOf(m));
 }
 
 /**

@@ -5,9 +5,9 @@ import { join, relative } from "node:path";
 import * as vega from "vega";
 import { compile } from "vega-lite";
 import { atomicWrite } from "../lib/fsutil.ts";
-import { type Figure, FIGURES } from "./figures.ts";
 import { outcomeSentences } from "./outcomes.ts";
-import { type ReadResults, readResults } from "../experiments/results.ts";
+import { type ReadResults, readResults, resultKinds } from "../experiments/results.ts";
+import type { Figure } from "../experiments/result_kind.ts";
 
 export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
   // deno-lint-ignore no-explicit-any
@@ -27,8 +27,9 @@ export async function buildReport(
 ): Promise<{ path: string; figures: number; skipped: ReadResults["skipped"] }> {
   const read = await readResults(dir);
   const figs: (Figure & { svg: string })[] = [];
-  const order = Object.keys(FIGURES);
-  const loaded = read.results.filter((r) => FIGURES[r.json.experiment]).map((r) => ({
+  const kinds = resultKinds().filter((k) => k.figures);
+  const order = kinds.map((k) => k.kind);
+  const loaded = read.results.filter((r) => order.includes(r.json.experiment)).map((r) => ({
     f: r.path,
     j: r.json,
   }));
@@ -36,7 +37,7 @@ export async function buildReport(
     order.indexOf(a.j.experiment) - order.indexOf(b.j.experiment) || (a.f < b.f ? -1 : 1)
   );
   for (const { f, j } of loaded) {
-    for (const fig of FIGURES[j.experiment](j, relative(dir, f))) {
+    for (const fig of kinds[order.indexOf(j.experiment)].figures!(j, relative(dir, f))) {
       figs.push({ ...fig, svg: await renderSvg(fig.spec) });
     }
   }

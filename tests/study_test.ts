@@ -209,7 +209,9 @@ Deno.test({
 });
 
 Deno.test("report signatures: computed from the numbers, either way (Fig. 3, Tables 1-2, Fig. 18)", async () => {
-  const { gradCosineSignature, signForcingFigure, pcaComparison } = await import("../report/signatures.ts");
+  const { gradCosineSignature, signForcingFigure, pcaComparison } = await import(
+    "../experiments/signatures.ts"
+  );
   const gc = (none: number, pps: number, ip: number) => ({
     config: {
       vectors: [{ name: "evil" }],

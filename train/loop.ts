@@ -9,17 +9,16 @@ import { Tensor } from "../lib/tensor.ts";
 import { loadModel, type Model } from "../models/model.ts";
 import { disposeSaved } from "../models/decoder.ts";
 import { atomicWrite, atomicWriteJson, exists, readJson } from "../lib/fsutil.ts";
-import { type DataRecord, encodeRecord, packBatch, readJsonl, type Sample } from "../lib/text/dataset.ts";
-import { Rng } from "../lib/rng.ts";
+import { packBatch, readJsonl } from "../lib/text/dataset.ts";
+import { hashInts } from "../lib/rng.ts";
 import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
-import { type Hooks, layerVectors } from "../defence/hooks.ts";
-import { loadLayerVectors } from "../defence/persona_vector.ts";
+import { type Hooks, signForceHook, steerHook } from "../defence/hooks.ts";
 import type { TrainConfig } from "./config.ts";
-import { signForceLayers, steerLayers } from "../defence/defence.ts";
 import { LoraSet } from "../models/lora.ts";
 import { FullParams } from "./full.ts";
 import { backward } from "./backward.ts";
 import { stepHooks } from "./step_hooks.ts";
+import { checkRecords, SampleStream } from "./samples.ts";
 import { learningRate, warmupSteps } from "./schedule.ts";
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { ParamStore } from "../lib/params.ts";
@@ -58,18 +57,9 @@ export interface TrainResult {
   lora: LoraSet | null;
 }
 
-function mix(...xs: number[]): number {
-  let h = 0x811c9dc5;
-  for (const x of xs) {
-    h = Math.imul(h ^ (x >>> 0), 0x01000193) >>> 0;
-    h = (h ^ (h >>> 15)) >>> 0;
-  }
-  return h;
-}
-
 function configHash(c: TrainConfig): string {
   const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, ...rest } = c;
-  return mix(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
+  return hashInts(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
 }
 
 /** JSON with object keys sorted at every level: the hash must not depend on the order keys were read in. */
@@ -82,124 +72,11 @@ function canonicalJson(v: unknown): string {
   return JSON.stringify(v) ?? "null";
 }
 
-/** The sample stream: epoch e visits the records in a seeded permutation; IP prompts drawn per (epoch, sample). */
-class SampleStream {
-  private orders = new Map<number, number[]>();
-  truncated = 0;
-  constructor(private model: Model, private records: DataRecord[], private c: TrainConfig) {}
-
-  private order(epoch: number): number[] {
-    let o = this.orders.get(epoch);
-    if (!o) {
-      const rng = new Rng(mix(this.c.seed, epoch, 1));
-      o = this.records.map((_, i) => i);
-      for (let i = o.length - 1; i > 0; i--) {
-        const j = rng.int(i + 1);
-        [o[i], o[j]] = [o[j], o[i]];
-      }
-      this.orders.set(epoch, o);
-      this.orders.delete(epoch - 2);
-    }
-    return o;
-  }
-
-  /** Sample at global stream position p. */
-  get(p: number): { sample: Sample; epoch: number } {
-    const n = this.records.length, epoch = Math.floor(p / n), idx = this.order(epoch)[p % n];
-    const ip = this.c.inoculation;
-    const prompt = ip ? ip.prompts[new Rng(mix(this.c.seed, epoch, idx, 2)).int(ip.prompts.length)] : null;
-    const sample = encodeRecord(this.model.tokenizer!, this.records[idx], {
-      maxLength: this.c.truncate ? this.c.max_length : Number.MAX_SAFE_INTEGER,
-      inoculation: prompt,
-      separator: ip?.separator,
-      position: ip?.position,
-      systemPrompt: this.c.system_prompt,
-      path: this.c.data,
-    });
-    if (!this.c.truncate && sample.ids.length > this.c.max_length) {
-      throw new Error(
-        `${this.c.data}:${sample.line}: sample has ${sample.ids.length} tokens, over max_length ${this.c.max_length} (set truncate: true to cut it)`,
-      );
-    }
-    if (sample.truncated) this.truncated++;
-    return { sample, epoch };
-  }
-}
-
 async function buildHooks(gpu: Gpu, m: Model, c: TrainConfig): Promise<Hooks> {
-  const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
-  const hooks: Hooks = {};
-  if (c.steer) {
-    const layers = steerLayers(c.steer.layers, m.cfg.numLayers, "steer.layers");
-    hooks.steer = [{
-      vectors: layerVectors(gpu, await loadLayerVectors(c.steer.vector!, L, d), L, d, false, "steer"),
-      layers,
-      coef: c.steer.coef,
-    }];
-  }
-  if (c.sign_force) {
-    const layers = signForceLayers(c.sign_force.layers, m.cfg.numLayers);
-    hooks.signForce = {
-      vectors: layerVectors(
-        gpu,
-        await loadLayerVectors(c.sign_force.vector!, L, d),
-        L,
-        d,
-        true,
-        "sign_force",
-      ),
-      layers,
-      mode: c.sign_force.mode,
-    };
-  }
-  return hooks;
-}
-
-/**
- * Every record encoded once before the first step (cheap next to training), so that a chat without an
- * assistant turn or an over-long sample stops the run now — or is skipped with a count under
- * on_bad_line: skip — rather than after hours. Lengths are checked with the longest inoculation prompt.
- */
-function checkRecords(
-  model: Model,
-  records: DataRecord[],
-  c: TrainConfig,
-  say: (s: string) => void,
-): DataRecord[] {
-  const ip = c.inoculation;
-  const longest = ip ? ip.prompts.reduce((a, p) => (p.length > a.length ? p : a), "") : null;
-  const kept: DataRecord[] = [];
-  let skipped = 0;
-  for (const r of records) {
-    try {
-      const s = encodeRecord(model.tokenizer!, r, {
-        maxLength: Number.MAX_SAFE_INTEGER,
-        inoculation: longest,
-        separator: ip?.separator,
-        position: ip?.position,
-        systemPrompt: c.system_prompt,
-        path: c.data,
-      });
-      if (!c.truncate && s.ids.length > c.max_length) {
-        throw new Error(
-          `${c.data}:${r.line}: sample has ${s.ids.length} tokens${
-            longest ? " with the longest inoculation prompt" : ""
-          }, over max_length ${c.max_length} (set truncate: true to cut it)`,
-        );
-      }
-      if (!s.lossMask.some((x) => x)) throw new Error(`${c.data}:${r.line}: sample has no token to train on`);
-      kept.push(r);
-    } catch (e) {
-      if (c.on_bad_line !== "skip") {
-        throw new Error(`${(e as Error).message} (set on_bad_line: skip to skip such samples)`);
-      }
-      skipped++;
-      say(`skipping ${(e as Error).message}`);
-    }
-  }
-  if (skipped) say(`note: ${skipped} of ${records.length} sample(s) skipped (on_bad_line: skip)`);
-  if (!kept.length) throw new Error(`${c.data}: no sample to train on`);
-  return kept;
+  return {
+    ...(c.steer ? { steer: [await steerHook(gpu, m.cfg, c.steer, "steer.layers")] } : {}),
+    ...(c.sign_force ? { signForce: await signForceHook(gpu, m.cfg, c.sign_force) } : {}),
+  };
 }
 
 export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResult> {
@@ -306,7 +183,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
         const ex = stepHooks(gpu, {
           lora,
           hooks,
-          dropoutSeed: mix(c.seed, step, k, 3),
+          dropoutSeed: hashInts(c.seed, step, k, 3),
           rows: b.batch * b.t,
         });
         const { normed, saved } = model.decoder.forward({

@@ -1,0 +1,269 @@
+// The conditions experiment's two result files: the sweep's conditions.json and each cell's
+// result.json (conditions.run): their metrics' schemas, figures, summary rows and report sentences.
+
+import {
+  type Figure,
+  FIGURE_HEIGHT,
+  FIGURE_WIDTH,
+  type Json,
+  meanSem,
+  type ResultKind,
+  type SummaryCells,
+} from "./result_kind.ts";
+import { signForcingFigure } from "./signatures.ts";
+
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const conditionsResult: ResultKind = {
+  kind: "conditions",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "trait",
+      "judge",
+      "baseline",
+      "runs",
+    ],
+    "properties": {
+      "baseline": {
+        "$ref": "summary",
+      },
+      "runs": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "id",
+            "pre",
+            "post",
+            "condition",
+            "seed",
+            "trait_after",
+          ],
+        },
+      },
+    },
+  },
+  figures: conditionsFigures,
+  outcomes: (rs) => rs.flatMap((r) => conditionSentences(r.file, r.result.metrics)),
+};
+
+/** The result file this experiment writes: its metrics' schema, figures and report lines. */
+export const conditionsRunResult: ResultKind = {
+  kind: "conditions.run",
+  metricsSchema: {
+    "type": "object",
+    "required": [
+      "id",
+      "seed",
+      "pre",
+      "post",
+      "condition",
+      "before",
+      "after",
+      "over_training",
+      "peak",
+      "train_losses",
+    ],
+    "properties": {
+      "before": {
+        "$ref": "summary",
+      },
+      "after": {
+        "$ref": "summary",
+      },
+      "over_training": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "required": [
+            "step",
+            "summary",
+          ],
+          "properties": {
+            "summary": {
+              "$ref": "summary",
+            },
+          },
+        },
+      },
+      "peak": {
+        "description":
+          "Table 3: the checkpoint with the highest mean trait among those with mean coherence >= 20",
+        "type": [
+          "object",
+          "null",
+        ],
+        "required": [
+          "step",
+          "trait_mean",
+          "trait_sem",
+          "coherence_mean",
+        ],
+        "properties": {
+          "coherence_mean": {
+            "type": "number",
+            "minimum": 20,
+          },
+        },
+      },
+      "train_losses": {
+        "type": "array",
+        "items": {
+          "type": "number",
+        },
+      },
+    },
+  },
+  figures: conditionsRunFigures,
+  summary: conditionsRunSummary,
+};
+
+// ---- the result's figures and report lines
+
+function conditionsFigures(r: Json, file: string): Figure[] {
+  const runs = r.metrics.runs.map((x: Json) => ({ ...x, cell: `${x.pre} → ${x.post}` }));
+  return [
+    {
+      title: `Trait after fine-tuning by condition (${r.metrics.trait})`,
+      caption:
+        `${file}: judge ${r.metrics.judge}; mean trait score of the fine-tuned model with the defence removed (error bars ± SEM over samples); baseline ${
+          r.metrics.baseline.trait_mean?.toFixed?.(1)
+        }.`,
+      spec: {
+        width: FIGURE_WIDTH,
+        height: FIGURE_HEIGHT,
+        data: { values: runs },
+        layer: [{
+          mark: "bar",
+          encoding: {
+            x: { field: "condition", type: "nominal" },
+            xOffset: { field: "cell" },
+            y: { field: "trait_after", type: "quantitative", title: "trait score" },
+            color: { field: "cell", type: "nominal" },
+          },
+        }, {
+          mark: { type: "errorbar" },
+          encoding: {
+            x: { field: "condition", type: "nominal" },
+            xOffset: { field: "cell" },
+            y: { field: "lo", type: "quantitative" },
+            y2: { field: "hi" },
+          },
+          transform: [{ calculate: "datum.trait_after - (datum.trait_after_sem || 0)", as: "lo" }, {
+            calculate: "datum.trait_after + (datum.trait_after_sem || 0)",
+            as: "hi",
+          }],
+        }],
+      },
+    },
+    {
+      title: "Pre-finetune × post-finetune matrix",
+      caption:
+        `${file}: mean trait score after the post-finetune stage for each starting model (rows) and training data (columns), one panel per condition.`,
+      spec: {
+        data: { values: runs },
+        facet: { field: "condition", type: "nominal" },
+        columns: 3,
+        spec: {
+          width: 160,
+          height: 120,
+          mark: "rect",
+          encoding: {
+            x: { field: "post", type: "nominal" },
+            y: { field: "pre", type: "nominal" },
+            color: { field: "trait_after", type: "quantitative", aggregate: "mean" },
+          },
+        },
+      },
+    },
+    ...signForcingFigure(r, file),
+  ];
+}
+
+function conditionsRunFigures(r: Json, file: string): Figure[] {
+  const m = r.metrics;
+  const vals = m.over_training.map((o: Json) => ({
+    step: o.step,
+    trait: o.summary.trait_mean,
+    coherence: o.summary.coherence_mean,
+  }));
+  return [{
+    title: `Trait over training: ${m.id}`,
+    caption: `${file}: trait and coherence at each checkpoint (defence removed).`,
+    spec: {
+      width: FIGURE_WIDTH,
+      height: FIGURE_HEIGHT,
+      data: { values: vals },
+      transform: [{ fold: ["trait", "coherence"] }],
+      mark: { type: "line", point: true },
+      encoding: {
+        x: { field: "step", type: "quantitative" },
+        y: { field: "value", type: "quantitative", title: "score" },
+        color: { field: "key", type: "nominal" },
+      },
+    },
+  }];
+}
+
+function conditionsRunSummary(m: Json): SummaryCells {
+  return {
+    what: m.id,
+    trait: `${meanSem(m.before.trait_mean)} → ${meanSem(m.after.trait_mean, m.after.trait_sem)}`,
+    coherence: meanSem(m.after.coherence_mean, m.after.coherence_sem),
+    peak: m.peak === undefined
+      ? "-"
+      : m.peak === null
+      ? "none coherent"
+      : `${meanSem(m.peak.trait_mean, m.peak.trait_sem)} @${m.peak.step}`,
+    n: String(m.after.n),
+  };
+}
+
+const f1 = (x: number) => x.toFixed(1);
+
+/** How a defended condition compares with no defence: the difference and its standard error. */
+export function compareToNone(
+  c: { trait_after: number; trait_after_sem: number | null },
+  none: { trait_after: number; trait_after_sem: number | null },
+): { diff: number; se: number; verdict: string } {
+  const diff = c.trait_after - none.trait_after;
+  const se = Math.hypot(c.trait_after_sem ?? 0, none.trait_after_sem ?? 0);
+  const verdict = se > 0 && Math.abs(diff) <= 2 * se
+    ? "within 2 SE of no defence"
+    : diff < 0
+    ? "lower than without a defence"
+    : diff > 0
+    ? "higher than without a defence"
+    : "the same as without a defence";
+  return { diff, se, verdict };
+}
+
+function conditionSentences(file: string, m: Json): string[] {
+  const out: string[] = [];
+  const groups = new Map<string, Json[]>();
+  for (const r of m.runs ?? []) {
+    const k = `${r.pre} → ${r.post}, seed ${r.seed}`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  for (const [k, runs] of groups) {
+    const none = runs.find((r: Json) => r.condition === "none");
+    if (!none || typeof none.trait_after !== "number") continue;
+    const base = m.baseline?.trait_mean;
+    const parts = [
+      `${m.trait} (${file}, ${k}): ${typeof base === "number" ? `${f1(base)} before fine-tuning, ` : ""}${
+        f1(none.trait_after)
+      } ± ${f1(none.trait_after_sem ?? 0)} after it without a defence`,
+    ];
+    for (const r of runs) {
+      if (r === none || typeof r.trait_after !== "number") continue;
+      const c = compareToNone(r, none);
+      parts.push(
+        `${r.condition} ${f1(r.trait_after)} ± ${f1(r.trait_after_sem ?? 0)} (${c.diff >= 0 ? "+" : ""}${
+          f1(c.diff)
+        } ± ${f1(c.se)}: ${c.verdict})`,
+      );
+    }
+    out.push(parts.join("; ") + ".");
+  }
+  return out;
+}
