@@ -9,7 +9,7 @@ import { LORA_MODULES, LoraSet } from "../models/lora.ts";
 import { FullParams } from "../train/full.ts";
 import { stepHooks } from "../train/step_hooks.ts";
 import { backward } from "../train/backward.ts";
-import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
+import { adamwStep, normPartials, zeroGrads } from "../lib/ops/optim.ts";
 import { generate } from "../models/generate.ts";
 
 export interface Timing {
@@ -88,7 +88,7 @@ export function trainStepRecorder(
   const full = kind === "full" ? FullParams.create(gpu, m.cfg, m.decoder.w) : null;
   const store = (lora?.store ?? full?.store)!;
   const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
-  const partials = Tensor.empty(gpu, [Math.ceil(store.total / 4096)]), clip = Tensor.empty(gpu, [4]);
+  const partials = Tensor.empty(gpu, [normPartials(store.total)]), clip = Tensor.empty(gpu, [4]);
   const ids = randomIds(B * T, m.cfg.vocabSize, 2), targets = randomIds(B * T, m.cfg.vocabSize, 3);
   const mask = new Float32Array(B * T).fill(1);
   let n = 0;

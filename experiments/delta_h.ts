@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Tensor } from "../lib/tensor.ts";
 import { LORA_MODULES, LoraSet } from "../models/lora.ts";
 import { hiddenStates } from "../research/activations.ts";
-import { adamwStep } from "../lib/ops/optim.ts";
+import { adamwStep, normPartials } from "../lib/ops/optim.ts";
 import { addInPlace } from "../lib/ops/elementwise.ts";
 import { cosine, defendedPair } from "../research/analysis.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
@@ -101,7 +101,8 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
       cos_grad: number | null;
       cos_vector: number | null;
     }[] = [];
-    const partials = Tensor.empty(ctx.gpu, [4096]), clip = Tensor.empty(ctx.gpu, [4]);
+    const clip = Tensor.empty(ctx.gpu, [4]);
+    let partials: Tensor | null = null; // sized by the first adapter (they all have the same size)
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`delta_h: sample ${i + 1}/${x.records.length}`);
       const plain = encodeRecord(x.model.tokenizer!, x.records[i], { maxLength: 100_000 });
@@ -129,7 +130,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
             ctx.gpu,
             { p: st.p, g: st.g, m: st.m, v: st.v, total: st.total },
             { lr: c.lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1, maxGradNorm: 0 },
-            partials,
+            partials ??= Tensor.empty(ctx.gpu, [normPartials(st.total)]),
             clip,
           );
         }
@@ -154,7 +155,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
         st.destroy();
       }
     }
-    partials.dispose();
+    partials?.dispose();
     clip.dispose();
     const keys = [...new Set(rows.map((r) => `${r.defence}|${r.layer}`))];
     const means = keys.map((k) => {

@@ -112,21 +112,21 @@ fn store_col8(n: u32, lo: vec4<f32>, hi: vec4<f32>) {
   if (7u < params.m) { store_c(7u, n, hi.w); }
 }
 
-var<workgroup> gemv_lo: array<vec4<f32>, 64>;
-var<workgroup> gemv_hi: array<vec4<f32>, 64>;
+var<workgroup> gemv_lo: array<vec4<f32>, WG>;
+var<workgroup> gemv_hi: array<vec4<f32>, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn gemv_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
   let n = wg.y * nwg.x + wg.x;
   if (n >= params.n) { return; } // uniform per workgroup: the barriers below stay uniform
   var lo = vec4<f32>(0.0);
   var hi = vec4<f32>(0.0);
-  gemv_dot(n, lid.x, 64u, &lo, &hi);
+  gemv_dot(n, lid.x, WG, &lo, &hi);
   gemv_lo[lid.x] = lo;
   gemv_hi[lid.x] = hi;
   workgroupBarrier();
-  for (var s = 32u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (lid.x < s) {
       gemv_lo[lid.x] += gemv_lo[lid.x + s];
       gemv_hi[lid.x] += gemv_hi[lid.x + s];
@@ -136,9 +136,9 @@ fn gemv_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   if (lid.x == 0u) { store_col8(n, gemv_lo[0], gemv_hi[0]); }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn gemv_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let n = gid.y * nwg.x * 64u + gid.x;
+  let n = gid.y * nwg.x * WG + gid.x;
   if (n >= params.n) { return; }
   var lo = vec4<f32>(0.0);
   var hi = vec4<f32>(0.0);
@@ -257,10 +257,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // C = alpha * (sum of the k-slices of a SPLIT_K run, in slice order) (+ bias, residual, accumulate).
 @group(0) @binding(6) var<storage, read> partial: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn splitk_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = (wg.y * nwg.x + wg.x) * 64u + lid.x;
+  let i = (wg.y * nwg.x + wg.x) * WG + lid.x;
   if (i >= params.m * params.n) { return; }
   var s = 0.0;
   for (var z = 0u; z < params.k_chunk; z++) { s += partial[z * params.m * params.n + i]; }
@@ -321,7 +321,7 @@ fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
 #ifdef ROW_N8
 // One output row per invocation and at most 8 columns (N <= 8: the LoRA product u = x A^T), as
 // row_n8 below for [K, N] weights: eight accumulators in registers, vec4 loads along k.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn row_n8(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m = gid.x;
   if (m >= params.m) { return; }
@@ -405,7 +405,7 @@ fn regtile_kn(@builtin(global_invocation_id) gid: vec3<u32>) {
 // One output row per invocation and at most 8 columns (N <= 8, N % 4 == 0: the LoRA rank products
 // dB = dy^T u and du = dy B). Eight accumulators stay in registers on CPU adapters, where the 8x8
 // tile of regtile_kn spills, and neighbouring invocations work on neighbouring rows.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn row_n8(@builtin(global_invocation_id) gid: vec3<u32>) {
   let m = gid.x;
   if (m >= params.m) { return; }

@@ -21,35 +21,35 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> clip_out: array<f32>; // [coef, norm]
 @group(0) @binding(7) var<storage, read> grad: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
+var<workgroup> red: array<f32, NORM_WG>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NORM_WG)
 fn sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
   let w = wg.y * nwg.x + wg.x;
   var s = 0.0;
-  // each workgroup sums a contiguous block of 256 * 16 elements
-  let start = w * 4096u;
-  for (var i = start + lid.x; i < min(start + 4096u, params.n); i += 256u) {
+  // each workgroup sums a contiguous block of NORM_BLOCK elements
+  let start = w * NORM_BLOCK;
+  for (var i = start + lid.x; i < min(start + NORM_BLOCK, params.n); i += NORM_WG) {
     let v = grad[i];
     s = fma(v, v, s);
   }
   red[lid.x] = s;
   workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride >>= 1u) {
+  for (var stride = NORM_WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid.x < stride) { red[lid.x] += red[lid.x + stride]; }
     workgroupBarrier();
   }
   if (lid.x == 0u) { partials[w] = red[0]; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NORM_WG)
 fn clip(@builtin(local_invocation_id) lid: vec3<u32>) {
   var s = 0.0;
-  for (var i = lid.x; i < params.n_partials; i += 256u) { s += partials[i]; }
+  for (var i = lid.x; i < params.n_partials; i += NORM_WG) { s += partials[i]; }
   red[lid.x] = s;
   workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride >>= 1u) {
+  for (var stride = NORM_WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid.x < stride) { red[lid.x] += red[lid.x + stride]; }
     workgroupBarrier();
   }

@@ -1,7 +1,7 @@
 // Matmul op wrappers over kernels/matmul.wgsl: `linear` (y = x W^T, the forward projection) and
 // the general `matmul` used by the backward pass (dx = dy W, dW = dy^T x, LoRA products).
 
-import type { Gpu } from "../gpu/context.ts";
+import { DEFAULT_WG, type Gpu } from "../gpu/context.ts";
 import { bytesPerElement, Tensor } from "../tensor.ts";
 import { check, grid1d, gridRows, weightDtype } from "./common.ts";
 
@@ -194,7 +194,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
         first ? s.bias?.buffer : undefined,
         residual,
       ],
-      gemv ? (register ? grid1d(gpu, n) : gridRows(gpu, n)) : rowN8 ? [Math.ceil(M / 64)] : [
+      gemv ? (register ? grid1d(gpu, n) : gridRows(gpu, n)) : rowN8 ? [Math.ceil(M / DEFAULT_WG)] : [
         Math.ceil(n / tn),
         Math.ceil(M / tm),
       ],

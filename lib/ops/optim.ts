@@ -3,7 +3,7 @@
 
 import type { Gpu } from "../gpu/context.ts";
 import { Tensor } from "../tensor.ts";
-import { grid1d } from "./common.ts";
+import { check, grid1d } from "./common.ts";
 
 export interface AdamWStep {
   lr: number;
@@ -25,9 +25,22 @@ export interface FlatBuffers {
   total: number;
 }
 
+/** The gradient norm's reduction: NORM_WG invocations per workgroup, each workgroup a block of NORM_BLOCK
+ * gradient values (one partial sum); the shaders get both as defines. */
+const NORM = { NORM_WG: 256, NORM_BLOCK: 4096 } as const;
+
+/** The length of adamwStep's `partials` for `total` parameters. */
+export function normPartials(total: number): number {
+  return Math.max(1, Math.ceil(total / NORM.NORM_BLOCK));
+}
+
 /** Records: grad-norm partials, clip coefficient [coef, norm] into `clipOut`, AdamW update. */
 export function adamwStep(gpu: Gpu, f: FlatBuffers, o: AdamWStep, partials: Tensor, clipOut: Tensor): void {
-  const nPartials = Math.ceil(f.total / 4096);
+  const nPartials = normPartials(f.total);
+  check(
+    partials.numel >= nPartials,
+    () => `adamw: ${partials.numel} norm partials for ${f.total} values; ${nPartials} needed`,
+  );
   const params = {
     n: f.total,
     n_partials: nPartials,
@@ -41,17 +54,17 @@ export function adamwStep(gpu: Gpu, f: FlatBuffers, o: AdamWStep, partials: Tens
     max_norm: o.maxGradNorm,
   };
   const none = undefined;
-  gpu.dispatch(gpu.kernel("optim", "sumsq"), params, [none, none, none, none, partials.buffer, none, {
+  gpu.dispatch(gpu.kernel("optim", "sumsq", NORM), params, [none, none, none, none, partials.buffer, none, {
     buffer: f.g,
   }], grid1d(gpu, nPartials, 1));
   gpu.dispatch(
-    gpu.kernel("optim", "clip"),
+    gpu.kernel("optim", "clip", NORM),
     params,
     [none, none, none, none, partials.buffer, clipOut.buffer],
     [1],
   );
   gpu.dispatch(
-    gpu.kernel("optim", "adamw"),
+    gpu.kernel("optim", "adamw", NORM),
     params,
     [{ buffer: f.p }, { buffer: f.g }, { buffer: f.m }, { buffer: f.v }, none, none, none, clipOut.buffer],
     grid1d(gpu, f.total),
@@ -71,7 +84,7 @@ export function zeroGrads(gpu: Gpu, f: FlatBuffers): void {
     bc2: 0,
     max_norm: 0,
   }; // only n is read: the struct is shared with adamw
-  gpu.dispatch(gpu.kernel("optim", "zero"), params, [none(), {
+  gpu.dispatch(gpu.kernel("optim", "zero", NORM), params, [none(), {
     buffer: f.g,
   }], grid1d(gpu, f.total));
 }
