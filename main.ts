@@ -25,6 +25,12 @@ const USAGE = `usage: deno task <command> [flags]
   exp              <experiment> --config FILE.yaml [--run-dir DIR]   (extract, evaluate, conditions, prompt_diff,
                    grad_cosine, loss_sweep, grad_pca, ip_vs_pps, projections, delta_h)
   exp summarize    DIR
+  exp schema       the JSON schema of every result file
+  exp plan         --config FILE.yaml --run-dir DIR [--emit slurm [--partition P] [--account A] [--time HH:MM:SS]
+                   [--gpus-per-task N] [--cpus-per-task N] [--mem MB] [--max-parallel K] [--setup CMD] [--submit]]
+                   a sweep's cells in DIR/plan.json (and Slurm job arrays for those not done)
+  exp cell         --plan DIR/plan.json --index N      run one cell of a plan (what each array task runs)
+  exp finish       --plan DIR/plan.json                the experiment's result from its cells, summary, report
   report           RUN_DIR [OUT.html]
   world build      [--out DIR] [--seed S]            the synthetic persona world's data, traits, tokenizer
   world model      [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]   pretrain it
@@ -107,7 +113,26 @@ const COMMANDS: Record<
       "shard-gb": "string",
     },
   },
-  exp: { run: expCommand, flags: { config: "string", "run-dir": "string" } },
+  exp: {
+    run: expCommand,
+    flags: {
+      config: "string",
+      "run-dir": "string",
+      plan: "string",
+      index: "string",
+      emit: "string",
+      submit: "boolean",
+      partition: "string",
+      account: "string",
+      time: "string",
+      "gpus-per-task": "string",
+      "cpus-per-task": "string",
+      mem: "string",
+      "max-parallel": "string",
+      setup: "string",
+      deno: "string",
+    },
+  },
   train: { run: trainCommand, flags: { config: "string", resume: "boolean", overwrite: "boolean" } },
   grads: {
     run: gradsCommand,

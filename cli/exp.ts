@@ -1,16 +1,46 @@
-// `exp <name> --config FILE.yaml [--run-dir DIR]`, `exp summarize DIR` and `exp schema` (the result schema
-// the experiments declare, as schemas/result.schema.json holds it).
+// `exp <name> --config FILE.yaml [--run-dir DIR]`, `exp summarize DIR`, `exp schema`, and a sweep's plan:
+// `exp plan` (cells in DIR/plan.json, optionally Slurm job arrays), `exp cell`, `exp finish`.
 
-import { EXPERIMENTS } from "../experiments/index.ts";
-import { readYaml } from "../experiments/common.ts";
+import { join } from "node:path";
+import { experimentOfConfigFile, EXPERIMENTS } from "../experiments/index.ts";
+import { type Experiment, type ExperimentContext, readYaml } from "../experiments/common.ts";
 import { printTable, summarize } from "../experiments/summarize.ts";
 import { resultSchema } from "../experiments/results.ts";
-import { need, startGpu, UsageError } from "./common.ts";
+import {
+  cellState,
+  finishPlan,
+  makePlan,
+  type Plan,
+  readPlan,
+  runCellOfPlan,
+  runSweepLocally,
+} from "../experiments/plan.ts";
+import { SLURM_DEFAULTS, type SlurmOptions, slurmScripts } from "../experiments/slurm.ts";
+import { buildReport } from "../report/build.ts";
+import { atomicWrite } from "../lib/fsutil.ts";
+import { need, parseNumber, startGpu, UsageError } from "./common.ts";
 
-export async function expCommand(
-  a: Record<string, string | boolean | undefined>,
-  pos: string[],
-): Promise<void> {
+type Flags = Record<string, string | boolean | undefined>;
+const progress = (s: string) => console.error(s);
+
+function experimentNamed(name: string | undefined, what: string): Experiment<unknown> {
+  const e = name ? EXPERIMENTS[name] : undefined;
+  if (!e) {
+    throw new UsageError(
+      `${what}: expected one of ${
+        [...Object.keys(EXPERIMENTS), "summarize", "schema", "plan", "cell", "finish"].join(", ")
+      }, got '${name ?? ""}'`,
+    );
+  }
+  return e;
+}
+
+async function planOf(a: Flags, cmd: string): Promise<{ plan: Plan; e: Experiment<unknown> }> {
+  const plan = await readPlan(need(a.plan as string, "plan", cmd));
+  return { plan, e: experimentNamed(plan.sweep, `${a.plan}: experiment`) };
+}
+
+export async function expCommand(a: Flags, pos: string[]): Promise<void> {
   const [name, dir] = pos;
   if (name === "summarize") {
     if (!dir) throw new UsageError("exp summarize: expected a run folder");
@@ -26,19 +56,124 @@ export async function expCommand(
     console.log(JSON.stringify(resultSchema(), null, 2));
     return;
   }
-  const e = name ? EXPERIMENTS[name] : undefined;
-  if (!e) {
-    throw new UsageError(
-      `exp: expected one of ${[...Object.keys(EXPERIMENTS), "summarize", "schema"].join(", ")}, got '${
-        name ?? ""
-      }'`,
-    );
+  if (name === "plan") return await planCommand(a, pos);
+  if (name === "cell") {
+    const { plan, e } = await planOf(a, "exp cell");
+    const index = parseNumber(need(a.index as string, "index", "exp cell"), "index", 0, {
+      int: true,
+      min: 0,
+    });
+    const ctx: ExperimentContext = { gpu: await startGpu(), runDir: plan.run_dir, progress };
+    await runCellOfPlan(ctx, e, plan, index);
+    return;
   }
+  if (name === "finish") return await finishCommand(a);
+  const e = experimentNamed(name, "exp");
   const file = need(a.config as string, "config", `exp ${name}`);
   const config = e.parseConfig(await readYaml(file), file);
   const runDir = (a["run-dir"] as string) ?? `runs/${name}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
   await Deno.mkdir(runDir, { recursive: true });
-  const gpu = await startGpu();
-  await e.run({ gpu, runDir, progress: (s) => console.error(s) }, config);
+  const ctx: ExperimentContext = { gpu: await startGpu(), runDir, progress };
+  if (e.sweep) await runSweepLocally(ctx, e, config, file);
+  else await e.run(ctx, config);
   console.error(`results in ${runDir}`);
+}
+
+async function planCommand(a: Flags, pos: string[]): Promise<void> {
+  const file = need(a.config as string, "config", "exp plan");
+  const runDir = need(a["run-dir"] as string, "run-dir", "exp plan");
+  // `exp plan NAME --config …`, or the experiment the config's file name starts with
+  const e = pos[1] ? experimentNamed(pos[1], "exp plan") : experimentOfFile(file);
+  const plan = await makePlan(e, e.parseConfig(await readYaml(file), file), runDir, file);
+  const states = await Promise.all(plan.cells.map((c) => cellState(plan, c)));
+  const rows = plan.cells.map((c, i) =>
+    `${String(c.index).padStart(4)}  stage ${c.stage}  ${states[i].padEnd(24)} ${c.name}`
+  );
+  console.log(
+    `${join(plan.run_dir, "plan.json")}: ${plan.sweep}, ${plan.cells.length} cell(s)\n${rows.join("\n")}`,
+  );
+  const todo = plan.cells.filter((_, i) => states[i] === "to do");
+  if (a.submit && !a.emit) {
+    throw new UsageError("exp plan: --submit submits what --emit slurm writes; add --emit slurm");
+  }
+  if (!a.emit) {
+    console.log(
+      `\nrun a cell: deno task exp cell --plan ${join(plan.run_dir, "plan.json")} --index N` +
+        `\nthen:       deno task exp finish --plan ${join(plan.run_dir, "plan.json")}`,
+    );
+    return;
+  }
+  if (a.emit !== "slurm") throw new UsageError(`exp plan: --emit takes slurm, got '${a.emit}'`);
+  const int = (flag: string, dflt: number | null, min: number) =>
+    a[flag] === undefined ? dflt : parseNumber(a[flag] as string, flag, 0, { int: true, min });
+  const o: SlurmOptions = {
+    ...SLURM_DEFAULTS,
+    partition: (a.partition as string) ?? null,
+    account: (a.account as string) ?? null,
+    time: (a.time as string) ?? null,
+    gpusPerTask: int("gpus-per-task", SLURM_DEFAULTS.gpusPerTask, 0)!,
+    cpusPerTask: int("cpus-per-task", SLURM_DEFAULTS.cpusPerTask, 1)!,
+    memMb: int("mem", null, 1),
+    maxParallel: int("max-parallel", null, 1),
+    setup: a.setup ? [a.setup as string] : [],
+    deno: (a.deno as string) ?? SLURM_DEFAULTS.deno,
+  };
+  if (o.time && !/^(\d+-)?\d{1,2}(:\d{2}){0,2}$/.test(o.time)) {
+    throw new UsageError(`exp plan: --time must be [D-]HH:MM:SS, got '${o.time}'`);
+  }
+  const scripts = slurmScripts(plan, todo, o);
+  await Deno.mkdir(join(plan.run_dir, "logs"), { recursive: true });
+  // an earlier emission's stage scripts that this one does not write would submit done cells again
+  for await (const f of Deno.readDir(plan.run_dir)) {
+    if (/^(stage-\d+|sweep)\.sbatch$/.test(f.name) && !(f.name in scripts.files)) {
+      await Deno.remove(join(plan.run_dir, f.name));
+    }
+  }
+  for (const [f, text] of Object.entries(scripts.files)) {
+    await atomicWrite(join(plan.run_dir, f), text);
+    await Deno.chmod(join(plan.run_dir, f), f.endsWith(".sh") ? 0o755 : 0o644);
+  }
+  for (const s of scripts.stages) {
+    console.log(`${join(plan.run_dir, s.file)}: ${s.cells.length} cell(s)`);
+  }
+  const submit = join(plan.run_dir, "submit.sh");
+  if (!a.submit) {
+    console.log(`\nsubmit (each array after the one before, then finish.sbatch): bash ${submit}`);
+    return;
+  }
+  const out = await new Deno.Command("bash", { args: [submit], stdout: "piped", stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!out.success) throw new Error(`${submit} failed: ${text.trim()}`);
+  console.log(text.trim());
+}
+
+function experimentOfFile(file: string): Experiment<unknown> {
+  const name = experimentOfConfigFile(file);
+  if (!name) {
+    throw new UsageError(
+      `exp plan: cannot tell the experiment from '${file}': name it (exp plan NAME --config …) or the file <experiment>_….yaml`,
+    );
+  }
+  return EXPERIMENTS[name];
+}
+
+async function finishCommand(a: Flags): Promise<void> {
+  const { plan, e } = await planOf(a, "exp finish");
+  // finishing reads the cells' outputs and writes files: no GPU is opened (the finishing job has none)
+  const ctx: ExperimentContext = { gpu: null as never, runDir: plan.run_dir, progress };
+  let failed: Error | null = null;
+  try {
+    await finishPlan(ctx, e, plan);
+  } catch (err) {
+    failed = err as Error;
+  }
+  // summarize and report whatever finished, then fail naming what did not
+  const rows = await summarize(plan.run_dir);
+  const table = printTable(rows);
+  console.log(table);
+  await atomicWrite(join(plan.run_dir, "summary.txt"), table + "\n");
+  for (const s of rows.skipped) console.error(`skipped ${s.file}: ${s.why}`);
+  const rep = await buildReport(plan.run_dir);
+  console.error(`report: ${rep.path} (${rep.figures} figures)`);
+  if (failed) throw failed;
 }

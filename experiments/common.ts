@@ -28,6 +28,46 @@ export interface Experiment<C> {
   run(ctx: ExperimentContext, config: C): Promise<Record<string, unknown>>;
   /** the result files it writes: schema, figures, summary rows, report sentences */
   results: ResultKind[];
+  /** a sweep's cells (experiments/plan.ts); without it the experiment is one cell */
+  sweep?: Sweep<C>;
+}
+
+/**
+ * One unit of a sweep that runs on its own (one process, one GPU): its name (a folder name), the cells it
+ * needs done first, and its own resolved config. A cell writes only under its `output` folder.
+ */
+export interface Cell {
+  name: string;
+  /** names of the cells whose outputs it reads */
+  after: string[];
+  /** the cell's own config: what, with the plan's config, determines its result */
+  config: Record<string, unknown>;
+  /** its folder, relative to the run folder */
+  output: string;
+}
+
+/** What a sweep state shared by cells in one process (a loaded base model, a judge) looks like. */
+export interface SweepSession {
+  dispose(): void;
+}
+
+/**
+ * A sweep splits an experiment into cells that run anywhere — in turn in one process (`exp <name>`), or one
+ * per Slurm array task (`exp cell`) — through the same runCell, so a cell's result does not depend on where
+ * it ran; finish assembles the experiment's result from the cells' outputs.
+ */
+export interface Sweep<C> {
+  cells(config: C): Cell[];
+  /** state shared by the cells run in one process (loaded once) */
+  open(ctx: ExperimentContext, config: C): Promise<SweepSession>;
+  runCell(ctx: ExperimentContext, config: C, session: SweepSession, cell: Cell): Promise<void>;
+  /** the experiment's result from the cells' outputs (written, and returned); `missing` lists cells whose
+   * outputs are absent */
+  finish(
+    ctx: ExperimentContext,
+    config: C,
+    cells: Cell[],
+  ): Promise<{ missing: string[]; metrics: Record<string, unknown> }>;
 }
 
 export { ConfigReader, readYaml } from "../lib/config.ts";

@@ -24,9 +24,9 @@ export const conditionsResult: ResultKind = {
       "runs",
     ],
     "properties": {
-      "baseline": {
-        "$ref": "summary",
-      },
+      // null when the baseline cell did not finish (then it is named in missing_cells)
+      "baseline": { "anyOf": [{ "$ref": "summary" }, { "type": "null" }] },
+      "missing_cells": { "type": "array", "items": { "type": "string" } },
       "runs": {
         "type": "array",
         "items": {
@@ -127,8 +127,12 @@ function conditionsFigures(r: Json, file: string): Figure[] {
       title: `Trait after fine-tuning by condition (${r.metrics.trait})`,
       caption:
         `${file}: judge ${r.metrics.judge}; mean trait score of the fine-tuned model with the defence removed (error bars ± SEM over samples); baseline ${
-          r.metrics.baseline.trait_mean?.toFixed?.(1)
-        }.`,
+          r.metrics.baseline?.trait_mean?.toFixed?.(1) ?? "missing"
+        }.${
+          r.metrics.missing_cells?.length
+            ? ` Cells without a result (failed or not run): ${r.metrics.missing_cells.join(", ")}.`
+            : ""
+        }`,
       spec: {
         width: FIGURE_WIDTH,
         height: FIGURE_HEIGHT,

@@ -29,3 +29,14 @@ export const EXPERIMENTS: Record<string, Experiment<any>> = Object.fromEntries(
     crossTraitExperiment,
   ].map((e) => [e.name, e]),
 );
+
+/**
+ * The experiment a config file is for, from its name: the longest experiment name it starts with
+ * (`grad_pca_ip_evil.yaml` → grad_pca); `manipulation_*` are conditions runs with sign-forcing. Null if none.
+ */
+export function experimentOfConfigFile(file: string): string | null {
+  const base = file.split("/").pop()!.replace(/\.ya?ml$/, "");
+  if (base.startsWith("manipulation")) return "conditions";
+  return Object.keys(EXPERIMENTS).filter((n) => base === n || base.startsWith(`${n}_`))
+    .sort((x, y) => y.length - x.length)[0] ?? null;
+}

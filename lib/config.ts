@@ -169,3 +169,13 @@ export async function readYaml(path: string): Promise<Record<string, unknown>> {
     throw new Error(`${path}: invalid YAML: ${(e as Error).message}`);
   }
 }
+
+/** JSON with object keys sorted at every level: a hash of a config must not depend on the order keys were read in. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v) ?? "null";
+}

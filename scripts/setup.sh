@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything inoculum needs on Debian 12 / 13 (as root, or with sudo):
 #   Mesa's software WebGPU drivers (lavapipe for Vulkan; llvmpipe for GL ships with the base image),
-#   Chromium (the report's headless rendering test),
+#   Chromium (the report's headless rendering test), Slurm and munge (the one-node cluster of the sweep test;
+#   scripts/slurm-local.sh starts it, nothing is started here),
 #   Deno from the npm package `deno` (pinned), and the npm dependencies from package-lock.json.
 # Optional: INOCULUM_BENCH_REF=1 also installs python3-torch and libopenblas0-pthread, the same-run reference of
 # `deno task bench`. Without OpenBLAS, Debian's torch and numpy run on the reference BLAS (~3 GFLOP/s), which
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 DENO_VERSION=2.9.6
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-pkgs=(mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri chromium)
+pkgs=(mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri chromium slurm-wlm munge)
 [ "${INOCULUM_BENCH_REF:-0}" = 1 ] && pkgs+=(python3-torch python3-numpy libopenblas0-pthread)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

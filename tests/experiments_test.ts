@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { assertValidResult } from "./schema.ts";
-import { EXPERIMENTS } from "../experiments/index.ts";
+import { experimentOfConfigFile, EXPERIMENTS } from "../experiments/index.ts";
 import { extractPersonaVector } from "../experiments/extract_vector.ts";
 import { hiddenStates } from "../research/activations.ts";
 import { drawPrompt, sharedSuffix } from "../research/analysis.ts";
@@ -264,8 +264,7 @@ Deno.test("every shipped study config parses (each file is named after its exper
   assert.ok(files.length >= 14, `${files.length} study configs`);
   for (const file of files) {
     // manipulation_* are conditions runs with sign-forcing; otherwise the longest experiment-name prefix
-    const exp = file.startsWith("manipulation_") ? "conditions" : Object.keys(EXPERIMENTS)
-      .filter((e) => file.startsWith(`${e}_`)).sort((a, b) => b.length - a.length)[0];
+    const exp = experimentOfConfigFile(file);
     assert.ok(exp, `${file}: no experiment of that name`);
     // relative paths in the configs (../shared/...) are relative to the repository root
     const cwd = Deno.cwd();

@@ -11,7 +11,8 @@ import { disposeSaved } from "../models/decoder.ts";
 import { atomicWrite, atomicWriteJson, exists, readJson } from "../lib/fsutil.ts";
 import { packBatch, readJsonl } from "../lib/text/dataset.ts";
 import { hashInts } from "../lib/rng.ts";
-import { adamwStep, zeroGrads } from "../lib/ops/optim.ts";
+import { canonicalJson } from "../lib/config.ts";
+import { adamwStep, normPartials, zeroGrads } from "../lib/ops/optim.ts";
 import { type Hooks, signForceHook, steerHook } from "../defence/hooks.ts";
 import type { TrainConfig } from "./config.ts";
 import { LoraSet } from "../models/lora.ts";
@@ -60,16 +61,6 @@ export interface TrainResult {
 function configHash(c: TrainConfig): string {
   const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, ...rest } = c;
   return hashInts(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
-}
-
-/** JSON with object keys sorted at every level: the hash must not depend on the order keys were read in. */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (v && typeof v === "object") {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")}}`;
-  }
-  return JSON.stringify(v) ?? "null";
 }
 
 async function buildHooks(gpu: Gpu, m: Model, c: TrainConfig): Promise<Hooks> {
@@ -156,7 +147,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
   await atomicWrite(logPath, steps.map((s) => JSON.stringify(s) + "\n").join(""));
   await atomicWriteJson(join(c.output_dir, "train_config.json"), c);
 
-  const partials = Tensor.empty(gpu, [Math.max(1, Math.ceil(store.total / 4096))], "f32", "norm_partials");
+  const partials = Tensor.empty(gpu, [normPartials(store.total)], "f32", "norm_partials");
   const clip = Tensor.empty(gpu, [4], "f32", "clip");
   const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
   const t0 = performance.now();
