@@ -106,10 +106,17 @@ export async function steerHook(
   spec: SteerSpec,
   what = "steering",
 ): Promise<SteerHook> {
-  const L = shape.numLayers + 1, d = shape.hiddenSize;
+  const boundaries = shape.numLayers + 1, d = shape.hiddenSize;
   const layers = steerLayers(spec.layers, shape.numLayers, what);
   return {
-    vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d, false, "steer"),
+    vectors: layerVectors(
+      gpu,
+      await loadLayerVectors(spec.vector!, boundaries, d),
+      boundaries,
+      d,
+      false,
+      "steer",
+    ),
     layers,
     coef: spec.coef,
     mode: spec.mode,
@@ -118,10 +125,17 @@ export async function steerHook(
 
 /** The sign-forcing hook of a spec whose vector is a file (unit rows; "all" = layers 1..L-1). */
 export async function signForceHook(gpu: Gpu, shape: HookShape, spec: SignForceSpec): Promise<SignForceHook> {
-  const L = shape.numLayers + 1, d = shape.hiddenSize;
+  const boundaries = shape.numLayers + 1, d = shape.hiddenSize;
   const layers = signForceLayers(spec.layers, shape.numLayers);
   return {
-    vectors: layerVectors(gpu, await loadLayerVectors(spec.vector!, L, d), L, d, true, "sign_force"),
+    vectors: layerVectors(
+      gpu,
+      await loadLayerVectors(spec.vector!, boundaries, d),
+      boundaries,
+      d,
+      true,
+      "sign_force",
+    ),
     layers,
     mode: spec.mode,
   };

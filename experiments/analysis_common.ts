@@ -62,7 +62,7 @@ export interface Loaded {
   model: Model;
   lora: LoraSet | null;
   records: DataRecord[];
-  L: number;
+  boundaries: number;
   d: number;
   /** vectors by name ([L+1, d]); "random" added when asked */
   vectors: Map<string, Float32Array>;
@@ -82,7 +82,7 @@ export async function loadAll(
   },
 ): Promise<Loaded> {
   const model = await loadModel(gpu, o.model);
-  const L = model.cfg.numLayers + 1, d = model.cfg.hiddenSize;
+  const boundaries = model.cfg.numLayers + 1, d = model.cfg.hiddenSize;
   const lora = o.adapter ? await LoraSet.load(gpu, model.cfg, o.adapter) : null;
   const offset = o.offset ?? 0;
   const records = (await readJsonl(o.data, { limit: offset + o.limit })).slice(offset).filter((r) =>
@@ -90,11 +90,11 @@ export async function loadAll(
   );
   if (!records.length) throw new Error(`${o.data}: no records after offset ${offset}`);
   const vectors = new Map<string, Float32Array>();
-  for (const v of o.vectors) vectors.set(v.name, await loadLayerVectors(v.path, L, d));
+  for (const v of o.vectors) vectors.set(v.name, await loadLayerVectors(v.path, boundaries, d));
   if (o.random && o.vectors.length) {
-    vectors.set("random", randomLike(vectors.get(o.vectors[0].name)!, L, d, o.seed ?? 12345));
+    vectors.set("random", randomLike(vectors.get(o.vectors[0].name)!, boundaries, d, o.seed ?? 12345));
   }
-  return { model, lora, records, L, d, vectors };
+  return { model, lora, records, boundaries, d, vectors };
 }
 
 /** A defence spec made concrete: vector resolved by name (or file), layers expanded. */
@@ -103,11 +103,11 @@ export async function toDefence(gpu: Gpu, x: Loaded, s: DefenceSpec, coef?: numb
   const ipPlacement = s.ip ? { separator: s.ip.separator, position: s.ip.position } : undefined;
   if (!s.steer) return { ip, ipPlacement };
   const name = s.steer.vector!;
-  const vec = x.vectors.get(name) ?? await loadLayerVectors(name, x.L, x.d);
-  const layers = steerLayers(s.steer.layers, x.L - 1);
+  const vec = x.vectors.get(name) ?? await loadLayerVectors(name, x.boundaries, x.d);
+  const layers = steerLayers(s.steer.layers, x.boundaries - 1);
   return {
     ip,
     ipPlacement,
-    steer: { vectors: steerVectors(gpu, vec, x.L, x.d), layers, coef: coef ?? s.steer.coef },
+    steer: { vectors: steerVectors(gpu, vec, x.boundaries, x.d), layers, coef: coef ?? s.steer.coef },
   };
 }

@@ -205,7 +205,7 @@ export async function runConditionsCell(
   const s = session as ConditionsSession;
   const r = cell.config as CellRole;
   const out = join(ctx.runDir, cell.output);
-  const L = s.base.cfg.numLayers + 1, d = s.base.cfg.hiddenSize;
+  const boundaries = s.base.cfg.numLayers + 1, d = s.base.cfg.hiddenSize;
   // resume: a cell killed mid-training continues from its last checkpoint (one of another config is refused
   // by the trainer, never overwritten)
   const quietTrain = (cfg: TrainConfig) =>
@@ -265,14 +265,18 @@ export async function runConditionsCell(
   // written in the cell's own folder (cells never share a file)
   const randomVector = async (of: string) => {
     const file = join(out, "random-vector.safetensors");
-    const data = randomLike(await loadLayerVectors(of, L, d), L, d, 1000 + seed);
-    await saveLayerVectors(file, data, L, d, { kind: "random, per-layer norm of " + of });
+    const data = randomLike(await loadLayerVectors(of, boundaries, d), boundaries, d, 1000 + seed);
+    await saveLayerVectors(file, data, boundaries, d, { kind: "random, per-layer norm of " + of });
     return file;
   };
   if (cond.steer) {
     let vec = cond.steer.vector ?? c.vector!;
     if (cond.steer.random) vec = await randomVector(vec);
-    extra.steer = { vector: vec, layers: steerLayers(cond.steer.layers, L - 1), coef: cond.steer.coef };
+    extra.steer = {
+      vector: vec,
+      layers: steerLayers(cond.steer.layers, boundaries - 1),
+      coef: cond.steer.coef,
+    };
   }
   if (cond.inoculation) extra.inoculation = { ...cond.inoculation };
   if (cond.sign_force) {

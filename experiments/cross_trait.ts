@@ -96,7 +96,7 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
       }],
       random: false,
     });
-    const steerB = steerVectors(ctx.gpu, x.vectors.get(c.trait_b.name)!, x.L, x.d);
+    const steerB = steerVectors(ctx.gpu, x.vectors.get(c.trait_b.name)!, x.boundaries, x.d);
     const acc = new Map<string, number[][]>();
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`cross_trait: sample ${i + 1}/${x.records.length}`);
@@ -116,7 +116,7 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
         coef: Number(coef),
         vector,
         cos: Array.from(
-          { length: x.L },
+          { length: x.boundaries },
           (_, l) => finite(mean(list.map((p) => p[l]).filter(Number.isFinite))),
         ),
       };
@@ -157,7 +157,10 @@ function crossTraitFigures(r: Json, file: string): Figure[] {
     title: `Cross-trait: ${m.trait_a} data steered with the ${m.trait_b} vector`,
     caption:
       `${file}: mean cos(∇h L, v) at layer ${layer} against the steering coefficient, with both traits' vectors, before training; ${m.samples} samples.`,
-    spec: lineChart(vals, "coef", "cos", "series", { x: "ε (trait-B vector)", y: "mean cos(∇h L, v)" }),
+    spec: lineChart(vals, "coef", "cos", "series", {
+      x: "ε (trait-B vector)",
+      y: "mean cos(∇h L, v)",
+    }),
   }];
   if (m.after.length) {
     figs.push({

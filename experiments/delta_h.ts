@@ -136,7 +136,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
         }
         const h1 = await hiddenStates(x.model, plain.ids, { lora });
         const T = plain.ids.length, K = none.predicts.length, off = T - K;
-        for (let l = 0; l < x.L; l++) {
+        for (let l = 0; l < x.boundaries; l++) {
           const cg: number[] = [], cv: number[] = [];
           const dh = h1[l].map((v, j) => v - h0[l][j]);
           for (let t = 0; t < K; t++) {

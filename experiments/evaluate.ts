@@ -135,7 +135,7 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
   async run(ctx, c) {
     const started = new Date();
     const m = await loadModel(ctx.gpu, c.model);
-    const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
+    const boundaries = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
     const trait = await loadTrait(c.trait);
     const judge = await makeJudge(ctx, c.judge);
     const steer: SteerHook[] = c.steer ? [await steerHook(ctx.gpu, m.cfg, c.steer)] : [];
@@ -150,7 +150,7 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
       lora: c.adapter ? await LoraSet.load(ctx.gpu, m.cfg, c.adapter) : null,
       steer,
       projection: c.projection
-        ? { vector: await loadLayerVectors(c.projection.vector, L, d), layer: c.projection.layer }
+        ? { vector: await loadLayerVectors(c.projection.vector, boundaries, d), layer: c.projection.layer }
         : null,
     });
     await judge.close?.();

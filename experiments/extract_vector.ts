@@ -266,7 +266,7 @@ export const extractExperiment: Experiment<ExtractConfig> = {
       coherenceThreshold: c.coherence_threshold,
       keepAll: c.keep_all,
     });
-    const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
+    const boundaries = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
     const vecPath = join(ctx.runDir, `${c.output}.safetensors`);
     const meta = {
       model: c.model,
@@ -279,12 +279,12 @@ export const extractExperiment: Experiment<ExtractConfig> = {
       layout: "[L+1, d], row 0 = embedding output",
     };
     await writeSafetensors(vecPath, {
-      vector: { dtype: "F32", shape: [L, d], data: res.vectors.response_avg },
-      prompt_avg: { dtype: "F32", shape: [L, d], data: res.vectors.prompt_avg },
-      prompt_last: { dtype: "F32", shape: [L, d], data: res.vectors.prompt_last },
+      vector: { dtype: "F32", shape: [boundaries, d], data: res.vectors.response_avg },
+      prompt_avg: { dtype: "F32", shape: [boundaries, d], data: res.vectors.prompt_avg },
+      prompt_last: { dtype: "F32", shape: [boundaries, d], data: res.vectors.prompt_last },
     }, meta);
     const norms = Array.from(
-      { length: L },
+      { length: boundaries },
       (_, l) => Math.hypot(...res.vectors.response_avg.subarray(l * d, (l + 1) * d)),
     );
     const metrics = {

@@ -83,7 +83,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
   async run(ctx, c) {
     const started = new Date();
     const x = await loadAll(ctx.gpu, { ...c });
-    checkLayers([c.layer], x.L - 1, "grad_pca");
+    checkLayers([c.layer], x.boundaries - 1, "grad_pca");
     const defence = await toDefence(ctx.gpu, x, c.defence);
     const rows: Float64Array[] = [];
     for (let i = 0; i < x.records.length; i++) {

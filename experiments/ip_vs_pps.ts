@@ -73,10 +73,16 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
   async run(ctx, c) {
     const started = new Date();
     const x = await loadAll(ctx.gpu, { ...c, vectors: [], random: false });
-    const vectors = steerVectors(ctx.gpu, await loadLayerVectors(c.prompt_vector, x.L, x.d), x.L, x.d);
-    const all = Array.from({ length: x.L }, (_, l) => l);
+    const vectors = steerVectors(
+      ctx.gpu,
+      await loadLayerVectors(c.prompt_vector, x.boundaries, x.d),
+      x.boundaries,
+      x.d,
+    );
+    const all = Array.from({ length: x.boundaries }, (_, l) => l);
     // pooled sums of cosines and position counts, per coefficient and layer
-    const sum = c.coefs.map(() => new Float64Array(x.L)), count = c.coefs.map(() => new Float64Array(x.L));
+    const sum = c.coefs.map(() => new Float64Array(x.boundaries)),
+      count = c.coefs.map(() => new Float64Array(x.boundaries));
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`ip_vs_pps: sample ${i + 1}/${x.records.length}`);
       const prompt = drawPrompt(c.ip.prompts, i, c.seed);

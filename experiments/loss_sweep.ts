@@ -73,7 +73,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
     const started = new Date();
     const x = await loadAll(ctx.gpu, { ...c, vectors: [{ name: "trait", path: c.vector }], random: false });
     const vec = x.vectors.get("trait")!;
-    const vectors = steerVectors(ctx.gpu, vec, x.L, x.d);
+    const vectors = steerVectors(ctx.gpu, vec, x.boundaries, x.d);
     const perSample: {
       sample: number;
       coef: number;
@@ -110,7 +110,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
         loss: finite(mean(sel.map((p) => p.loss).filter((v): v is number => v !== null))),
         loss_none: finite(mean(sel.map((p) => p.loss_none).filter((v): v is number => v !== null))),
         cos: Array.from(
-          { length: x.L },
+          { length: x.boundaries },
           (_, l) => finite(mean(sel.map((p) => p.cos[l]).filter((v): v is number => v !== null))),
         ),
       };

@@ -84,11 +84,11 @@ export const projectionsExperiment: Experiment<ProjectionsConfig> = {
         const acts = await sequenceActivations(x.model, s.ids.slice(0, first), s.ids.slice(first), { lora });
         for (const [n, v] of x.vectors) {
           const list = acc.get(n) ?? acc.set(n, []).get(n)!;
-          list.push(Array.from({ length: x.L }, (_, l) => projection(acts.responseAvg, v, l, x.d)));
+          list.push(Array.from({ length: x.boundaries }, (_, l) => projection(acts.responseAvg, v, l, x.d)));
         }
       }
       for (const [n, list] of acc) {
-        for (let l = 0; l < x.L; l++) {
+        for (let l = 0; l < x.boundaries; l++) {
           out.push({
             model: a.name,
             vector: n,

@@ -26,8 +26,8 @@ export async function promptDifference(
   separator = "\n",
   progress?: (msg: string) => void,
 ): Promise<{ vector: Float32Array; tokens: number; samples: number }> {
-  const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
-  const sum = new Float64Array(L * d);
+  const boundaries = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
+  const sum = new Float64Array(boundaries * d);
   let n = 0, samples = 0;
   for (let i = 0; i < conversations.length; i++) {
     progress?.(`prompt_diff: sample ${i + 1}/${conversations.length}`);
@@ -37,7 +37,7 @@ export async function promptDifference(
     const k = sharedSuffix(plain, ip);
     if (!k) continue;
     const [hp, hi] = [await hiddenStates(m, plain), await hiddenStates(m, ip)];
-    for (let l = 0; l < L; l++) {
+    for (let l = 0; l < boundaries; l++) {
       for (let t = 0; t < k; t++) {
         const tp = plain.length - k + t, ti = ip.length - k + t;
         for (let j = 0; j < d; j++) sum[l * d + j] += hi[l][ti * d + j] - hp[l][tp * d + j];
@@ -142,7 +142,7 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
     const m = await loadModel(ctx.gpu, c.model);
     const recs = (await readJsonl(c.data, { limit: c.offset + c.limit })).slice(c.offset);
     const convs = recs.filter((r) => r.messages).map((r) => r.messages!);
-    const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
+    const boundaries = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
     // E.6: a prompt drawn per sample from the bank, one pooled vector per layer
     const drawn = convs.map((_, i) => c.prompts.indexOf(drawPrompt(c.prompts, i, c.seed)));
     const { vector, tokens, samples } = await promptDifference(
@@ -153,7 +153,7 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
       ctx.progress,
     );
     const file = join(ctx.runDir, `${c.output}.safetensors`);
-    await saveLayerVectors(file, vector, L, d, {
+    await saveLayerVectors(file, vector, boundaries, d, {
       model: c.model,
       prompts: JSON.stringify(c.prompts),
       data: c.data,
@@ -162,16 +162,16 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
       tokens: String(tokens),
     });
     const row = (v: Float32Array, l: number) => v.subarray(l * d, (l + 1) * d);
-    const pv = c.vector ? await loadLayerVectors(c.vector, L, d) : null;
+    const pv = c.vector ? await loadLayerVectors(c.vector, boundaries, d) : null;
     const metrics = {
       file,
       samples,
       tokens,
       prompt_counts: c.prompts.map((_, p) => drawn.filter((x) => x === p).length),
-      norms: Array.from({ length: L }, (_, l) => Math.hypot(...row(vector, l))),
+      norms: Array.from({ length: boundaries }, (_, l) => Math.hypot(...row(vector, l))),
       // Figure 17: cos(persona vector, prompt-difference vector) per layer
       vector_cosines: pv
-        ? Array.from({ length: L }, (_, l) => finite(cosine(row(pv, l), row(vector, l))))
+        ? Array.from({ length: boundaries }, (_, l) => finite(cosine(row(pv, l), row(vector, l))))
         : null,
     };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "prompt_diff", c, c.model, started, metrics);

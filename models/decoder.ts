@@ -222,26 +222,26 @@ export class Decoder {
     const layers: LayerActs[] = [];
     let shared: LayerActs | null = null;
     for (let l = 0; l < cfg.numLayers; l++) {
-      const L = w.layers[l];
+      const lw = w.layers[l];
       const a: LayerActs = inp.save ? newActs(hs[l]) : (shared ??= newActs(hs[0]));
       const kl = inp.cache ? inp.cache.k[l] : a.k!, vl = inp.cache ? inp.cache.v[l] : a.v!;
-      rmsnorm(gpu, hs[l], L.inputNorm, cfg.rmsNormEps, a.normed1, a.rstd1);
-      linear(gpu, a.normed1, L.qkv, a.qkv, { bias: L.qkvBias ?? undefined });
+      rmsnorm(gpu, hs[l], lw.inputNorm, cfg.rmsNormEps, a.normed1, a.rstd1);
+      linear(gpu, a.normed1, lw.qkv, a.qkv, { bias: lw.qkvBias ?? undefined });
       hooks?.project?.(l, "q_proj", a.normed1, a.qkv, 0);
       hooks?.project?.(l, "k_proj", a.normed1, a.qkv, qDim);
       hooks?.project?.(l, "v_proj", a.normed1, a.qkv, qDim + kvDim);
       qkvRope(gpu, s, a.qkv, inputs.pos, inputs.cosSin, a.q, kl, vl);
       attention(gpu, s, a.q, kl, vl, inputs.kvStart, a.o, a.lse);
-      linear(gpu, a.o, L.o, a.hMid, { residual: hs[l] });
+      linear(gpu, a.o, lw.o, a.hMid, { residual: hs[l] });
       hooks?.project?.(l, "o_proj", a.o, a.hMid, 0);
-      rmsnorm(gpu, a.hMid, L.postNorm, cfg.rmsNormEps, a.normed2, a.rstd2);
-      linear(gpu, a.normed2, L.gateUp, a.gu);
+      rmsnorm(gpu, a.hMid, lw.postNorm, cfg.rmsNormEps, a.normed2, a.rstd2);
+      linear(gpu, a.normed2, lw.gateUp, a.gu);
       hooks?.project?.(l, "gate_proj", a.normed2, a.gu, 0);
       hooks?.project?.(l, "up_proj", a.normed2, a.gu, I);
       swiglu(gpu, a.gu, a.act, rows, I);
       // without saving, h_l is free once h_mid exists, so h_{l+1} reuses its buffer
       const hNext = inp.save ? e([rows, d], `h${l + 1}`) : hs[l];
-      linear(gpu, a.act, L.down, hNext, { residual: a.hMid });
+      linear(gpu, a.act, lw.down, hNext, { residual: a.hMid });
       hooks?.project?.(l, "down_proj", a.act, hNext, 0);
       hooks?.boundary?.(l + 1, hNext);
       hs.push(hNext);

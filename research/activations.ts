@@ -39,10 +39,10 @@ export async function hiddenStates(
     t: ids.length,
     extras: ex.forward,
   });
-  const L = m.cfg.numLayers;
+  const last = m.cfg.numLayers;
   const hs = await Tensor.readMany(
     m.decoder.gpu,
-    layers.map((l) => (l === L ? normed : ex.activations.get(l)!)),
+    layers.map((l) => (l === last ? normed : ex.activations.get(l)!)),
   );
   normed.dispose();
   for (const t of ex.activations.values()) t.dispose();
@@ -57,12 +57,12 @@ export async function sequenceActivations(
   o: { lora?: LoraSet | null; hooks?: Hooks } = {},
 ): Promise<SequenceActivations> {
   if (!promptIds.length) throw new Error("activations: empty prompt");
-  const L = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
+  const boundaries = m.cfg.numLayers + 1, d = m.cfg.hiddenSize;
   const ids = [...promptIds, ...answerIds], T = ids.length, P = promptIds.length;
   const hs = await hiddenStates(m, ids, o);
-  const responseAvg = new Float32Array(L * d),
-    promptAvg = new Float32Array(L * d),
-    promptLast = new Float32Array(L * d);
+  const responseAvg = new Float32Array(boundaries * d),
+    promptAvg = new Float32Array(boundaries * d),
+    promptLast = new Float32Array(boundaries * d);
   hs.forEach((h, l) => {
     for (let j = 0; j < d; j++) {
       let sp = 0, sr = 0;

@@ -151,6 +151,6 @@ export function tokenMean(
 }
 
 /** Upload a [L+1, d] host vector for steering. */
-export function steerVectors(gpu: Gpu, data: Float32Array, L: number, d: number): LayerVectors {
-  return layerVectors(gpu, data, L, d);
+export function steerVectors(gpu: Gpu, data: Float32Array, boundaries: number, d: number): LayerVectors {
+  return layerVectors(gpu, data, boundaries, d);
 }

@@ -116,15 +116,15 @@ export function backward(
   for (const t of [lse, targets, mask]) t.dispose();
 
   // ---- final norm
-  const L = cfg.numLayers;
+  const last = cfg.numLayers;
   const dh = e([rows, d], "dh");
-  rmsnormBackward(gpu, saved.hs[L], w.finalNorm, dNormed, saved.rstdF, dh);
-  if (grads) rmsnormWeightGrad(gpu, saved.hs[L], dNormed, saved.rstdF, grads.finalNorm);
+  rmsnormBackward(gpu, saved.hs[last], w.finalNorm, dNormed, saved.rstdF, dh);
+  if (grads) rmsnormWeightGrad(gpu, saved.hs[last], dNormed, saved.rstdF, grads.finalNorm);
   normed.dispose();
   dNormed.dispose();
-  extras.boundary?.(L, dh);
+  extras.boundary?.(last, dh);
 
-  for (let l = L - 1; l >= 0; l--) {
+  for (let l = last - 1; l >= 0; l--) {
     const a = saved.layers[l], W = w.layers[l], G = grads?.layers[l];
     // MLP: h_{l+1} = h_mid + down(swiglu(gate_up(norm2(h_mid))))
     const dAct = e([rows, I], "d_act");

@@ -16,10 +16,10 @@ function weightList(w: ModelWeights, tied: boolean): [string, Tensor][] {
   const out: [string, Tensor][] = [["embed", w.embed]];
   if (!tied) out.push(["lm_head", w.lmHead]);
   out.push(["final_norm", w.finalNorm]);
-  w.layers.forEach((L, l) => {
-    out.push([`${l}.input_norm`, L.inputNorm], [`${l}.post_norm`, L.postNorm], [`${l}.qkv`, L.qkv]);
-    if (L.qkvBias) out.push([`${l}.qkv_bias`, L.qkvBias]);
-    out.push([`${l}.o`, L.o], [`${l}.gate_up`, L.gateUp], [`${l}.down`, L.down]);
+  w.layers.forEach((lw, l) => {
+    out.push([`${l}.input_norm`, lw.inputNorm], [`${l}.post_norm`, lw.postNorm], [`${l}.qkv`, lw.qkv]);
+    if (lw.qkvBias) out.push([`${l}.qkv_bias`, lw.qkvBias]);
+    out.push([`${l}.o`, lw.o], [`${l}.gate_up`, lw.gateUp], [`${l}.down`, lw.down]);
   });
   return out;
 }
@@ -45,24 +45,24 @@ export class FullParams {
     w.embed = v("embed");
     w.lmHead = cfg.tieWordEmbeddings ? w.embed : v("lm_head");
     w.finalNorm = v("final_norm");
-    w.layers.forEach((L, l) => {
-      L.inputNorm = v(`${l}.input_norm`);
-      L.postNorm = v(`${l}.post_norm`);
-      L.qkv = v(`${l}.qkv`);
-      if (L.qkvBias) L.qkvBias = v(`${l}.qkv_bias`);
-      L.o = v(`${l}.o`);
-      L.gateUp = v(`${l}.gate_up`);
-      L.down = v(`${l}.down`);
+    w.layers.forEach((lw, l) => {
+      lw.inputNorm = v(`${l}.input_norm`);
+      lw.postNorm = v(`${l}.post_norm`);
+      lw.qkv = v(`${l}.qkv`);
+      if (lw.qkvBias) lw.qkvBias = v(`${l}.qkv_bias`);
+      lw.o = v(`${l}.o`);
+      lw.gateUp = v(`${l}.gate_up`);
+      lw.down = v(`${l}.down`);
     });
     const grads: BaseGrads = {
       embed: g("embed"),
       lmHead: cfg.tieWordEmbeddings ? null : g("lm_head"),
       finalNorm: g("final_norm"),
-      layers: w.layers.map((L, l) => ({
+      layers: w.layers.map((lw, l) => ({
         inputNorm: g(`${l}.input_norm`),
         postNorm: g(`${l}.post_norm`),
         qkv: g(`${l}.qkv`),
-        qkvBias: L.qkvBias ? g(`${l}.qkv_bias`) : null,
+        qkvBias: lw.qkvBias ? g(`${l}.qkv_bias`) : null,
         o: g(`${l}.o`),
         gateUp: g(`${l}.gate_up`),
         down: g(`${l}.down`),
