@@ -14,6 +14,12 @@ import { loadLayerVectors, saveLayerVectors } from "../defence/persona_vector.ts
 import { Rng } from "../lib/rng.ts";
 import { type EvalSummary, evaluateTrait } from "../research/evaluation.ts";
 import type { Judge } from "../research/judge/judge.ts";
+import type {
+  ConditionRow,
+  ConditionsMetrics,
+  ConditionsRunMetrics,
+  PeakTrait,
+} from "./conditions_result.ts";
 import { type IpSpec, type SignForceSpec, steerLayers, type SteerSpec } from "../defence/defence.ts";
 import {
   type Cell,
@@ -80,7 +86,7 @@ export const PEAK_MIN_COHERENCE = 20;
  */
 export function peakTrait(
   over: { step: number; summary: EvalSummary }[],
-): { step: number; trait_mean: number; trait_sem: number | null; coherence_mean: number } | null {
+): PeakTrait | null {
   let best: { step: number; summary: EvalSummary } | null = null;
   for (const o of over) {
     const s = o.summary;
@@ -298,7 +304,7 @@ export async function runConditionsCell(
   }
   const finalSummary = await evalAdapter(join(out, "adapter"));
   over.push({ step: tr.steps.length, summary: finalSummary });
-  const metrics = {
+  const metrics: ConditionsRunMetrics = {
     id: cell.name,
     seed,
     pre,
@@ -312,7 +318,7 @@ export async function runConditionsCell(
     peak: peakTrait(over),
     train_losses: tr.steps.map((x) => x.loss),
   };
-  await writeResult(done, "conditions.run", config, c.model, runStart, metrics);
+  await writeResult(done, "conditions.run", config, c.model, runStart, { ...metrics });
 }
 
 /** An evaluation cell's output (the baseline's, a pre-finetune stage's). */
@@ -336,12 +342,14 @@ export async function finishConditions(
     return null;
   };
   const baseline: EvalSummary | null = await read(cells.find((x) => x.name === "baseline")!, SUMMARY_FILE);
-  const runs: Record<string, unknown>[] = [];
+  const runs: ConditionRow[] = [];
+  let judge = "(no run finished)"; // as the runs recorded it: finishing opens no judge (a local one loads a model)
   for (const cell of cells) {
     if ((cell.config as CellRole).role !== "run") continue;
     const r = await read(cell, "result.json");
     if (!r) continue;
-    const m = r.metrics;
+    const m: ConditionsRunMetrics = r.metrics;
+    judge = m.judge;
     runs.push({
       id: m.id,
       pre: m.pre,
@@ -354,14 +362,9 @@ export async function finishConditions(
     });
   }
   const trait = await loadTrait(c.trait);
-  const first = cells.find((x) => x.name === runs[0]?.id);
-  // the judge's name as the runs recorded it (finish opens no judge: a local one would load a model)
-  const judge = first
-    ? JSON.parse(await Deno.readTextFile(join(ctx.runDir, first.output, "result.json"))).metrics.judge
-    : "(no run finished)";
-  const metrics: Record<string, unknown> = { trait: trait.name, judge, baseline, runs };
+  const metrics: ConditionsMetrics = { trait: trait.name, judge, baseline, runs };
   if (missing.length) metrics.missing_cells = missing;
-  await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, metrics);
+  await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, { ...metrics });
   await atomicWriteJson(join(ctx.runDir, "train_defaults.json"), DEFAULTS);
-  return { missing, metrics };
+  return { missing, metrics: { ...metrics } };
 }

@@ -11,6 +11,55 @@ import {
   type SummaryCells,
 } from "./result_kind.ts";
 import { signForcingFigure } from "./signatures.ts";
+import type { EvalSummary } from "../research/evaluation.ts";
+import type { Condition } from "./conditions_cells.ts";
+
+/** conditions.json's metrics: the pre × post × condition matrix (the schema below says the same). */
+export interface ConditionsMetrics {
+  trait: string;
+  judge: string;
+  /** null when the baseline cell did not finish */
+  baseline: EvalSummary | null;
+  runs: ConditionRow[];
+  /** cells without an output (failed, cancelled, not run) */
+  missing_cells?: string[];
+}
+
+export interface ConditionRow {
+  id: string;
+  pre: string;
+  post: string;
+  condition: string;
+  seed: number;
+  trait_after: number | null;
+  trait_after_sem: number | null;
+  coherence_after: number | null;
+}
+
+/** Table 3's peak: the checkpoint with the highest mean trait among those with coherence >= 20. */
+export interface PeakTrait {
+  step: number;
+  trait_mean: number;
+  trait_sem: number | null;
+  coherence_mean: number;
+}
+
+/** A run cell's result.json metrics (kind conditions.run). */
+export interface ConditionsRunMetrics {
+  id: string;
+  seed: number;
+  pre: string;
+  post: string;
+  /** the condition as configured */
+  condition: Condition;
+  trait: string;
+  judge: string;
+  before: EvalSummary;
+  after: EvalSummary;
+  over_training: { step: number; summary: EvalSummary }[];
+  peak: PeakTrait | null;
+  train_losses: number[];
+}
 
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const conditionsResult: ResultKind = {
@@ -121,7 +170,8 @@ export const conditionsRunResult: ResultKind = {
 // ---- the result's figures and report lines
 
 function conditionsFigures(r: Json, file: string): Figure[] {
-  const runs = r.metrics.runs.map((x: Json) => ({ ...x, cell: `${x.pre} → ${x.post}` }));
+  const m: ConditionsMetrics = r.metrics;
+  const runs = m.runs.map((x) => ({ ...x, cell: `${x.pre} → ${x.post}` }));
   return [
     {
       title: `Trait after fine-tuning by condition (${r.metrics.trait})`,
@@ -185,8 +235,8 @@ function conditionsFigures(r: Json, file: string): Figure[] {
 }
 
 function conditionsRunFigures(r: Json, file: string): Figure[] {
-  const m = r.metrics;
-  const vals = m.over_training.map((o: Json) => ({
+  const m: ConditionsRunMetrics = r.metrics;
+  const vals = m.over_training.map((o) => ({
     step: o.step,
     trait: o.summary.trait_mean,
     coherence: o.summary.coherence_mean,
@@ -209,7 +259,7 @@ function conditionsRunFigures(r: Json, file: string): Figure[] {
   }];
 }
 
-function conditionsRunSummary(m: Json): SummaryCells {
+function conditionsRunSummary(m: ConditionsRunMetrics): SummaryCells {
   return {
     what: m.id,
     trait: `${meanSem(m.before.trait_mean)} → ${meanSem(m.after.trait_mean, m.after.trait_sem)}`,
@@ -242,16 +292,17 @@ export function compareToNone(
   return { diff, se, verdict };
 }
 
-function conditionSentences(file: string, m: Json): string[] {
+function conditionSentences(file: string, m: ConditionsMetrics): string[] {
   const out: string[] = [];
-  const groups = new Map<string, Json[]>();
+  const groups = new Map<string, ConditionRow[]>();
   for (const r of m.runs ?? []) {
     const k = `${r.pre} → ${r.post}, seed ${r.seed}`;
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   for (const [k, runs] of groups) {
-    const none = runs.find((r: Json) => r.condition === "none");
+    const none = runs.find((r) => r.condition === "none");
     if (!none || typeof none.trait_after !== "number") continue;
+    const noneAfter = { trait_after: none.trait_after, trait_after_sem: none.trait_after_sem };
     const base = m.baseline?.trait_mean;
     const parts = [
       `${m.trait} (${file}, ${k}): ${typeof base === "number" ? `${f1(base)} before fine-tuning, ` : ""}${
@@ -260,7 +311,7 @@ function conditionSentences(file: string, m: Json): string[] {
     ];
     for (const r of runs) {
       if (r === none || typeof r.trait_after !== "number") continue;
-      const c = compareToNone(r, none);
+      const c = compareToNone({ trait_after: r.trait_after, trait_after_sem: r.trait_after_sem }, noneAfter);
       parts.push(
         `${r.condition} ${f1(r.trait_after)} ± ${f1(r.trait_after_sem ?? 0)} (${c.diff >= 0 ? "+" : ""}${
           f1(c.diff)
