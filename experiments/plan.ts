@@ -153,18 +153,22 @@ export function slurmJobId(): string | null {
   return env.SLURM_JOB_ID ?? null;
 }
 
-/** Slurm's state of a job, or null when Slurm no longer lists it (ended) or cannot be asked. */
+/**
+ * Slurm's state of a job: null when Slurm no longer lists it (it ended), "UNKNOWN" when Slurm cannot be asked
+ * (no squeue here, the controller unreachable) — then the holder is taken to be alive, never robbed.
+ */
 async function slurmState(job: string): Promise<string | null> {
   try {
     const out = await new Deno.Command("squeue", {
       args: ["-h", "-j", job, "-o", "%T"],
       stdout: "piped",
-      stderr: "null",
+      stderr: "piped",
     }).output();
     const s = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
-    return out.success && s ? s : null;
+    if (out.success) return s || null;
+    return /invalid job id/i.test(new TextDecoder().decode(out.stderr)) ? null : "UNKNOWN";
   } catch {
-    return null;
+    return "UNKNOWN";
   }
 }
 
@@ -179,6 +183,7 @@ const LIVE_STATES = new Set([
   "RESIZING",
   "SIGNALING",
   "STAGE_OUT",
+  "UNKNOWN",
 ]);
 
 /** Whether the task that wrote a lock may still be running its cell. */
@@ -234,7 +239,7 @@ async function acquireLock(dir: string, cell: string): Promise<() => Promise<voi
       throw new Error(
         `cell ${cell} is being run by ${
           holder.job ? `Slurm job ${holder.job}` : `pid ${holder.pid}`
-        } on ${holder.host} (since ${holder.started}; lock ${path}); not running it twice`,
+        } on ${holder.host} (since ${holder.started}; lock ${path}); not running it twice (if that task has ended and Slurm cannot say so, remove the lock)`,
       );
     }
     await Deno.remove(path).catch(() => {});

@@ -35,8 +35,8 @@ export interface ParamField {
 /** A dispatch's uniform parameters by the kernel's field names; f32 fields take floats, u32/i32 integers. */
 export type Params = Record<string, number>;
 
-/** Storage bindings of a dispatch: by binding number ({1: a, 3: out}), or positional from binding 1. */
-export type Bindings = (Binding | undefined)[] | Record<number, Binding | undefined>;
+/** Storage bindings of a dispatch, by the binding numbers the kernel declares ({1: a, 3: out}). */
+export type Bindings = Record<number, Binding | undefined>;
 
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 
@@ -211,7 +211,7 @@ export class Gpu {
   /**
    * Record one dispatch. `params` fill the kernel's `struct Params` by field name (binding 0 when the kernel
    * declares `var<uniform> params`): a missing, unknown or ill-typed field is an error naming the kernel;
-   * padding fields (`_…`) are zero. Bindings by number ({1: a, 3: out}) or positional from binding 1.
+   * padding fields (`_…`) are zero. Bindings by number, as the kernel declares them ({1: a, 3: out}).
    */
   dispatch(
     k: Kernel,
@@ -220,10 +220,8 @@ export class Gpu {
     groups: [number, number?, number?],
     cost?: OpCost,
   ): void {
-    const buffers: (Binding | undefined)[] = Array.isArray(bindings) ? bindings : [];
-    if (!Array.isArray(bindings)) {
-      for (const [n, b] of Object.entries(bindings)) buffers[Number(n) - 1] = b;
-    }
+    const buffers: (Binding | undefined)[] = [];
+    for (const [n, b] of Object.entries(bindings)) buffers[Number(n) - 1] = b;
     const t0 = this.profiler ? performance.now() : 0;
     const [gx, gy = 1, gz = 1] = groups;
     if (gx === 0 || gy === 0 || gz === 0) return;

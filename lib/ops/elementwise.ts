@@ -9,7 +9,7 @@ export function addInPlace(gpu: Gpu, dst: Tensor, src: Tensor, alpha = 1): void 
   gpu.dispatch(
     k,
     { n: dst.numel, cols: 0, alpha, seed: 0 },
-    [src.buffer, dst.buffer],
+    { 1: src.buffer, 2: dst.buffer },
     grid1d(gpu, dst.numel),
   );
 }
@@ -18,7 +18,7 @@ export function addInPlace(gpu: Gpu, dst: Tensor, src: Tensor, alpha = 1): void 
 export function colsum(gpu: Gpu, src: Tensor, rows: number, dst: Tensor, alpha = 1): void {
   const cols = dst.numel;
   const k = gpu.kernel("elementwise", "colsum");
-  gpu.dispatch(k, { n: rows, cols, alpha, seed: 0 }, [src.buffer, dst.buffer], grid1d(gpu, cols));
+  gpu.dispatch(k, { n: rows, cols, alpha, seed: 0 }, { 1: src.buffer, 2: dst.buffer }, grid1d(gpu, cols));
 }
 
 /** dst = inverted dropout of src with probability p; the mask is a pure function of (seed, index). */
@@ -27,7 +27,7 @@ export function dropout(gpu: Gpu, src: Tensor, dst: Tensor, p: number, seed: num
   gpu.dispatch(
     k,
     { n: src.numel, cols: 0, alpha: p, seed: seed >>> 0 },
-    [src.buffer, dst.buffer],
+    { 1: src.buffer, 2: dst.buffer },
     grid1d(gpu, src.numel),
   );
 }

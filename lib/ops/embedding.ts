@@ -8,12 +8,11 @@ export function embedding(gpu: Gpu, ids: Tensor, table: Tensor, out: Tensor): vo
   check(out.numel >= n * d, () => `embedding: output too small for ${n} x ${d}`);
   const k = gpu.kernel("embedding", "forward", { W_DTYPE: weightDtype(gpu, table), W_BINDING: 2 });
   for (const c of table.chunks) {
-    gpu.dispatch(
-      k,
-      { n_tok: n, dim: d, row_start: c.rowStart, rows: c.rows },
-      [ids.buffer, table.chunkBinding(c), out.buffer],
-      grid1d(gpu, n * d),
-    );
+    gpu.dispatch(k, { n_tok: n, dim: d, row_start: c.rowStart, rows: c.rows }, {
+      1: ids.buffer,
+      2: table.chunkBinding(c),
+      3: out.buffer,
+    }, grid1d(gpu, n * d));
   }
 }
 
@@ -33,11 +32,12 @@ export function embeddingBackward(gpu: Gpu, ids: ArrayLike<number>, grad: Tensor
   const st = Tensor.fromU32(gpu, starts, [starts.length], "emb_starts");
   const u = Tensor.fromU32(gpu, uniq, [uniq.length], "emb_uniq");
   const k = gpu.kernel("embedding", "backward", { W_DTYPE: "f32", W_BINDING: 2 });
-  gpu.dispatch(
-    k,
-    { n_tok: uniq.length, dim: d, row_start: 0, rows: 0 },
-    { 5: grad.buffer, 6: o.buffer, 7: st.buffer, 8: u.buffer, 9: dtable.buffer },
-    grid1d(gpu, uniq.length * d),
-  );
+  gpu.dispatch(k, { n_tok: uniq.length, dim: d, row_start: 0, rows: 0 }, {
+    5: grad.buffer,
+    6: o.buffer,
+    7: st.buffer,
+    8: u.buffer,
+    9: dtable.buffer,
+  }, grid1d(gpu, uniq.length * d));
   for (const t of [o, st, u]) t.dispose();
 }

@@ -12,7 +12,7 @@ export function steer(gpu: Gpu, x: Tensor, v: Tensor, coef: number, rowMask: Ten
   gpu.dispatch(
     k,
     { rows, dim: d, coef, mode: 0 },
-    [v.buffer, rowMask.buffer, x.buffer],
+    { 1: v.buffer, 2: rowMask.buffer, 3: x.buffer },
     grid1d(gpu, rows * d),
   );
 }
@@ -24,10 +24,9 @@ export type SignForceMode = keyof typeof SIGN_FORCE_MODES;
 export function signForce(gpu: Gpu, g: Tensor, v: Tensor, mode: SignForceMode, rowMask: Tensor): void {
   const d = v.numel, rows = g.numel / d;
   const k = gpu.kernel("hooks", "sign_force");
-  gpu.dispatch(
-    k,
-    { rows, dim: d, coef: 0, mode: SIGN_FORCE_MODES[mode] },
-    [v.buffer, rowMask.buffer, g.buffer],
-    gridRows(gpu, rows),
-  );
+  gpu.dispatch(k, { rows, dim: d, coef: 0, mode: SIGN_FORCE_MODES[mode] }, {
+    1: v.buffer,
+    2: rowMask.buffer,
+    3: g.buffer,
+  }, gridRows(gpu, rows));
 }

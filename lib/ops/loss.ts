@@ -24,12 +24,13 @@ export function crossEntropy(
   const rows = targets.numel, vocab = logits.numel / rows;
   check(Number.isInteger(vocab), () => `cross-entropy: logits size ${logits.numel} is not rows(${rows}) x V`);
   const k = gpu.kernel("loss", "forward", { WG: rowWorkgroup(gpu, opts.wg) });
-  gpu.dispatch(
-    k,
-    { rows, vocab, scale: 0 },
-    [logits.buffer, targets.buffer, mask.buffer, loss.buffer, lse.buffer],
-    gridRows(gpu, rows),
-  );
+  gpu.dispatch(k, { rows, vocab, scale: 0 }, {
+    1: logits.buffer,
+    2: targets.buffer,
+    3: mask.buffer,
+    4: loss.buffer,
+    5: lse.buffer,
+  }, gridRows(gpu, rows));
 }
 
 /**
@@ -48,10 +49,11 @@ export function crossEntropyBackward(
 ): void {
   const rows = targets.numel, vocab = logits.numel / rows;
   const k = gpu.kernel("loss", "forward_backward", { WG: rowWorkgroup(gpu, opts.wg) });
-  gpu.dispatch(
-    k,
-    { rows, vocab, scale },
-    { 2: targets.buffer, 3: mask.buffer, 4: loss.buffer, 5: lse.buffer, 6: logits.buffer },
-    gridRows(gpu, rows),
-  );
+  gpu.dispatch(k, { rows, vocab, scale }, {
+    2: targets.buffer,
+    3: mask.buffer,
+    4: loss.buffer,
+    5: lse.buffer,
+    6: logits.buffer,
+  }, gridRows(gpu, rows));
 }

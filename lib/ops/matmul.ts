@@ -154,7 +154,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       gpu.dispatch(
         ks,
         { m: M, n, k: kk, ldc: n, c_off: 0, a_off: aO, c_row_off: 0, alpha, lda, k_chunk: kChunk },
-        [s.a.buffer, s.w.chunkBinding(c), partial.buffer],
+        { 1: s.a.buffer, 2: s.w.chunkBinding(c), 3: partial.buffer },
         [Math.ceil(n / tn), Math.ceil(M / tm), slices],
         { flops: cost.flops, bytes: cost.bytes - 4 * M * n * (cReads - 1) },
       );
@@ -187,13 +187,13 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     gpu.dispatch(
       k,
       params,
-      [
-        s.a.buffer,
-        s.w.chunkBinding(c),
-        s.out.buffer,
-        first ? s.bias?.buffer : undefined,
-        residual,
-      ],
+      {
+        1: s.a.buffer,
+        2: s.w.chunkBinding(c),
+        3: s.out.buffer,
+        4: first ? s.bias?.buffer : undefined,
+        5: residual,
+      },
       gemv ? (register ? grid1d(gpu, n) : gridRows(gpu, n)) : rowN8 ? [Math.ceil(M / DEFAULT_WG)] : [
         Math.ceil(n / tn),
         Math.ceil(M / tm),

@@ -53,22 +53,20 @@ export function adamwStep(gpu: Gpu, f: FlatBuffers, o: AdamWStep, partials: Tens
     bc2: 1 - o.beta2 ** o.step,
     max_norm: o.maxGradNorm,
   };
-  const none = undefined;
-  gpu.dispatch(gpu.kernel("optim", "sumsq", NORM), params, [none, none, none, none, partials.buffer, none, {
-    buffer: f.g,
-  }], grid1d(gpu, nPartials, 1));
   gpu.dispatch(
-    gpu.kernel("optim", "clip", NORM),
+    gpu.kernel("optim", "sumsq", NORM),
     params,
-    [none, none, none, none, partials.buffer, clipOut.buffer],
-    [1],
+    { 5: partials.buffer, 7: { buffer: f.g } },
+    grid1d(gpu, nPartials, 1),
   );
-  gpu.dispatch(
-    gpu.kernel("optim", "adamw", NORM),
-    params,
-    [{ buffer: f.p }, { buffer: f.g }, { buffer: f.m }, { buffer: f.v }, none, none, none, clipOut.buffer],
-    grid1d(gpu, f.total),
-  );
+  gpu.dispatch(gpu.kernel("optim", "clip", NORM), params, { 5: partials.buffer, 6: clipOut.buffer }, [1]);
+  gpu.dispatch(gpu.kernel("optim", "adamw", NORM), params, {
+    1: { buffer: f.p },
+    2: { buffer: f.g },
+    3: { buffer: f.m },
+    4: { buffer: f.v },
+    8: clipOut.buffer,
+  }, grid1d(gpu, f.total));
 }
 
 export function zeroGrads(gpu: Gpu, f: FlatBuffers): void {
@@ -84,11 +82,5 @@ export function zeroGrads(gpu: Gpu, f: FlatBuffers): void {
     bc2: 0,
     max_norm: 0,
   }; // only n is read: the struct is shared with adamw
-  gpu.dispatch(gpu.kernel("optim", "zero", NORM), params, [none(), {
-    buffer: f.g,
-  }], grid1d(gpu, f.total));
-}
-
-function none(): undefined {
-  return undefined;
+  gpu.dispatch(gpu.kernel("optim", "zero", NORM), params, { 2: { buffer: f.g } }, grid1d(gpu, f.total));
 }

@@ -10,7 +10,7 @@ export function rmsnorm(gpu: Gpu, x: Tensor, w: Tensor, eps: number, y: Tensor, 
   gpu.dispatch(
     k,
     { rows, dim: d, eps },
-    [x.buffer, w.buffer, y.buffer, rstd.buffer],
+    { 1: x.buffer, 2: w.buffer, 3: y.buffer, 4: rstd.buffer },
     gridRows(gpu, rows),
   );
 }
@@ -27,12 +27,13 @@ export function rmsnormBackward(
 ): void {
   const d = w.numel, rows = x.numel / d;
   const k = gpu.kernel("rmsnorm", "backward", { ACCUMULATE: accumulate });
-  gpu.dispatch(
-    k,
-    { rows, dim: d, eps: 0 },
-    { 1: x.buffer, 2: w.buffer, 5: dy.buffer, 6: rstd.buffer, 7: dx.buffer },
-    gridRows(gpu, rows),
-  );
+  gpu.dispatch(k, { rows, dim: d, eps: 0 }, {
+    1: x.buffer,
+    2: w.buffer,
+    5: dy.buffer,
+    6: rstd.buffer,
+    7: dx.buffer,
+  }, gridRows(gpu, rows));
 }
 
 /** dw += sum over rows of dy * x * rstd. */

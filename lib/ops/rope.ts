@@ -49,7 +49,7 @@ export function qkvRope(
       kv_heads: s.kvHeads,
       head_dim: s.headDim,
     },
-    [qkv.buffer, pos.buffer, cosSin.buffer, q.buffer, kCache.buffer, vCache.buffer],
+    { 1: qkv.buffer, 2: pos.buffer, 3: cosSin.buffer, 4: q.buffer, 5: kCache.buffer, 6: vCache.buffer },
     grid1d(gpu, n),
   );
 }

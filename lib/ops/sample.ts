@@ -28,7 +28,7 @@ export function argmax(gpu: Gpu, logits: Tensor, next: Tensor, hist: Tensor, his
   gpu.dispatch(
     k,
     { rows, vocab: V, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0 },
-    [logits.buffer, next.buffer, hist.buffer],
+    { 1: logits.buffer, 2: next.buffer, 3: hist.buffer },
     gridRows(gpu, rows),
     {
       bytes: rows * V * 4 + rows * 8,
@@ -80,7 +80,7 @@ export function sampleTokens(
       inv_temp: 1 / d.temperature,
       top_p: d.topP,
     },
-    [logits.buffer, next.buffer, hist.buffer],
+    { 1: logits.buffer, 2: next.buffer, 3: hist.buffer },
     gridRows(gpu, rows),
     { bytes: passes * rows * V * 4 + rows * 8 },
   );

@@ -5,7 +5,7 @@ import { grid1d } from "./common.ts";
 /** out [rows, I] = silu(gu[:, :I]) * gu[:, I:], gu the fused gate|up output [rows, 2I]. */
 export function swiglu(gpu: Gpu, gu: Tensor, out: Tensor, rows: number, inter: number): void {
   const k = gpu.kernel("swiglu", "forward");
-  gpu.dispatch(k, { rows, inter }, [gu.buffer, out.buffer], grid1d(gpu, rows * inter));
+  gpu.dispatch(k, { rows, inter }, { 1: gu.buffer, 2: out.buffer }, grid1d(gpu, rows * inter));
 }
 
 /** dgu [rows, 2I] from d out [rows, I] and the forward's gate|up. */
@@ -21,7 +21,7 @@ export function swigluBackward(
   gpu.dispatch(
     k,
     { rows, inter },
-    [gu.buffer, undefined, dout.buffer, dgu.buffer],
+    { 1: gu.buffer, 3: dout.buffer, 4: dgu.buffer },
     grid1d(gpu, rows * inter),
   );
 }
