@@ -65,30 +65,15 @@ export interface ConditionsRunMetrics {
 export const conditionsResult: ResultKind = {
   kind: "conditions",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "trait",
-      "judge",
-      "baseline",
-      "runs",
-    ],
-    "properties": {
+    type: "object",
+    required: ["trait", "judge", "baseline", "runs"],
+    properties: {
       // null when the baseline cell did not finish (then it is named in missing_cells)
-      "baseline": { "anyOf": [{ "$ref": "summary" }, { "type": "null" }] },
-      "missing_cells": { "type": "array", "items": { "type": "string" } },
-      "runs": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "id",
-            "pre",
-            "post",
-            "condition",
-            "seed",
-            "trait_after",
-          ],
-        },
+      baseline: { anyOf: [{ $ref: "summary" }, { type: "null" }] },
+      missing_cells: { type: "array", items: { type: "string" } },
+      runs: {
+        type: "array",
+        items: { type: "object", required: ["id", "pre", "post", "condition", "seed", "trait_after"] },
       },
     },
   },
@@ -100,8 +85,8 @@ export const conditionsResult: ResultKind = {
 export const conditionsRunResult: ResultKind = {
   kind: "conditions.run",
   metricsSchema: {
-    "type": "object",
-    "required": [
+    type: "object",
+    required: [
       "id",
       "seed",
       "pre",
@@ -113,54 +98,25 @@ export const conditionsRunResult: ResultKind = {
       "peak",
       "train_losses",
     ],
-    "properties": {
-      "before": {
-        "$ref": "summary",
-      },
-      "after": {
-        "$ref": "summary",
-      },
-      "over_training": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "step",
-            "summary",
-          ],
-          "properties": {
-            "summary": {
-              "$ref": "summary",
-            },
-          },
+    properties: {
+      before: { $ref: "summary" },
+      after: { $ref: "summary" },
+      over_training: {
+        type: "array",
+        items: {
+          type: "object",
+          required: ["step", "summary"],
+          properties: { summary: { $ref: "summary" } },
         },
       },
-      "peak": {
-        "description":
+      peak: {
+        description:
           "Table 3: the checkpoint with the highest mean trait among those with mean coherence >= 20",
-        "type": [
-          "object",
-          "null",
-        ],
-        "required": [
-          "step",
-          "trait_mean",
-          "trait_sem",
-          "coherence_mean",
-        ],
-        "properties": {
-          "coherence_mean": {
-            "type": "number",
-            "minimum": 20,
-          },
-        },
+        type: ["object", "null"],
+        required: ["step", "trait_mean", "trait_sem", "coherence_mean"],
+        properties: { coherence_mean: { type: "number", minimum: 20 } },
       },
-      "train_losses": {
-        "type": "array",
-        "items": {
-          "type": "number",
-        },
-      },
+      train_losses: { type: "array", items: { type: "number" } },
     },
   },
   figures: conditionsRunFigures,

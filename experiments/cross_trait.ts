@@ -32,26 +32,10 @@ interface CrossTraitConfig {
 export const crossTraitResult: ResultKind = {
   kind: "cross_trait",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "samples",
-      "trait_a",
-      "trait_b",
-      "cosines",
-      "after",
-    ],
-    "properties": {
-      "cosines": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "coef",
-            "vector",
-            "cos",
-          ],
-        },
-      },
+    type: "object",
+    required: ["samples", "trait_a", "trait_b", "cosines", "after"],
+    properties: {
+      cosines: { type: "array", items: { type: "object", required: ["coef", "vector", "cos"] } },
     },
   },
   figures: crossTraitFigures,

@@ -35,24 +35,12 @@ interface DeltaHConfig {
 export const deltaHResult: ResultKind = {
   kind: "delta_h",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "samples",
-      "rows",
-      "layer_means",
-    ],
-    "properties": {
-      "layer_means": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "defence",
-            "layer",
-            "cos_grad",
-            "cos_vector",
-          ],
-        },
+    type: "object",
+    required: ["samples", "rows", "layer_means"],
+    properties: {
+      layer_means: {
+        type: "array",
+        items: { type: "object", required: ["defence", "layer", "cos_grad", "cos_vector"] },
       },
     },
   },

@@ -47,51 +47,20 @@ interface EvaluateConfig {
 export const evaluateResult: ResultKind = {
   kind: "evaluate",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "trait",
-      "judge",
-      "summary",
-      "samples",
-    ],
-    "properties": {
-      "summary": {
-        "$ref": "summary",
-      },
-      "samples": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "question",
-            "sample",
-            "answer",
-            "trait",
-            "coherence",
-            "projection",
-          ],
-          "properties": {
-            "answer": {
-              "type": "string",
-            },
-            "trait": {
-              "type": [
-                "number",
-                "null",
-              ],
-            },
-            "coherence": {
-              "type": [
-                "number",
-                "null",
-              ],
-            },
-            "projection": {
-              "type": [
-                "number",
-                "null",
-              ],
-            },
+    type: "object",
+    required: ["trait", "judge", "summary", "samples"],
+    properties: {
+      summary: { $ref: "summary" },
+      samples: {
+        type: "array",
+        items: {
+          type: "object",
+          required: ["question", "sample", "answer", "trait", "coherence", "projection"],
+          properties: {
+            answer: { type: "string" },
+            trait: { type: ["number", "null"] },
+            coherence: { type: ["number", "null"] },
+            projection: { type: ["number", "null"] },
           },
         },
       },

@@ -188,39 +188,14 @@ interface ExtractConfig {
 export const extractResult: ResultKind = {
   kind: "extract",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "trait",
-      "vector_file",
-      "kept",
-      "total",
-      "norms",
-      "pairs",
-    ],
-    "properties": {
-      "kept": {
-        "type": "integer",
-        "minimum": 1,
-      },
-      "norms": {
-        "type": "array",
-        "items": {
-          "type": "number",
-        },
-      },
-      "pairs": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "question",
-            "instruction",
-            "sample",
-            "pos",
-            "neg",
-            "kept",
-          ],
-        },
+    type: "object",
+    required: ["trait", "vector_file", "kept", "total", "norms", "pairs"],
+    properties: {
+      kept: { type: "integer", minimum: 1 },
+      norms: { type: "array", items: { type: "number" } },
+      pairs: {
+        type: "array",
+        items: { type: "object", required: ["question", "instruction", "sample", "pos", "neg", "kept"] },
       },
     },
   },

@@ -45,40 +45,16 @@ interface GradCosineConfig {
 export const gradCosineResult: ResultKind = {
   kind: "grad_cosine",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "samples",
-      "rows",
-      "layer_means",
-    ],
-    "properties": {
-      "layer_means": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "defence",
-            "coef",
-            "vector",
-            "layer",
-            "defended",
-            "none",
-          ],
-        },
+    type: "object",
+    required: ["samples", "rows", "layer_means"],
+    properties: {
+      layer_means: {
+        type: "array",
+        items: { type: "object", required: ["defence", "coef", "vector", "layer", "defended", "none"] },
       },
-      "rows": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "sample",
-            "defence",
-            "vector",
-            "layer",
-            "defended",
-            "none",
-          ],
-        },
+      rows: {
+        type: "array",
+        items: { type: "object", required: ["sample", "defence", "vector", "layer", "defended", "none"] },
       },
     },
   },

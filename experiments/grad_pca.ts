@@ -37,8 +37,8 @@ interface GradPcaConfig {
 export const gradPcaResult: ResultKind = {
   kind: "grad_pca",
   metricsSchema: {
-    "type": "object",
-    "required": [
+    type: "object",
+    required: [
       "samples",
       "layer",
       "explained",
@@ -46,16 +46,7 @@ export const gradPcaResult: ResultKind = {
       "mean_difference_cosines",
       "projections",
     ],
-    "properties": {
-      "explained": {
-        "type": "array",
-        "items": {
-          "type": "number",
-          "minimum": 0,
-          "maximum": 1,
-        },
-      },
-    },
+    properties: { explained: { type: "array", items: { type: "number", minimum: 0, maximum: 1 } } },
   },
   figures: gradPcaFigures,
   outcomes: pcaComparison,

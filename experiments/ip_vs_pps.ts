@@ -32,23 +32,9 @@ const PAPER_COEFS = [-3, -2, -1.5, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 1.5, 2, 3];
 export const ipVsPpsResult: ResultKind = {
   kind: "ip_vs_pps",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "samples",
-      "sweep",
-    ],
-    "properties": {
-      "sweep": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "coef",
-            "cos",
-          ],
-        },
-      },
-    },
+    type: "object",
+    required: ["samples", "sweep"],
+    properties: { sweep: { type: "array", items: { type: "object", required: ["coef", "cos"] } } },
   },
   figures: ipVsPpsFigures,
 };

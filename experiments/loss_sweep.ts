@@ -26,25 +26,12 @@ interface LossSweepConfig {
 export const lossSweepResult: ResultKind = {
   kind: "loss_sweep",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "samples",
-      "per_sample",
-      "sweep",
-    ],
-    "properties": {
-      "sweep": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "ip",
-            "coef",
-            "loss",
-            "loss_none",
-            "cos",
-          ],
-        },
+    type: "object",
+    required: ["samples", "per_sample", "sweep"],
+    properties: {
+      sweep: {
+        type: "array",
+        items: { type: "object", required: ["ip", "coef", "loss", "loss_none", "cos"] },
       },
     },
   },

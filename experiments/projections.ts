@@ -24,23 +24,12 @@ interface ProjectionsConfig {
 export const projectionsResult: ResultKind = {
   kind: "projections",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "samples",
-      "projections",
-    ],
-    "properties": {
-      "projections": {
-        "type": "array",
-        "items": {
-          "type": "object",
-          "required": [
-            "model",
-            "vector",
-            "layer",
-            "mean",
-          ],
-        },
+    type: "object",
+    required: ["samples", "projections"],
+    properties: {
+      projections: {
+        type: "array",
+        items: { type: "object", required: ["model", "vector", "layer", "mean"] },
       },
     },
   },

@@ -67,52 +67,15 @@ interface PromptDiffConfig {
 export const promptDiffResult: ResultKind = {
   kind: "prompt_diff",
   metricsSchema: {
-    "type": "object",
-    "required": [
-      "file",
-      "samples",
-      "tokens",
-      "prompt_counts",
-      "norms",
-      "vector_cosines",
-    ],
-    "properties": {
-      "file": {
-        "type": "string",
-      },
-      "samples": {
-        "type": "integer",
-        "minimum": 1,
-      },
-      "tokens": {
-        "type": "integer",
-        "minimum": 1,
-      },
-      "prompt_counts": {
-        "type": "array",
-        "items": {
-          "type": "integer",
-          "minimum": 0,
-        },
-      },
-      "norms": {
-        "type": "array",
-        "items": {
-          "type": "number",
-        },
-      },
-      "vector_cosines": {
-        "type": [
-          "array",
-          "null",
-        ],
-        "items": {
-          "type": [
-            "number",
-            "null",
-          ],
-        },
-      },
+    type: "object",
+    required: ["file", "samples", "tokens", "prompt_counts", "norms", "vector_cosines"],
+    properties: {
+      file: { type: "string" },
+      samples: { type: "integer", minimum: 1 },
+      tokens: { type: "integer", minimum: 1 },
+      prompt_counts: { type: "array", items: { type: "integer", minimum: 0 } },
+      norms: { type: "array", items: { type: "number" } },
+      vector_cosines: { type: ["array", "null"], items: { type: ["number", "null"] } },
     },
   },
 };
