@@ -84,6 +84,10 @@ async function planCommand(a: Flags, pos: string[]): Promise<void> {
   const runDir = need(a["run-dir"] as string, "run-dir", "exp plan");
   // `exp plan NAME --config …`, or the experiment the config's file name starts with
   const e = pos[1] ? experimentNamed(pos[1], "exp plan") : experimentOfFile(file);
+  if (a.submit && !a.emit) {
+    throw new UsageError("exp plan: --submit submits what --emit slurm writes; add --emit slurm");
+  }
+  const o = a.emit ? slurmOptions(a) : null; // checked before anything is written
   const plan = await makePlan(e, e.parseConfig(await readYaml(file), file), runDir, file);
   const states = await Promise.all(plan.cells.map((c) => cellState(plan, c)));
   const rows = plan.cells.map((c, i) =>
@@ -93,33 +97,12 @@ async function planCommand(a: Flags, pos: string[]): Promise<void> {
     `${join(plan.run_dir, "plan.json")}: ${plan.sweep}, ${plan.cells.length} cell(s)\n${rows.join("\n")}`,
   );
   const todo = plan.cells.filter((_, i) => states[i] === "to do");
-  if (a.submit && !a.emit) {
-    throw new UsageError("exp plan: --submit submits what --emit slurm writes; add --emit slurm");
-  }
-  if (!a.emit) {
+  if (!o) {
     console.log(
       `\nrun a cell: deno task exp cell --plan ${join(plan.run_dir, "plan.json")} --index N` +
         `\nthen:       deno task exp finish --plan ${join(plan.run_dir, "plan.json")}`,
     );
     return;
-  }
-  if (a.emit !== "slurm") throw new UsageError(`exp plan: --emit takes slurm, got '${a.emit}'`);
-  const int = (flag: string, dflt: number | null, min: number) =>
-    a[flag] === undefined ? dflt : parseNumber(a[flag] as string, flag, 0, { int: true, min });
-  const o: SlurmOptions = {
-    ...SLURM_DEFAULTS,
-    partition: (a.partition as string) ?? null,
-    account: (a.account as string) ?? null,
-    time: (a.time as string) ?? null,
-    gpusPerTask: int("gpus-per-task", SLURM_DEFAULTS.gpusPerTask, 0)!,
-    cpusPerTask: int("cpus-per-task", SLURM_DEFAULTS.cpusPerTask, 1)!,
-    memMb: int("mem", null, 1),
-    maxParallel: int("max-parallel", null, 1),
-    setup: a.setup ? [a.setup as string] : [],
-    deno: (a.deno as string) ?? SLURM_DEFAULTS.deno,
-  };
-  if (o.time && !/^(\d+-)?\d{1,2}(:\d{2}){0,2}$/.test(o.time)) {
-    throw new UsageError(`exp plan: --time must be [D-]HH:MM:SS, got '${o.time}'`);
   }
   const scripts = slurmScripts(plan, todo, o);
   await Deno.mkdir(join(plan.run_dir, "logs"), { recursive: true });
@@ -145,6 +128,36 @@ async function planCommand(a: Flags, pos: string[]): Promise<void> {
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   if (!out.success) throw new Error(`${submit} failed: ${text.trim()}`);
   console.log(text.trim());
+}
+
+/** --emit slurm's options, each checked (a value goes into an #SBATCH line as it is). */
+function slurmOptions(a: Flags): SlurmOptions {
+  if (a.emit !== "slurm") throw new UsageError(`exp plan: --emit takes slurm, got '${a.emit}'`);
+  const int = (flag: string, dflt: number | null, min: number) =>
+    a[flag] === undefined ? dflt : parseNumber(a[flag] as string, flag, 0, { int: true, min });
+  const o: SlurmOptions = {
+    ...SLURM_DEFAULTS,
+    partition: (a.partition as string) ?? null,
+    account: (a.account as string) ?? null,
+    time: (a.time as string) ?? null,
+    gpusPerTask: int("gpus-per-task", SLURM_DEFAULTS.gpusPerTask, 0)!,
+    cpusPerTask: int("cpus-per-task", SLURM_DEFAULTS.cpusPerTask, 1)!,
+    memMb: int("mem", null, 1),
+    maxParallel: int("max-parallel", null, 1),
+    setup: a.setup ? [a.setup as string] : [],
+    deno: (a.deno as string) ?? SLURM_DEFAULTS.deno,
+  };
+  if (o.time && !/^(\d+-)?\d{1,2}(:\d{2}){0,2}$/.test(o.time)) {
+    throw new UsageError(`exp plan: --time must be [D-]HH:MM:SS, got '${o.time}'`);
+  }
+  for (const flag of ["partition", "account"] as const) {
+    if (o[flag] !== null && !/^[\w.,-]+$/.test(o[flag]!)) {
+      throw new UsageError(
+        `exp plan: --${flag} must be a Slurm name (letters, digits, . , _ -), got ${JSON.stringify(o[flag])}`,
+      );
+    }
+  }
+  return o;
 }
 
 function experimentOfFile(file: string): Experiment<unknown> {

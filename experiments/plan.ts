@@ -289,6 +289,10 @@ export async function runPlanCell(
   await Deno.mkdir(dir, { recursive: true });
   const release = await acquireLock(dir, `${cell.index} (${cell.name})`);
   try {
+    if (await isDone(plan, cell)) { // finished by another task between the check above and the lock
+      ctx.progress(`cell ${cell.index} (${cell.name}) is done already`);
+      return false;
+    }
     const started = new Date();
     const attempt = { job: slurmJobId(), host: hostname(), pid: Deno.pid, started: started.toISOString() };
     await Deno.writeTextFile(join(dir, "attempts.jsonl"), JSON.stringify(attempt) + "\n", { append: true });
@@ -317,7 +321,8 @@ function lazySession(ctx: ExperimentContext, e: Experiment<unknown>, config: unk
   return {
     get: () => e.sweep ? (s ??= e.sweep.open(ctx, config)) : Promise.resolve(null),
     async dispose() {
-      if (s) (await s).dispose();
+      // a session that failed to open has nothing to free (and its error is already on its way)
+      if (s) (await s.catch(() => null))?.dispose();
     },
   };
 }

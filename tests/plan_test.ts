@@ -152,3 +152,46 @@ Deno.test("Slurm scripts: one array per stage over the cells to do, finish after
   const none = slurmScripts(p, [], SLURM_DEFAULTS);
   assert.deepEqual(Object.keys(none.files).sort(), ["finish.sbatch", "submit.sh"]);
 });
+
+Deno.test("exp plan / cell: bad flags and files are one-line errors, and a refused plan writes nothing", async () => {
+  const { cli } = await import("./helpers.ts");
+  const dir = await Deno.makeTempDir({ prefix: "plan-" });
+  const file = join(dir, "conditions_x.yaml");
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify({
+      model: "m",
+      trait: "t.json",
+      judge: { type: "world" },
+      post: [{ name: "heavy", data: "heavy.jsonl" }],
+      conditions: [{ name: "none" }],
+    }),
+  );
+  const run = join(dir, "run");
+  for (
+    const [flags, msg] of [
+      [["--emit", "k8s"], /error: exp plan: --emit takes slurm, got 'k8s'/],
+      [["--emit", "slurm", "--time", "5h"], /--time must be \[D-\]HH:MM:SS, got '5h'/],
+      [["--emit", "slurm", "--partition", "gpu\n#SBATCH --x"], /--partition must be a Slurm name/],
+      [["--submit"], /--submit submits what --emit slurm writes/],
+    ] as [string[], RegExp][]
+  ) {
+    const r = await cli(["exp", "plan", "--config", file, "--run-dir", run, ...flags]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, msg);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  }
+  await assert.rejects(Deno.stat(join(run, "plan.json")), Deno.errors.NotFound);
+  const ok = await cli(["exp", "plan", "--config", file, "--run-dir", run]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(
+    ok.stdout,
+    /plan\.json: conditions, 2 cell\(s\)\n\s+0 {2}stage 0 {2}to do\s+baseline\n\s+1 {2}stage 1 {2}to do\s+base__heavy__none__seed0/,
+  );
+  const bad = await cli(["exp", "cell", "--plan", join(dir, "nope.json"), "--index", "0"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /nope\.json: cannot read the plan/);
+  const past = await cli(["exp", "cell", "--plan", join(run, "plan.json"), "--index", "7"]);
+  assert.equal(past.code, 1);
+  assert.match(past.stderr, /plan\.json: no cell 7 \(the plan has 0\.\.1\)/);
+});
