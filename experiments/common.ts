@@ -25,7 +25,8 @@ export interface Experiment<C> {
   description: string;
   /** validate a parsed YAML mapping; errors name the file and key */
   parseConfig(raw: Record<string, unknown>, file: string): C;
-  run(ctx: ExperimentContext, config: C): Promise<Record<string, unknown>>;
+  /** runs it and returns its metrics (also written to its result file) */
+  run(ctx: ExperimentContext, config: C): Promise<object>;
   /** the result files it writes: schema, figures, summary rows, report sentences */
   results: ResultKind[];
   /** a sweep's cells (experiments/plan.ts); without it the experiment is one cell */
@@ -67,7 +68,7 @@ export interface Sweep<C> {
     ctx: ExperimentContext,
     config: C,
     cells: Cell[],
-  ): Promise<{ missing: string[]; metrics: Record<string, unknown> }>;
+  ): Promise<{ missing: string[]; metrics: object }>;
 }
 
 export { ConfigReader, readYaml } from "../lib/config.ts";
@@ -225,7 +226,7 @@ export interface ResultEnvelope {
   model_hash: string | null;
   started: string;
   seconds: number;
-  metrics: Record<string, unknown>;
+  metrics: object;
 }
 
 export async function writeResult(
@@ -234,7 +235,7 @@ export async function writeResult(
   config: unknown,
   model: string | null,
   started: Date,
-  metrics: Record<string, unknown>,
+  metrics: object,
 ): Promise<ResultEnvelope> {
   const env: ResultEnvelope = {
     experiment,

@@ -318,7 +318,7 @@ export async function runConditionsCell(
     peak: peakTrait(over),
     train_losses: tr.steps.map((x) => x.loss),
   };
-  await writeResult(done, "conditions.run", config, c.model, runStart, { ...metrics });
+  await writeResult(done, "conditions.run", config, c.model, runStart, metrics);
 }
 
 /** An evaluation cell's output (the baseline's, a pre-finetune stage's). */
@@ -332,7 +332,7 @@ export async function finishConditions(
   ctx: ExperimentContext,
   c: ConditionsConfig,
   cells: Cell[],
-): Promise<{ missing: string[]; metrics: Record<string, unknown> }> {
+): Promise<{ missing: string[]; metrics: ConditionsMetrics }> {
   const started = new Date();
   const missing: string[] = [];
   const read = async (cell: Cell, file: string) => {
@@ -364,7 +364,7 @@ export async function finishConditions(
   const trait = await loadTrait(c.trait);
   const metrics: ConditionsMetrics = { trait: trait.name, judge, baseline, runs };
   if (missing.length) metrics.missing_cells = missing;
-  await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, { ...metrics });
+  await writeResult(join(ctx.runDir, "conditions.json"), "conditions", c, c.model, started, metrics);
   await atomicWriteJson(join(ctx.runDir, "train_defaults.json"), DEFAULTS);
-  return { missing, metrics: { ...metrics } };
+  return { missing, metrics };
 }

@@ -28,6 +28,17 @@ interface CrossTraitConfig {
   output: string;
 }
 
+/** cross_trait.json's metrics (the schema below says the same). */
+export interface CrossTraitMetrics {
+  samples: number;
+  trait_a: string;
+  trait_b: string;
+  /** per (coefficient of trait B's vector, vector compared): the mean cosine per layer */
+  cosines: { coef: number; vector: string; cos: (number | null)[] }[];
+  /** trait-A scores reached by training that way (from `after:`'s conditions.json) */
+  after: { condition: string; trait_after: number | null; trait_after_sem: number | null }[];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const crossTraitResult: ResultKind = {
   kind: "cross_trait",
@@ -116,7 +127,7 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
         trait_after_sem: r.trait_after_sem,
       }));
     }
-    const metrics = {
+    const metrics: CrossTraitMetrics = {
       samples: x.records.length,
       trait_a: c.trait_a.name,
       trait_b: c.trait_b.name,
@@ -131,7 +142,7 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
 // ---- the result's figures and report lines
 
 function crossTraitFigures(r: Json, file: string): Figure[] {
-  const m = r.metrics, layer = r.config.layers[0];
+  const m: CrossTraitMetrics = r.metrics, layer = r.config.layers[0];
   const vals = m.cosines.map((c: Json) => ({
     coef: c.coef,
     cos: c.cos[layer],

@@ -31,6 +31,19 @@ interface DeltaHConfig {
   output: string;
 }
 
+/** delta_h.json's metrics (the schema below says the same). */
+export interface DeltaHMetrics {
+  samples: number;
+  rows: {
+    sample: number;
+    defence: string;
+    layer: number;
+    cos_grad: number | null;
+    cos_vector: number | null;
+  }[];
+  layer_means: { defence: string; layer: number; cos_grad: number | null; cos_vector: number | null }[];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const deltaHResult: ResultKind = {
   kind: "delta_h",
@@ -157,7 +170,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
         cos_vector: finite(mean(vals((r) => r.cos_vector))),
       };
     });
-    const metrics = { samples: x.records.length, rows, layer_means: means };
+    const metrics: DeltaHMetrics = { samples: x.records.length, rows, layer_means: means };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "delta_h", c, c.model, started, metrics);
     return metrics;
   },
@@ -166,14 +179,15 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
 // ---- the result's figures and report lines
 
 function deltaHFigures(r: Json, file: string): Figure[] {
-  const vals = r.metrics.layer_means.flatMap((x: Json) => [
+  const m: DeltaHMetrics = r.metrics;
+  const vals = m.layer_means.flatMap((x: Json) => [
     { layer: x.layer, cos: x.cos_grad, series: `${x.defence}: cos(Δh, ∇h)` },
     { layer: x.layer, cos: x.cos_vector, series: `${x.defence}: cos(Δh, v)` },
   ]);
   return [{
     title: "Δh after one step vs ∇h and the trait vector",
     caption:
-      `${file}: one optimizer step (lr ${r.config.lr}) per sample on a fresh LoRA; Δh measured without the defence; mean over loss tokens and ${r.metrics.samples} samples.`,
+      `${file}: one optimizer step (lr ${r.config.lr}) per sample on a fresh LoRA; Δh measured without the defence; mean over loss tokens and ${m.samples} samples.`,
     spec: lineChart(vals, "layer", "cos", "series", { x: "layer l", y: "mean cosine" }),
   }];
 }

@@ -8,7 +8,7 @@ import { type SteerHook, steerHook } from "../defence/hooks.ts";
 import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { loadTrait } from "../lib/text/trait.ts";
 import { readSteer, type SteerSpec } from "../defence/defence.ts";
-import { evaluateTrait } from "../research/evaluation.ts";
+import { type EvalSample, type EvalSummary, evaluateTrait } from "../research/evaluation.ts";
 import {
   ConfigReader,
   type Experiment,
@@ -41,6 +41,14 @@ interface EvaluateConfig {
   steer: SteerSpec | null;
   projection: { vector: string; layer: number } | null;
   output: string;
+}
+
+/** evaluate.json's metrics (the schema below says the same). */
+export interface EvaluateMetrics {
+  trait: string;
+  judge: string;
+  summary: EvalSummary;
+  samples: EvalSample[];
 }
 
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
@@ -123,7 +131,12 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
         : null,
     });
     await judge.close?.();
-    const metrics = { trait: trait.name, judge: judge.name, summary: res.summary, samples: res.samples };
+    const metrics: EvaluateMetrics = {
+      trait: trait.name,
+      judge: judge.name,
+      summary: res.summary,
+      samples: res.samples,
+    };
     await writeResult(join(ctx.runDir, c.output), "evaluate", c, c.model, started, metrics);
     ctx.progress(
       `evaluate: ${trait.name} ${res.summary.trait_mean?.toFixed(1)} ± ${
@@ -137,11 +150,12 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
 // ---- the result's figures and report lines
 
 function evaluateFigures(r: Json, file: string): Figure[] {
-  const s = r.metrics.summary;
+  const m: EvaluateMetrics = r.metrics;
+  const s = m.summary;
   return [{
-    title: `Evaluation: ${r.metrics.trait}`,
+    title: `Evaluation: ${m.trait}`,
     caption:
-      `${file}: ${s.n} answers (${s.missing_trait} missing trait scores), judge ${r.metrics.judge}; model ${r.config.model}${
+      `${file}: ${s.n} answers (${s.missing_trait} missing trait scores), judge ${m.judge}; model ${r.config.model}${
         r.config.adapter ? ` + ${r.config.adapter}` : ""
       }.`,
     spec: {
@@ -163,7 +177,7 @@ function evaluateFigures(r: Json, file: string): Figure[] {
   }];
 }
 
-function evaluateSummary(m: Json): SummaryCells {
+function evaluateSummary(m: EvaluateMetrics): SummaryCells {
   const s = m.summary;
   return {
     what: m.trait,

@@ -184,6 +184,17 @@ interface ExtractConfig {
   output: string;
 }
 
+/** The persona vector's JSON (extract): its metrics (the schema below says the same). */
+export interface ExtractMetrics {
+  trait: string;
+  vector_file: string;
+  kept: number;
+  total: number;
+  /** |v_l| per boundary l = 0..L */
+  norms: number[];
+  pairs: ExtractionResult["pairs"];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const extractResult: ResultKind = {
   kind: "extract",
@@ -262,7 +273,7 @@ export const extractExperiment: Experiment<ExtractConfig> = {
       { length: boundaries },
       (_, l) => Math.hypot(...res.vectors.response_avg.subarray(l * d, (l + 1) * d)),
     );
-    const metrics = {
+    const metrics: ExtractMetrics = {
       trait: trait.name,
       vector_file: vecPath,
       kept: res.kept,
@@ -279,18 +290,19 @@ export const extractExperiment: Experiment<ExtractConfig> = {
 // ---- the result's figures and report lines
 
 function extractFigures(r: Json, file: string): Figure[] {
-  const vals = r.metrics.norms.map((n: number, l: number) => ({
+  const m: ExtractMetrics = r.metrics;
+  const vals = m.norms.map((n: number, l: number) => ({
     layer: l,
     norm: n,
-    series: r.metrics.trait,
+    series: m.trait,
   }));
   return [{
-    title: `Persona vector norm per layer (${r.metrics.trait})`,
-    caption: `${file}: ${r.metrics.kept} of ${r.metrics.total} pairs kept.`,
+    title: `Persona vector norm per layer (${m.trait})`,
+    caption: `${file}: ${m.kept} of ${m.total} pairs kept.`,
     spec: lineChart(vals, "layer", "norm", "series", { x: "layer l", y: "|v_l|" }),
   }];
 }
 
-function extractSummary(m: Json): SummaryCells {
+function extractSummary(m: ExtractMetrics): SummaryCells {
   return { what: m.trait, trait: "-", coherence: "-", peak: "-", n: `${m.kept}/${m.total} pairs kept` };
 }

@@ -41,6 +41,25 @@ interface GradCosineConfig {
   output: string;
 }
 
+/** One (defence, coefficient, vector, layer): the gradient's cosine with the vector, defended and not. */
+export interface CosineRow {
+  defence: string;
+  coef: number | null;
+  vector: string;
+  layer: number;
+  defended: number | null;
+  none: number | null;
+}
+
+/** grad_cosine.json's metrics (the schema below says the same). */
+export interface GradCosineMetrics {
+  over_checkpoints: { name: string; layer_means: CosineRow[] }[];
+  samples: number;
+  /** per sample */
+  rows: (CosineRow & { sample: number })[];
+  layer_means: CosineRow[];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const gradCosineResult: ResultKind = {
   kind: "grad_cosine",
@@ -151,7 +170,7 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
       overCheckpoints.push({ name: k.name, layer_means: (await analyse(lora, ` [${k.name}]`)).layerMeans });
       lora.store.destroy();
     }
-    const metrics = {
+    const metrics: GradCosineMetrics = {
       over_checkpoints: overCheckpoints,
       samples: x.records.length,
       rows: rows.map((r) => ({ ...r, defended: finite(r.defended), none: finite(r.none) })),
@@ -165,7 +184,7 @@ export const gradCosineExperiment: Experiment<GradCosineConfig> = {
 // ---- the result's figures and report lines
 
 function gradCosineFigures(r: Json, file: string): Figure[] {
-  const m = r.metrics, cfg = r.config;
+  const m: GradCosineMetrics = r.metrics, cfg = r.config;
   const trait = cfg.vectors?.[0]?.name ?? "trait";
   const means = m.layer_means.filter((x: Json) => x.vector === trait).map((x: Json) => ({
     ...x,

@@ -33,6 +33,20 @@ interface GradPcaConfig {
   output: string;
 }
 
+/** grad_pca.json's metrics (the schema below says the same). */
+export interface GradPcaMetrics {
+  samples: number;
+  layer: number;
+  method: "gram" | "direct";
+  /** explained-variance fraction per kept component */
+  explained: number[];
+  /** per component, its cosine with each reference vector */
+  component_cosines: Record<string, number>[];
+  mean_difference_cosines: Record<string, number>;
+  /** [sample][component] */
+  projections: number[][];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const gradPcaResult: ResultKind = {
   kind: "grad_pca",
@@ -93,7 +107,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
     const meanDiff = new Float64Array(x.d);
     for (const r of rows) for (let j = 0; j < x.d; j++) meanDiff[j] += r[j] / rows.length;
     const refs = [...x.vectors.keys()];
-    const metrics = {
+    const metrics: GradPcaMetrics = {
       samples: rows.length,
       layer: c.layer,
       method: pca.method,
@@ -112,7 +126,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
 // ---- the result's figures and report lines
 
 function gradPcaFigures(r: Json, file: string): Figure[] {
-  const m = r.metrics;
+  const m: GradPcaMetrics = r.metrics;
   const ev = m.explained.map((e: number, i: number) => ({ component: `PC${i + 1}`, explained: e }));
   const cos = m.component_cosines.flatMap((c: Json, i: number) =>
     Object.entries(c).map(([k, v]) => ({ component: `PC${i + 1}`, vector: k, cos: v }))

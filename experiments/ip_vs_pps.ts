@@ -28,6 +28,15 @@ interface IpVsPpsConfig {
 /** E.6's 13 steering coefficients. */
 const PAPER_COEFS = [-3, -2, -1.5, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 1.5, 2, 3];
 
+/** ip_vs_pps.json's metrics (the schema below says the same). */
+export interface IpVsPpsMetrics {
+  samples: number;
+  /** aligned positions after the prompt, pooled over samples */
+  positions: number;
+  /** per coefficient, the mean tokenwise cosine per layer */
+  sweep: { coef: number; cos: (number | null)[] }[];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const ipVsPpsResult: ResultKind = {
   kind: "ip_vs_pps",
@@ -93,7 +102,7 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
       coef,
       cos: all.map((l) => finite(count[ci][l] ? sum[ci][l] / count[ci][l] : NaN)),
     }));
-    const metrics = { samples: x.records.length, positions: count[0]?.[0] ?? 0, sweep };
+    const metrics: IpVsPpsMetrics = { samples: x.records.length, positions: count[0]?.[0] ?? 0, sweep };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "ip_vs_pps", c, c.model, started, metrics);
     return metrics;
   },
@@ -102,13 +111,14 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
 // ---- the result's figures and report lines
 
 function ipVsPpsFigures(r: Json, file: string): Figure[] {
-  const vals = r.metrics.sweep.flatMap((s: Json) =>
+  const m: IpVsPpsMetrics = r.metrics;
+  const vals = m.sweep.flatMap((s: Json) =>
     s.cos.map((c: number, l: number) => ({ layer: l, cos: c, series: `ε=${s.coef}` }))
   );
   return [{
     title: "IP gradient vs prompt-difference PPS gradient",
     caption:
-      `${file}: tokenwise cos between the gradient under the IP prompt and under steering with its prompt-difference vector at all layers, on the aligned tokens after the prompt; ${r.metrics.samples} samples.`,
+      `${file}: tokenwise cos between the gradient under the IP prompt and under steering with its prompt-difference vector at all layers, on the aligned tokens after the prompt; ${m.samples} samples.`,
     spec: lineChart(vals, "layer", "cos", "series", { x: "layer l", y: "mean tokenwise cos" }),
   }];
 }

@@ -22,6 +22,23 @@ interface LossSweepConfig {
   output: string;
 }
 
+/** One (IP or not, coefficient): mean loss over response tokens with and without steering, cosine per layer. */
+export interface LossSweepRow {
+  ip: boolean;
+  coef: number;
+  loss: number | null;
+  loss_none: number | null;
+  cos: (number | null)[];
+}
+
+/** loss_sweep.json's metrics (the schema below says the same). */
+export interface LossSweepMetrics {
+  samples: number;
+  layers: number[];
+  per_sample: (LossSweepRow & { sample: number })[];
+  sweep: LossSweepRow[];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const lossSweepResult: ResultKind = {
   kind: "loss_sweep",
@@ -102,7 +119,12 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
         ),
       };
     });
-    const metrics = { samples: x.records.length, layers: c.layers, per_sample: perSample, sweep };
+    const metrics: LossSweepMetrics = {
+      samples: x.records.length,
+      layers: c.layers,
+      per_sample: perSample,
+      sweep,
+    };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "loss_sweep", c, c.model, started, metrics);
     return metrics;
   },
@@ -111,7 +133,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
 // ---- the result's figures and report lines
 
 function lossSweepFigures(r: Json, file: string): Figure[] {
-  const m = r.metrics, layer = r.config.layers[0];
+  const m: LossSweepMetrics = r.metrics, layer = r.config.layers[0];
   const vals = m.sweep.map((s: Json) => ({
     coef: s.coef,
     loss: s.loss,
@@ -134,8 +156,9 @@ function lossSweepFigures(r: Json, file: string): Figure[] {
   ];
 }
 
-function lossSweepSentences(file: string, m: Json): string[] {
-  const rows: { ip: boolean; coef: number; loss: number }[] = m.sweep ?? [];
+function lossSweepSentences(file: string, m: LossSweepMetrics): string[] {
+  // a coefficient whose loss is missing (no response token counted) says nothing here
+  const rows = (m.sweep ?? []).filter((r): r is LossSweepRow & { loss: number } => r.loss !== null);
   const plain = rows.filter((r) => !r.ip), none = plain.find((r) => r.coef === 0);
   if (!none) return [];
   const steered = plain.filter((r) => r.coef !== 0);

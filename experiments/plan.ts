@@ -353,7 +353,7 @@ export async function finishPlan(
   ctx: ExperimentContext,
   e: Experiment<unknown>,
   plan: Plan,
-): Promise<Record<string, unknown>> {
+): Promise<object> {
   const cctx = { ...ctx, runDir: plan.run_dir };
   const notDone: string[] = [];
   for (const c of plan.cells) if (!(await isDone(plan, c))) notDone.push(`${c.index} (${c.name})`);
@@ -378,7 +378,7 @@ export async function runSweepLocally<C>(
   e: Experiment<C>,
   config: C,
   configFile: string | null = null,
-): Promise<Record<string, unknown>> {
+): Promise<object> {
   const ex = e as Experiment<unknown>;
   const plan = await makePlan(ex, config, ctx.runDir, configFile);
   const s = lazySession(ctx, ex, plan.config);

@@ -20,6 +20,13 @@ interface ProjectionsConfig {
   output: string;
 }
 
+/** projections.json's metrics (the schema below says the same). */
+export interface ProjectionsMetrics {
+  samples: number;
+  /** mean projection a·v/|v| of response-averaged activations, per model, vector and layer */
+  projections: { model: string; vector: string; layer: number; mean: number | null }[];
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const projectionsResult: ResultKind = {
   kind: "projections",
@@ -88,7 +95,7 @@ export const projectionsExperiment: Experiment<ProjectionsConfig> = {
       }
       lora?.store.destroy();
     }
-    const metrics = { samples: x.records.length, projections: out };
+    const metrics: ProjectionsMetrics = { samples: x.records.length, projections: out };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "projections", c, c.model, started, metrics);
     return metrics;
   },
@@ -97,11 +104,12 @@ export const projectionsExperiment: Experiment<ProjectionsConfig> = {
 // ---- the result's figures and report lines
 
 function projectionsFigures(r: Json, file: string): Figure[] {
-  const vals = r.metrics.projections.map((p: Json) => ({ ...p, series: `${p.model} · ${p.vector}` }));
+  const m: ProjectionsMetrics = r.metrics;
+  const vals = m.projections.map((p: Json) => ({ ...p, series: `${p.model} · ${p.vector}` }));
   return [{
     title: "Activation projections",
     caption:
-      `${file}: response-averaged activations (defence excluded) projected on each vector, per layer; ${r.metrics.samples} samples.`,
+      `${file}: response-averaged activations (defence excluded) projected on each vector, per layer; ${m.samples} samples.`,
     spec: lineChart(vals, "layer", "mean", "series", { x: "layer l", y: "mean projection a·v/|v|" }),
   }];
 }

@@ -63,6 +63,19 @@ interface PromptDiffConfig {
   output: string;
 }
 
+/** prompt_diff.json's metrics (the schema below says the same). */
+export interface PromptDiffMetrics {
+  /** the pooled vector's safetensors file */
+  file: string;
+  samples: number;
+  tokens: number;
+  /** how many samples drew each prompt of the bank */
+  prompt_counts: number[];
+  norms: number[];
+  /** Figure 17: cos(persona vector, prompt-difference vector) per layer, when `vector:` is given */
+  vector_cosines: (number | null)[] | null;
+}
+
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const promptDiffResult: ResultKind = {
   kind: "prompt_diff",
@@ -126,7 +139,7 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
     });
     const row = (v: Float32Array, l: number) => v.subarray(l * d, (l + 1) * d);
     const pv = c.vector ? await loadLayerVectors(c.vector, boundaries, d) : null;
-    const metrics = {
+    const metrics: PromptDiffMetrics = {
       file,
       samples,
       tokens,
