@@ -6,7 +6,9 @@
 //   signForce    in the backward pass, make the component of dL/dh_l along unit v_l non-negative
 //                (attenuate), non-positive (amplify) or zero (neutralize), per token
 //   capture      keep h_l and/or dL/dh_l for chosen layers
-// All of them run as small WGSL kernels inside the recorded step (lib/ops/hooks.ts).
+// All of them run as small WGSL kernels inside the recorded step (lib/ops/hooks.ts). forwardHooks runs a
+// forward pass's hook points as a whole (an adapter's products beside steering and captures), and
+// generationExtras does so per decoding phase; the backward side is train/step_hooks.ts.
 
 import type { Gpu } from "../lib/gpu/context.ts";
 import { Tensor } from "../lib/tensor.ts";
