@@ -232,10 +232,10 @@ export class Gpu {
     if (this.paramSlots >= PARAM_SLOTS) this.flushParamsBySubmit();
     const entries: GPUBindGroupEntry[] = [];
     if (k.usesParams) {
-      const words = packParams(k, params);
-      if (words.length > this.slotWords) throw new Error(`${k.name}: too many params`);
-      const slot = this.paramSlots++;
-      this.paramsCpu.set(words, slot * this.slotWords);
+      if (k.paramFields.length > this.slotWords) throw new Error(`${k.name}: too many params`);
+      const slot = this.paramSlots;
+      packParams(k, params, this.paramsCpu, slot * this.slotWords);
+      this.paramSlots++;
       entries.push({
         binding: 0,
         resource: { buffer: this.paramsGpu, offset: slot * this.slotWords * 4, size: 256 },
@@ -519,27 +519,35 @@ export function parseParamsStruct(body: string, kernel: string): ParamField[] {
   });
 }
 
-/** Pack params into the uniform words of k's struct Params, in its order, checking names and types. */
-export function packParams(k: Pick<Kernel, "name" | "paramFields">, params: Params): Uint32Array {
-  const fields = new Set(k.paramFields.map((f) => f.name));
-  for (const key of Object.keys(params)) {
-    if (!fields.has(key)) {
-      throw new Error(
-        `${k.name}: param '${key}' is not a field of its struct Params (${[...fields].join(", ")})`,
-      );
-    }
-  }
-  const words = new Uint32Array(k.paramFields.length);
+/**
+ * Pack params into the uniform words of k's struct Params, in its order, checking names and types; into
+ * `out` at `offset` (the dispatch's slot of the params arena), or a new array.
+ */
+export function packParams(
+  k: Pick<Kernel, "name" | "paramFields">,
+  params: Params,
+  out = new Uint32Array(k.paramFields.length),
+  offset = 0,
+): Uint32Array {
+  let given = 0;
   k.paramFields.forEach((f, i) => {
     const v = params[f.name];
     if (v === undefined) {
-      if (f.name.startsWith("_")) return;
-      throw new Error(`${k.name}: param '${f.name}' (${f.type}) is not given`);
+      if (!f.name.startsWith("_")) throw new Error(`${k.name}: param '${f.name}' (${f.type}) is not given`);
+      out[offset + i] = 0;
+      return;
     }
-    if (f.type === "f32") words[i] = f32bits(v);
-    else if (f.type === "u32" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff) words[i] = v;
-    else if (f.type === "i32" && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31) words[i] = v >>> 0;
-    else throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);
+    given++;
+    if (f.type === "f32") out[offset + i] = f32bits(v);
+    else if (f.type === "u32" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff) out[offset + i] = v;
+    else if (f.type === "i32" && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31) {
+      out[offset + i] = v >>> 0;
+    } else throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);
   });
-  return words;
+  if (Object.keys(params).length !== given) { // a key that is no field (checked only then: dispatches are hot)
+    const fields = k.paramFields.map((f) => f.name);
+    const key = Object.keys(params).find((x) => !fields.includes(x));
+    throw new Error(`${k.name}: param '${key}' is not a field of its struct Params (${fields.join(", ")})`);
+  }
+  return out;
 }

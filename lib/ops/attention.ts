@@ -33,15 +33,7 @@ export function attention(
   };
   gpu.dispatch(
     k,
-    {
-      b: s.batch,
-      tq: s.t,
-      t_cache: s.tCache,
-      heads: s.heads,
-      kv_heads: s.kvHeads,
-      past: s.past,
-      scale: 1 / Math.sqrt(s.headDim),
-    },
+    attentionParams(s),
     { 1: q.buffer, 2: kCache.buffer, 3: vCache.buffer, 4: kvStart.buffer, 5: o.buffer, 6: lse.buffer },
     [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
     cost,
@@ -77,15 +69,7 @@ export function attentionBackward(
 ): void {
   check(s.past === 0 && s.tCache === s.t, () => "attention backward: only full sequences (no KV cache)");
   const defs = { HEAD_DIM: s.headDim };
-  const params = {
-    b: s.batch,
-    tq: s.t,
-    t_cache: s.tCache,
-    heads: s.heads,
-    kv_heads: s.kvHeads,
-    past: s.past,
-    scale: 1 / Math.sqrt(s.headDim),
-  };
+  const params = attentionParams(s);
   const rows = byRows(gpu, s, opts);
   const kq = gpu.kernel("attention", rows ? "backward_dq_rows" : "backward_dq", defs);
   // backward_dq: q·k, dO·v and ds·k per pair; backward_dkv: the same two dots, dv and dk updates
@@ -149,4 +133,17 @@ export function attentionBackward(
     dkH.dispose();
     dvH.dispose();
   }
+}
+
+/** attention.wgsl's struct Params for a shape (every entry point shares it). */
+function attentionParams(s: QkvShape) {
+  return {
+    b: s.batch,
+    tq: s.t,
+    t_cache: s.tCache,
+    heads: s.heads,
+    kv_heads: s.kvHeads,
+    past: s.past,
+    scale: 1 / Math.sqrt(s.headDim),
+  };
 }

@@ -40,15 +40,7 @@ export function qkvRope(
   const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;
   gpu.dispatch(
     k,
-    {
-      rows,
-      t: s.t,
-      t_cache: s.tCache,
-      past: s.past,
-      heads: s.heads,
-      kv_heads: s.kvHeads,
-      head_dim: s.headDim,
-    },
+    ropeParams(s, rows),
     { 1: qkv.buffer, 2: pos.buffer, 3: cosSin.buffer, 4: q.buffer, 5: kCache.buffer, 6: vCache.buffer },
     grid1d(gpu, n),
   );
@@ -70,16 +62,21 @@ export function qkvRopeBackward(
   const n = rows * (s.heads + 2 * s.kvHeads) * s.headDim / 2;
   gpu.dispatch(
     k,
-    {
-      rows,
-      t: s.t,
-      t_cache: s.tCache,
-      past: s.past,
-      heads: s.heads,
-      kv_heads: s.kvHeads,
-      head_dim: s.headDim,
-    },
+    ropeParams(s, rows),
     { 2: pos.buffer, 3: cosSin.buffer, 7: dq.buffer, 8: dk.buffer, 9: dv.buffer, 10: dqkv.buffer },
     grid1d(gpu, n),
   );
+}
+
+/** rope.wgsl's struct Params for a shape (forward and backward share it). */
+function ropeParams(s: QkvShape, rows: number) {
+  return {
+    rows,
+    t: s.t,
+    t_cache: s.tCache,
+    past: s.past,
+    heads: s.heads,
+    kv_heads: s.kvHeads,
+    head_dim: s.headDim,
+  };
 }
