@@ -180,7 +180,8 @@ export function forwardHooks(gpu: Gpu, o: HookOptions): ForwardHooks {
   const loraU = new Map<string, Tensor>();
   const activations = new Map<number, Tensor>();
   const lora = o.lora ?? null, hooks = o.hooks ?? {};
-  const rowMask = o.rowMask ?? Tensor.fromF32(gpu, new Float32Array(o.rows).fill(1), [o.rows], "all_rows");
+  const rowMask = o.rowMask ??
+    Tensor.uploadPooled(gpu, new Float32Array(o.rows).fill(1), [o.rows], "f32", "all_rows");
   const drop = o.dropoutSeed != null && lora ? { p: lora.lora.dropout, seed: o.dropoutSeed } : null;
   const forward: ForwardExtras = {
     project(l, m, input, out, colOffset) {

@@ -3,7 +3,6 @@
 //   clip       one workgroup: norm = sqrt(sum partials); coef = min(1, max_norm / (norm + 1e-6))
 //              (max_norm <= 0: no clipping); writes [coef, norm] so the step needs no readback
 //   adamw      decoupled weight decay, bias-corrected moments, gradient scaled by coef
-//   zero       g = 0 (start of an accumulation window)
 
 #include "index"
 
@@ -74,12 +73,4 @@ fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   m2[i] = b;
   let pi = p[i] * (1.0 - params.lr * params.weight_decay);
   p[i] = pi - params.lr * (a / params.bc1) / (sqrt(b / params.bc2) + params.eps);
-}
-
-@compute @workgroup_size(WG)
-fn zero(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = flat_index(wg, nwg, lid, WG);
-  if (i >= params.n) { return; }
-  g[i] = 0.0;
 }

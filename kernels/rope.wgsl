@@ -3,14 +3,16 @@
 //   q -> Q [rows, H*D];  k -> K cache, v -> V cache, both [B * t_cache, HKV*D] at row b*t_cache + past + t.
 // In training the "cache" is just this step's K/V with t_cache = T and past = 0.
 // cos/sin come from a host-computed table [positions, D/2] (f64 on the host: GPU sin/cos of
-// large angles is not accurate enough), indexed by each row's position id.
+// large angles is not accurate enough), indexed by each row's position id, which is computed here
+// rather than uploaded: row t of sequence b is at position past + t - kv_start[b] (left padding before
+// kv_start counts from 0), so a decode step uploads nothing.
 
 #include "index"
 
 struct Params { rows: u32, t: u32, t_cache: u32, past: u32, heads: u32, kv_heads: u32, head_dim: u32, _pad: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> pos: array<u32>;
+@group(0) @binding(2) var<storage, read> kv_start: array<u32>;
 @group(0) @binding(3) var<storage, read> cos_sin: array<f32>; // [p][i]: cos at 2*(p*D/2+i), sin at +1
 @group(0) @binding(4) var<storage, read_write> q: array<f32>;
 @group(0) @binding(5) var<storage, read_write> kc: array<f32>;
@@ -18,7 +20,7 @@ struct Params { rows: u32, t: u32, t_cache: u32, past: u32, heads: u32, kv_heads
 
 // Where invocation idx works: pair i of head h (q heads, then k, then v) of row `row`; `fused` indexes
 // the fused qkv row, `crow` the K/V cache row. `valid` is false past the end.
-struct Slot { valid: bool, i: u32, h: u32, row: u32, fused: u32, crow: u32 }
+struct Slot { valid: bool, i: u32, h: u32, row: u32, fused: u32, crow: u32, pos: u32 }
 
 fn slot_of(idx: u32) -> Slot {
   let half = params.head_dim / 2u;
@@ -27,9 +29,12 @@ fn slot_of(idx: u32) -> Slot {
   let h = (idx / half) % heads_all;
   let row = idx / (half * heads_all);
   let b = row / params.t;
-  return Slot(idx < params.rows * heads_all * half, i, h, row,
+  let valid = idx < params.rows * heads_all * half;
+  let at = params.past + row % params.t;
+  let start = select(0u, kv_start[min(b, params.rows / params.t - 1u)], valid);
+  return Slot(valid, i, h, row,
               row * heads_all * params.head_dim + h * params.head_dim + i,
-              b * params.t_cache + params.past + row % params.t);
+              b * params.t_cache + at, select(0u, at - start, at >= start));
 }
 
 @compute @workgroup_size(WG)
@@ -51,7 +56,7 @@ fn qkv_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     vc[dst + half] = x2;
     return;
   }
-  let cs = 2u * (pos[row] * half + i);
+  let cs = 2u * (sl.pos * half + i);
   let c = cos_sin[cs];
   let s = cos_sin[cs + 1u];
   let y1 = x1 * c - x2 * s;
@@ -103,7 +108,7 @@ fn qkv_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     g1 = dk[src];
     g2 = dk[src + half];
   }
-  let cs = 2u * (pos[row] * half + i);
+  let cs = 2u * (sl.pos * half + i);
   let c = cos_sin[cs];
   let s = cos_sin[cs + 1u];
   dqkv[dst] = g1 * c + g2 * s;

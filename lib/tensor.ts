@@ -163,6 +163,28 @@ export class Tensor {
     return rows;
   }
 
+  /**
+   * A pooled tensor filled from the host in order with the recorded work (Gpu.upload): a step's inputs
+   * (token ids, targets, masks), which then reuse the same buffers, and bind groups, every step.
+   */
+  static uploadPooled(
+    gpu: Gpu,
+    data: ArrayBufferView,
+    shape: number[],
+    dtype: "f32" | "u32",
+    name = "",
+  ): Tensor {
+    const t = Tensor.empty(gpu, shape, dtype, name);
+    if (data.byteLength !== t.byteSize) {
+      t.dispose();
+      throw new Error(
+        `tensor '${name}': ${data.byteLength} bytes given, shape [${shape}] ${dtype} needs ${t.byteSize}`,
+      );
+    }
+    gpu.upload(t.chunks[0].buffer, data);
+    return t;
+  }
+
   static fromF32(gpu: Gpu, data: Float32Array | number[], shape: number[], name = ""): Tensor {
     return Tensor.upload(
       gpu,

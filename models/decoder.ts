@@ -45,8 +45,9 @@ export interface ForwardInput {
   ids: Uint32Array | Tensor;
   batch: number;
   t: number;
-  /** left-padding count per sequence (default 0) */
-  kvStart?: number[];
+  /** left-padding count per sequence (default 0): on the host, or a u32 GPU tensor [batch] that the caller
+   * keeps (generation uploads it once for all its steps) */
+  kvStart?: number[] | Tensor;
   /** tokens already in the cache (generation); default 0 */
   past?: number;
   cache?: KVCache;
@@ -95,7 +96,7 @@ export interface ForwardInputs {
   shape: QkvShape;
   idsHost: Uint32Array;
   ids: Tensor;
-  pos: Tensor;
+  /** u32 [batch]; positions are computed from it on the GPU (past + t - kvStart[b]) */
   kvStart: Tensor;
   cosSin: Tensor;
 }
@@ -117,7 +118,7 @@ export function disposeActs(a: LayerActs): void {
 export function disposeSaved(s: SavedForward): void {
   for (const a of s.layers) disposeActs(a);
   for (const h of s.hs) h.dispose();
-  for (const t of [s.inputs.ids, s.inputs.pos, s.inputs.kvStart, s.rstdF]) t.dispose();
+  for (const t of [s.inputs.ids, s.inputs.kvStart, s.rstdF]) t.dispose();
 }
 
 export interface ForwardOutput {
@@ -159,6 +160,13 @@ export class Decoder {
     const B = inp.batch, T = inp.t, rows = B * T, d = cfg.hiddenSize;
     const past = inp.past ?? 0;
     const kvStart = inp.kvStart ?? new Array(B).fill(0);
+    const gpuKvStart = kvStart instanceof Tensor ? kvStart : null;
+    if (gpuKvStart && gpuKvStart.numel !== B) {
+      throw new Error(`forward: kvStart holds ${gpuKvStart.numel} rows for batch ${B}`);
+    }
+    if (gpuKvStart && inp.save) {
+      throw new Error("forward: saving activations for backward needs host kvStart");
+    }
     const gpuIds = inp.ids instanceof Tensor ? inp.ids : null;
     const nIds = gpuIds ? gpuIds.numel : (inp.ids as Uint32Array).length;
     if (nIds !== rows) throw new Error(`forward: ${nIds} ids for a ${B}x${T} batch`);
@@ -175,9 +183,8 @@ export class Decoder {
       throw new Error(`forward: ${past}+${T} tokens exceed the KV cache capacity ${tCache}`);
     }
     if (inp.save && inp.cache) throw new Error("forward: saving activations for backward needs no KV cache");
-    const pos = new Uint32Array(rows);
-    for (let b = 0; b < B; b++) {
-      for (let t = 0; t < T; t++) pos[b * T + t] = Math.max(0, past + t - kvStart[b]);
+    if (!gpuKvStart && (kvStart as number[]).length !== B) {
+      throw new Error(`forward: kvStart has ${(kvStart as number[]).length} entries for batch ${B}`);
     }
     const s: QkvShape = {
       batch: B,
@@ -191,9 +198,9 @@ export class Decoder {
     const inputs: ForwardInputs = {
       shape: s,
       idsHost: gpuIds ? new Uint32Array(0) : inp.ids as Uint32Array,
-      ids: gpuIds ?? Tensor.fromU32(gpu, inp.ids as Uint32Array, [rows], "ids"),
-      pos: Tensor.fromU32(gpu, pos, [rows], "positions"),
-      kvStart: Tensor.fromU32(gpu, kvStart, [B], "kv_start"),
+      ids: gpuIds ?? Tensor.uploadPooled(gpu, inp.ids as Uint32Array, [rows], "u32", "ids"),
+      kvStart: gpuKvStart ??
+        Tensor.uploadPooled(gpu, Uint32Array.from(kvStart as number[]), [B], "u32", "kv_start"),
       cosSin: this.cosSin(past + T),
     };
     const hooks = inp.extras; // the adapter and the defence at their hook points
@@ -230,7 +237,7 @@ export class Decoder {
       hooks?.project?.(l, "q_proj", a.normed1, a.qkv, 0);
       hooks?.project?.(l, "k_proj", a.normed1, a.qkv, qDim);
       hooks?.project?.(l, "v_proj", a.normed1, a.qkv, qDim + kvDim);
-      qkvRope(gpu, s, a.qkv, inputs.pos, inputs.cosSin, a.q, kl, vl);
+      qkvRope(gpu, s, a.qkv, inputs.kvStart, inputs.cosSin, a.q, kl, vl);
       attention(gpu, s, a.q, kl, vl, inputs.kvStart, a.o, a.lse);
       linear(gpu, a.o, lw.o, a.hMid, { residual: hs[l] });
       hooks?.project?.(l, "o_proj", a.o, a.hMid, 0);
@@ -252,8 +259,9 @@ export class Decoder {
     const rstdF = e([rows], "rstd_final");
     rmsnorm(gpu, hL, w.finalNorm, cfg.rmsNormEps, normed, rstdF);
     if (inp.save) return { normed, saved: { inputs, layers, hs, rstdF } };
-    for (const t of [inputs.pos, inputs.kvStart, rstdF, hL]) t.dispose();
+    for (const t of [rstdF, hL]) t.dispose();
     if (!gpuIds) inputs.ids.dispose();
+    if (!gpuKvStart) inputs.kvStart.dispose();
     if (shared) disposeActs(shared);
     return { normed };
   }

@@ -73,6 +73,9 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
   };
   const temperature = o.temperature ?? 0, topP = o.topP ?? 1;
   const next = Tensor.empty(gpu, [B], "u32", "next_ids");
+  // uploaded once for every step, and the RoPE table sized for the whole run: a decode step creates nothing
+  const kvStartT = Tensor.uploadPooled(gpu, Uint32Array.from(kvStart), [B], "u32", "kv_start");
+  dec.cosSin(T + o.maxNewTokens);
   try {
     const ids = new Uint32Array(B * T).fill(pad);
     prompts.forEach((p, b) => ids.set(p, b * T + kvStart[b]));
@@ -86,7 +89,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
           ids: step + i === 0 ? ids : next,
           batch: B,
           t,
-          kvStart,
+          kvStart: kvStartT,
           past,
           cache,
           extras,
@@ -116,6 +119,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
     }
   } finally {
     next.dispose();
+    kvStartT.dispose();
     cache.dispose();
     gpu.trimPool(); // KV caches and activations of lengths the next call may not reuse
   }

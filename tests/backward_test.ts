@@ -249,10 +249,9 @@ Deno.test({
       const Q = Tensor.empty(gpu, [rows, c.heads * D]),
         K = Tensor.empty(gpu, [rows, c.kvHeads * D]),
         V = Tensor.empty(gpu, [rows, c.kvHeads * D]);
-      const posT = Tensor.fromU32(gpu, pos, [rows]),
-        cs = T(table, [table.length]),
+      const cs = T(table, [table.length]),
         st = Tensor.fromU32(gpu, c.starts, [c.batch]);
-      qkvRope(gpu, s, T(qkv, [rows, all * D]), posT, cs, Q, K, V);
+      qkvRope(gpu, s, T(qkv, [rows, all * D]), st, cs, Q, K, V);
       const O = Tensor.empty(gpu, [rows, c.heads * D]), lse = Tensor.empty(gpu, [c.batch * c.heads * c.t]);
       attention(gpu, s, Q, K, V, st, O, lse);
       const dq = Tensor.empty(gpu, [rows, c.heads * D]),
@@ -279,7 +278,7 @@ Deno.test({
         assertClose(await dv.read(gpu), g.dv, { atol: 2e-5, rtol: 1e-4 }, `dv ${v}`);
       }
       const DQKV = Tensor.empty(gpu, [rows, all * D]);
-      qkvRopeBackward(gpu, s, dq, dk, dv, posT, cs, DQKV);
+      qkvRopeBackward(gpu, s, dq, dk, dv, st, cs, DQKV);
       assertClose(await DQKV.read(gpu), dqkv, { atol: 2e-5, rtol: 1e-4 }, "dqkv");
     }
   },

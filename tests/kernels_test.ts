@@ -340,7 +340,7 @@ for (const c of attnCases) {
         gpu,
         s,
         Tensor.fromF32(gpu, qkv, [rows, all * c.headDim]),
-        Tensor.fromU32(gpu, pos, [rows]),
+        Tensor.fromU32(gpu, c.starts, [c.batch]), // positions follow from the starts: r % t - starts[b]
         Tensor.fromF32(gpu, table, [table.length]),
         q,
         kc,
@@ -397,14 +397,13 @@ for (
       ];
       for (const [t0, t1] of steps) {
         const t = t1 - t0;
-        const qkv = new Float32Array(batch * t * width), pos: number[] = [];
+        const qkv = new Float32Array(batch * t * width);
         for (let b = 0; b < batch; b++) {
           for (let i = 0; i < t; i++) {
             qkv.set(
               qkvAll.subarray((b * T + t0 + i) * width, (b * T + t0 + i + 1) * width),
               (b * t + i) * width,
             );
-            pos.push(Math.max(0, t0 + i - starts[b]));
           }
         }
         const s = { batch, t, tCache, past: t0, heads, kvHeads, headDim };
@@ -415,7 +414,7 @@ for (
           gpu,
           s,
           Tensor.fromF32(gpu, qkv, [batch * t, width]),
-          Tensor.fromU32(gpu, pos, [batch * t]),
+          st, // the rows' positions, t0 + i - starts[b], are computed on the GPU
           cs,
           q,
           kc,

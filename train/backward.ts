@@ -89,8 +89,8 @@ export function backward(
   // ---- loss + d normed, in row blocks (multiples of 64 rows keep views 256-byte aligned)
   const lossT = e([rows], "loss");
   const lse = e([rows], "lse_loss");
-  const targets = Tensor.fromU32(gpu, loss.targets, [rows], "targets");
-  const mask = Tensor.fromF32(gpu, loss.mask, [rows], "loss_mask");
+  const targets = Tensor.uploadPooled(gpu, loss.targets, [rows], "u32", "targets");
+  const mask = Tensor.uploadPooled(gpu, loss.mask, [rows], "f32", "loss_mask");
   const dNormed = e([rows, d], "d_normed");
   const block = Math.max(64, Math.floor(dec.maxLogitRows() / 64) * 64);
   for (let r0 = 0; r0 < rows; r0 += block) {
@@ -168,7 +168,7 @@ export function backward(
       dsum,
     });
     const dQkv = e([rows, qDim + 2 * kvDim], "d_qkv");
-    qkvRopeBackward(gpu, s, dq, dk, dv, saved.inputs.pos, saved.inputs.cosSin, dQkv);
+    qkvRopeBackward(gpu, s, dq, dk, dv, saved.inputs.kvStart, saved.inputs.cosSin, dQkv);
     for (const t of [dO, dq, dk, dv, dsum]) t.dispose();
     const dN1 = e([rows, d], "d_normed1");
     matmul(gpu, { a: dQkv, w: W.qkv, wLayout: "kn", M: rows, out: dN1 });

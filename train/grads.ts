@@ -30,7 +30,7 @@ export async function sampleGradients(
   const b = packBatch([s]);
   const T = b.t;
   const layers = o.layers ?? Array.from({ length: m.cfg.numLayers + 1 }, (_, l) => l);
-  if (o.lora) gpu.writeBuffer(o.lora.store.g, 0, new Float32Array(o.lora.store.total));
+  if (o.lora) gpu.clear(o.lora.store.g, 0, o.lora.store.total * 4);
   const ex = stepHooks(gpu, { lora: o.lora, hooks: { ...o.hooks, captureGrads: layers }, rows: T });
   const { normed, saved } = m.decoder.forward({ ids: b.ids, batch: 1, t: T, save: true, extras: ex.forward });
   const lossT = backward(

@@ -9,6 +9,8 @@ import { type GpuCaps, type GpuOptions, requestGpu } from "./device.ts";
 import { type Defines, preprocess } from "./preprocess.ts";
 import { BufferPool, MemoryMeter } from "./pool.ts";
 import { envProfiler, type OpCost, type Profiler } from "./profile.ts";
+import { BindGroupCache, type BindingDecl, type BufferBinding, entryBindings } from "./bindings.ts";
+import { dryCaps, dryDevice } from "./dry.ts";
 
 const KERNEL_DIR = new URL("../../kernels/", import.meta.url);
 
@@ -16,6 +18,11 @@ export interface Kernel {
   name: string; // "file:entry{defines}" — used in error messages and as the cache key
   pipeline: GPUComputePipeline;
   usesParams: boolean;
+  /** the bindings the entry point uses, ascending (binding 0 is the params uniform when usesParams) */
+  bindings: BindingDecl[];
+  layout: GPUBindGroupLayout;
+  /** layouts with the same bindings share a key (and so their bind groups) */
+  layoutKey: number;
   /** the shader's `struct Params` (4-byte scalars, in order): the contract a dispatch's params fill by
    * name; fields named `_…` are padding */
   paramFields: ParamField[];
@@ -38,7 +45,27 @@ export type Params = Record<string, number>;
 /** Storage bindings of a dispatch, by the binding numbers the kernel declares ({1: a, 3: out}). */
 export type Bindings = Record<number, Binding | undefined>;
 
-export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+export type Binding = GPUBuffer | BufferBinding;
+
+/** One recorded dispatch, as a trace keeps it (Gpu.startTrace). */
+export interface DispatchRecord {
+  name: string;
+  groups: [number, number, number];
+  workgroups: number;
+  flops: number;
+  bytes: number;
+  /** why the op launches few workgroups, when it says */
+  narrow?: string;
+}
+
+/** A dispatch of more than this many FLOPs should fill a GPU: at least WIDE_WORKGROUPS workgroups. */
+export const WIDE_FLOPS = 1e6;
+/** Two workgroups per SM of an H200 (132 SMs): what an op that matters launches, or says why not. */
+export const WIDE_WORKGROUPS = 264;
+
+function isBuffer(b: Binding): b is GPUBuffer {
+  return !("buffer" in b);
+}
 
 interface PendingRead {
   staging: GPUBuffer;
@@ -46,6 +73,9 @@ interface PendingRead {
   resolve: (b: ArrayBuffer) => void;
   reject: (e: unknown) => void;
 }
+
+/** Usage of activation buffers (a function: GPUBufferUsage exists only when WebGPU is enabled). */
+const poolUsage = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /** Timestamp queries resolved per batch (the WebGPU maximum query-set size). */
 const QUERY_CAPACITY = 4096;
@@ -61,27 +91,42 @@ interface PendingTimestamps {
   dispatches: ProfiledDispatch[];
 }
 
-const PARAM_SLOT_WORDS = 64; // 256 bytes per dispatch's uniform block; kernels use at most 16 words
+const PARAM_SLOT_WORDS = 64; // 256 bytes per dispatch's uniform block (kernels use at most 64 words)
 const PARAM_SLOTS = 8192;
+/** Bytes of host data uploaded per submit through the upload arena before a flush. */
+const UPLOAD_ARENA_BYTES = 4 * 2 ** 20;
 
 export class Gpu {
   readonly pool: BufferPool;
   /** Bytes of buffers the engine holds, live and at peak (pool, weights, uploads, readback staging). */
   readonly memory = new MemoryMeter();
+  /** Bind groups by layout and buffers: a step recorded again creates none. */
+  readonly bindGroups: BindGroupCache;
   private kernels = new Map<string, Kernel>();
   private sources = new Map<string, string>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
+  private lastPipeline: GPUComputePipeline | null = null;
+  private lastGroup: GPUBindGroup | null = null;
+  private lastOffset = -1;
   private scopeOpen = false;
   private recorded: string[] = [];
   private pendingReads: PendingRead[] = [];
   private retired: GPUBuffer[] = [];
-  private paramsCpu = new Uint32Array(PARAM_SLOT_WORDS * PARAM_SLOTS);
+  private paramsCpu: Uint32Array<ArrayBuffer>;
   private paramsGpu: GPUBuffer;
   private slotWords: number;
   private paramSlots = 0;
+  private dynamicOffset = new Uint32Array(1);
+  private uploadArena: GPUBuffer | null = null;
+  private uploadUsed = 0;
+  private staging = new Map<number, GPUBuffer[]>();
   /** Dispatches recorded since creation (for benchmarks and tests of dispatch counts). */
   dispatchCount = 0;
+  /** Buffers created since creation (weights, pool, staging, uploads): the counts' tests read it. */
+  buffersCreated = 0;
+  /** When set, every dispatch is appended (Gpu.startTrace). */
+  trace: DispatchRecord[] | null = null;
   /** Read f16 weights as native f16 when the device has shader-f16 (else bit-decoded from u32). */
   useNativeF16 = true;
   /** Matmul tiling: workgroup-memory tiles for GPUs, register tiles for CPU adapters. */
@@ -106,7 +151,11 @@ export class Gpu {
         this.querySet = device.createQuerySet({ type: "timestamp", count: QUERY_CAPACITY });
       }
     }
-    this.pool = new BufferPool(device, profiler, this.memory, caps.maxBindingBytes);
+    this.bindGroups = new BindGroupCache(device);
+    this.pool = new BufferPool(
+      (size, label) => this.newBuffer(size, label, poolUsage()),
+      caps.maxBindingBytes,
+    );
     const forced = Deno.env.get("INOCULUM_MATMUL");
     this.matmulTiling = forced === "workgroup" || forced === "register"
       ? forced
@@ -117,18 +166,48 @@ export class Gpu {
     this.attentionByRows = attn === "rows" || (attn !== "invocation" && !caps.cpuAdapter);
     this.slotWords = Math.max(PARAM_SLOT_WORDS, caps.uniformAlign / 4);
     this.paramsCpu = new Uint32Array(this.slotWords * PARAM_SLOTS);
-    this.paramsGpu = device.createBuffer({
-      label: "params-arena",
-      size: this.paramsCpu.byteLength,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-    });
+    this.paramsGpu = this.newBuffer(
+      this.paramsCpu.byteLength,
+      "params-arena",
+      GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    );
   }
 
   /** `profiler`: record into this one (tests); by default the process's when INOCULUM_PROFILE=1. */
   static async create(opts: GpuOptions & { profiler?: Profiler | null } = {}): Promise<Gpu> {
     const profiler = opts.profiler === undefined ? envProfiler() : opts.profiler;
-    const { device, caps } = await requestGpu({ ...opts, timestamps: !!profiler });
+    const { device, caps } = await requestGpu({
+      ...opts,
+      timestamps: opts.timestamps ?? !!profiler?.wantTimestamps,
+    });
     return new Gpu(device, caps, profiler);
+  }
+
+  /**
+   * A Gpu on a device that records and never runs (lib/gpu/dry.ts), with a GPU's limits by default: for
+   * counting what a step at a real shape dispatches and creates, without the device or its memory.
+   */
+  static dry(caps: Partial<GpuCaps> = {}, profiler: Profiler | null = null): Gpu {
+    const c = dryCaps(caps);
+    return new Gpu(dryDevice(c), c, profiler);
+  }
+
+  /** Start keeping a record of every dispatch (returned; also at `trace`). */
+  startTrace(): DispatchRecord[] {
+    return this.trace = [];
+  }
+
+  /** Every buffer the engine creates goes through here: counted, metered, and forgotten by the bind group
+   * cache when destroyed. */
+  private newBuffer(size: number, label: string, usage: number): GPUBuffer {
+    const buf = this.device.createBuffer({ label, size, usage });
+    this.buffersCreated++;
+    if (this.profiler) {
+      this.profiler.wall.buffersCreated++;
+      this.profiler.wall.bufferBytesCreated += size;
+    }
+    this.memory.track(buf, () => this.bindGroups.forget(buf));
+    return buf;
   }
 
   private openScope() {
@@ -153,36 +232,63 @@ export class Gpu {
 
   /** Preprocessed WGSL for a kernel variant (exposed for tests and debugging). */
   wgsl(file: string, defines: Defines = {}): string {
+    return this.preprocessed(this.kernelSource(file), defines, `${file}.wgsl`);
+  }
+
+  private preprocessed(source: string, defines: Defines, fileName: string): string {
     const d: Defines = { WG: DEFAULT_WG, ...defines };
     if (this.caps.shaderF16) d.HAS_F16 = true;
-    const code = preprocess(this.kernelSource(file), d, (n) => this.kernelSource(n), `${file}.wgsl`);
+    const code = preprocess(source, d, (n) => this.kernelSource(n), fileName);
     // `enable` must precede all declarations, but an include may bring one in mid-file.
     const lines = code.split("\n");
     const enables = lines.filter((l) => /^\s*enable\s+\w+\s*;/.test(l));
     return enables.length ? [...enables, ...lines.filter((l) => !enables.includes(l))].join("\n") : code;
   }
 
-  /** The compute pipeline for `file`'s `entry` under `defines`, compiled once and cached. */
-  kernel(file: string, entry: string, defines: Defines = {}): Kernel {
+  /** The name a kernel variant is cached and reported under: "file:entry{A=1,B=x}". */
+  static kernelName(file: string, entry: string, defines: Defines = {}): string {
     const keyDefs = Object.entries(defines).filter(([, v]) => v !== false).sort(([a], [b]) => a < b ? -1 : 1);
-    const name = `${file}:${entry}${
+    return `${file}:${entry}${
       keyDefs.length ? "{" + keyDefs.map(([k, v]) => `${k}=${v}`).join(",") + "}" : ""
     }`;
-    let k = this.kernels.get(name);
-    if (k) return k;
+  }
+
+  /** The compute pipeline for `file`'s `entry` under `defines`, compiled once and cached. */
+  kernel(file: string, entry: string, defines: Defines = {}): Kernel {
+    const name = Gpu.kernelName(file, entry, defines);
+    return this.kernels.get(name) ?? this.compile(name, () => this.wgsl(file, defines), entry);
+  }
+
+  /**
+   * A kernel from WGSL text rather than kernels/ (the bench's baseline of an earlier kernel); `name`
+   * must be unique to the source.
+   */
+  kernelFromSource(name: string, source: string, entry: string, defines: Defines = {}): Kernel {
+    const full = Gpu.kernelName(name, entry, defines);
+    return this.kernels.get(full) ??
+      this.compile(full, () => this.preprocessed(source, defines, name), entry);
+  }
+
+  private compile(name: string, wgsl: () => string, entry: string): Kernel {
     const t0 = performance.now();
-    const code = this.wgsl(file, defines);
+    const code = wgsl();
+    const bindings = entryBindings(code, entry, name);
+    const { layout, key } = this.bindGroups.layout(bindings);
     this.openScope();
     this.recorded.push(`compile ${name}`);
     const module = this.device.createShaderModule({ label: name, code });
     const pipeline = this.device.createComputePipeline({
       label: name,
-      layout: "auto",
+      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: entry },
     });
     const struct = /struct\s+Params\s*\{([^}]*)\}/.exec(code)?.[1] ?? "";
     const paramFields = parseParamsStruct(struct, name);
-    k = { name, pipeline, usesParams: /var<uniform>\s+params\b/.test(code), paramFields };
+    const usesParams = bindings.some((b) => b.binding === 0 && b.kind === "uniform");
+    if (bindings.some((b) => (b.binding === 0) !== (b.kind === "uniform"))) {
+      throw new Error(`${name}: binding 0 must be the params uniform and the only uniform`);
+    }
+    const k: Kernel = { name, pipeline, usesParams, paramFields, bindings, layout, layoutKey: key };
     this.kernels.set(name, k);
     if (this.profiler) {
       this.profiler.wall.compiles++;
@@ -194,7 +300,11 @@ export class Gpu {
   private ensurePass(): GPUComputePassEncoder {
     this.openScope();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (!this.pass) {
+      this.pass = this.encoder.beginComputePass();
+      this.lastPipeline = null;
+      this.lastGroup = null;
+    }
     return this.pass;
   }
 
@@ -211,7 +321,9 @@ export class Gpu {
   /**
    * Record one dispatch. `params` fill the kernel's `struct Params` by field name (binding 0 when the kernel
    * declares `var<uniform> params`): a missing, unknown or ill-typed field is an error naming the kernel;
-   * padding fields (`_…`) are zero. Bindings by number, as the kernel declares them ({1: a, 3: out}).
+   * padding fields (`_…`) are zero. Bindings by number, exactly those the entry point uses ({1: a, 3: out}).
+   * Nothing is created in steady state: params go to a slot of one arena buffer (a dynamic offset) and the
+   * bind group comes from the cache.
    */
   dispatch(
     k: Kernel,
@@ -220,8 +332,6 @@ export class Gpu {
     groups: [number, number?, number?],
     cost?: OpCost,
   ): void {
-    const buffers: (Binding | undefined)[] = [];
-    for (const [n, b] of Object.entries(bindings)) buffers[Number(n) - 1] = b;
     const t0 = this.profiler ? performance.now() : 0;
     const [gx, gy = 1, gz = 1] = groups;
     if (gx === 0 || gy === 0 || gz === 0) return;
@@ -230,46 +340,73 @@ export class Gpu {
       throw new Error(`${k.name}: dispatch ${gx}x${gy}x${gz} exceeds ${lim} workgroups per dimension`);
     }
     if (this.paramSlots >= PARAM_SLOTS) this.flushParamsBySubmit();
-    const entries: GPUBindGroupEntry[] = [];
+    const entries: BufferBinding[] = [], numbers: number[] = [];
+    let given = 0;
+    for (const d of k.bindings) {
+      if (d.binding === 0) {
+        entries.push({ buffer: this.paramsGpu, offset: 0, size: 256 });
+        numbers.push(0);
+        continue;
+      }
+      const b = bindings[d.binding];
+      if (!b) throw new Error(`${k.name}: binding ${d.binding} ('${d.name}') is not given`);
+      entries.push(isBuffer(b) ? { buffer: b } : b);
+      numbers.push(d.binding);
+      given++;
+    }
+    let offered = 0;
+    for (const n in bindings) if (bindings[n as unknown as number]) offered++;
+    if (offered !== given) {
+      const extra = Object.keys(bindings).find((n) =>
+        bindings[Number(n)] && !k.bindings.some((d) => d.binding === Number(n))
+      );
+      throw new Error(`${k.name}: binding ${extra} is given but the entry point does not use it`);
+    }
+    let offset = 0;
     if (k.usesParams) {
       if (k.paramFields.length > this.slotWords) throw new Error(`${k.name}: too many params`);
-      const slot = this.paramSlots;
+      const slot = this.paramSlots++;
       packParams(k, params, this.paramsCpu, slot * this.slotWords);
-      this.paramSlots++;
-      entries.push({
-        binding: 0,
-        resource: { buffer: this.paramsGpu, offset: slot * this.slotWords * 4, size: 256 },
-      });
+      offset = slot * this.slotWords * 4;
     }
-    buffers.forEach((b, i) => {
-      if (b) {
-        entries.push({
-          binding: i + 1,
-          resource: b instanceof GPUBuffer ? { buffer: b } : b as GPUBufferBinding,
-        });
-      }
-    });
     const timed = this.querySet !== null;
     const pass = timed ? this.beginTimedPass() : this.ensurePass();
-    const bg = this.device.createBindGroup({
-      label: k.name,
-      layout: k.pipeline.getBindGroupLayout(0),
-      entries,
-    });
-    pass.setPipeline(k.pipeline);
-    pass.setBindGroup(0, bg);
+    const bg = this.bindGroups.get(k.layoutKey, k.layout, k.name, entries, numbers);
+    if (k.pipeline !== this.lastPipeline) {
+      pass.setPipeline(k.pipeline);
+      this.lastPipeline = k.pipeline;
+    }
+    if (bg !== this.lastGroup || offset !== this.lastOffset) {
+      if (k.usesParams) {
+        this.dynamicOffset[0] = offset;
+        pass.setBindGroup(0, bg, this.dynamicOffset, 0, 1);
+      } else pass.setBindGroup(0, bg);
+      this.lastGroup = bg;
+      this.lastOffset = offset;
+    }
     pass.dispatchWorkgroups(gx, gy, gz);
     this.recorded.push(k.name);
     this.dispatchCount++;
-    if (this.profiler) {
-      const c = cost ?? { bytes: boundBytes(buffers) };
-      if (timed) {
-        pass.end();
-        this.pass = null;
-        this.profiled.push({ name: k.name, cost: c });
+    if (this.trace || this.profiler) {
+      const c = cost ?? { bytes: boundBytes(entries) };
+      this.trace?.push({
+        name: k.name,
+        groups: [gx, gy, gz],
+        workgroups: gx * gy * gz,
+        flops: c.flops ?? 0,
+        bytes: c.bytes ?? 0,
+        narrow: c.narrow,
+      });
+      if (this.profiler) {
+        if (timed) {
+          pass.end();
+          this.pass = null;
+          this.profiled.push({ name: k.name, cost: c });
+        }
+        this.profiler.dispatched(k.name, c, gx * gy * gz);
+        this.profiler.wall.encodeMs += performance.now() - t0;
+        this.profiler.wall.bindGroups = this.bindGroups.created;
       }
-      this.profiler.dispatched(k.name, c);
-      this.profiler.wall.encodeMs += performance.now() - t0;
     }
   }
 
@@ -282,6 +419,8 @@ export class Gpu {
     this.pass = enc.beginComputePass({
       timestampWrites: { querySet: this.querySet!, beginningOfPassWriteIndex: i, endOfPassWriteIndex: i + 1 },
     });
+    this.lastPipeline = null;
+    this.lastGroup = null;
     return this.pass;
   }
 
@@ -289,14 +428,16 @@ export class Gpu {
   private resolveTimestamps(): void {
     if (!this.queriesUsed) return;
     const bytes = this.queriesUsed * 8;
-    const resolved = this.device.createBuffer({
-      size: bytes,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const staging = this.device.createBuffer({
-      size: bytes,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
+    const resolved = this.newBuffer(
+      bytes,
+      "timestamps",
+      GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    );
+    const staging = this.newBuffer(
+      bytes,
+      "timestamps-staging",
+      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    );
     const enc = this.endPass();
     enc.resolveQuerySet(this.querySet!, 0, this.queriesUsed, resolved, 0);
     enc.copyBufferToBuffer(resolved, 0, staging, 0, bytes);
@@ -330,6 +471,64 @@ export class Gpu {
     this.recorded.push("copy");
   }
 
+  /** Zero `size` bytes of `buf` from `offset` (both multiples of 4), in order with the recorded work. */
+  clear(buf: GPUBuffer, offset = 0, size = buf.size - offset): void {
+    if (size === 0) return;
+    this.endPass().clearBuffer(buf, offset, size);
+    this.recorded.push("clear");
+  }
+
+  /**
+   * Host data into `dst` (a buffer or a range of one) in order with the recorded work: the bytes go to a
+   * region of the upload arena (queue.writeBuffer, which runs before the next submit's commands) and a copy
+   * recorded here moves them. So a pooled buffer that earlier recorded work still reads can be refilled,
+   * and uploads create nothing in steady state.
+   */
+  upload(dst: Binding, data: ArrayBufferView): void {
+    const { buffer, offset = 0 } = isBuffer(dst) ? { buffer: dst } : dst;
+    const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    const n = Math.ceil(bytes.byteLength / 4) * 4;
+    if (n === 0) return;
+    if (this.profiler) {
+      this.profiler.wall.uploads++;
+      this.profiler.wall.uploadBytes += n;
+    }
+    if (n > UPLOAD_ARENA_BYTES) {
+      // too large for the arena: write straight into the destination once earlier work is submitted
+      this.flushParamsBySubmit();
+      this.writeBuffer(buffer, offset, data);
+      return;
+    }
+    if (this.uploadUsed + n > UPLOAD_ARENA_BYTES) this.flushParamsBySubmit();
+    this.uploadArena ??= this.newBuffer(
+      UPLOAD_ARENA_BYTES,
+      "upload-arena",
+      GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    );
+    const at = this.uploadUsed;
+    this.uploadUsed += Math.ceil(n / 256) * 256;
+    if (bytes.byteLength === n) this.device.queue.writeBuffer(this.uploadArena, at, bytes);
+    else {
+      const padded = new Uint8Array(n);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(this.uploadArena, at, padded);
+    }
+    this.copy(this.uploadArena, at, buffer, offset, n);
+  }
+
+  /** A mappable staging buffer of `size` bytes, reused across readbacks of the same size. */
+  private stagingBuffer(size: number): GPUBuffer {
+    const free = this.staging.get(size);
+    return free?.pop() ?? this.newBuffer(size, "readback", GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+  }
+
+  private releaseStaging(buf: GPUBuffer): void {
+    let free = this.staging.get(buf.size);
+    if (!free) this.staging.set(buf.size, free = []);
+    if (free.length < 4) free.push(buf);
+    else buf.destroy();
+  }
+
   /** Schedule a readback; the promise resolves after the next submit(). */
   readLater(src: GPUBuffer, offset: number, size: number): Promise<ArrayBuffer> {
     const padded = Math.ceil(size / 4) * 4;
@@ -337,10 +536,7 @@ export class Gpu {
       this.profiler.wall.readbacks++;
       this.profiler.wall.readbackBytes += size;
     }
-    const staging = this.memory.track(this.device.createBuffer({
-      size: padded,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    }));
+    const staging = this.stagingBuffer(padded);
     this.endPass().copyBufferToBuffer(src, offset, staging, 0, padded);
     return new Promise((resolve, reject) => this.pendingReads.push({ staging, size, resolve, reject }));
   }
@@ -353,8 +549,8 @@ export class Gpu {
   }
 
   private flushParamsBySubmit() {
-    // The params arena is full: submit what we have (queue order keeps earlier dispatches on
-    // their params) and start over. Errors surface at the next awaited submit, and readbacks
+    // The params or upload arena is full: submit what we have (queue order keeps earlier dispatches on
+    // their params and uploads) and start over. Errors surface at the next awaited submit, and readbacks
     // scheduled so far stay pending until then (their copies are already in the submitted work).
     const reads = this.submitSync();
     this.pendingReads.unshift(...reads);
@@ -369,6 +565,7 @@ export class Gpu {
       this.device.queue.writeBuffer(this.paramsGpu, 0, this.paramsCpu, 0, this.paramSlots * this.slotWords);
       this.paramSlots = 0;
     }
+    this.uploadUsed = 0;
     if (this.querySet) this.resolveTimestamps();
     if (this.encoder) {
       this.device.queue.submit([this.encoder.finish()]);
@@ -418,7 +615,7 @@ export class Gpu {
       await r.staging.mapAsync(GPUMapMode.READ);
       r.resolve(r.staging.getMappedRange().slice(0, r.size));
       r.staging.unmap();
-      r.staging.destroy();
+      this.releaseStaging(r.staging);
     }));
     if (this.pendingTimestamps.length) await this.collectTimestamps();
   }
@@ -432,15 +629,11 @@ export class Gpu {
   }
 
   createBuffer(size: number, label = "", extraUsage = 0): GPUBuffer {
-    if (this.profiler) {
-      this.profiler.wall.buffersCreated++;
-      this.profiler.wall.bufferBytesCreated += size;
-    }
-    return this.memory.track(this.device.createBuffer({
+    return this.newBuffer(
+      Math.max(16, Math.ceil(size / 16) * 16),
       label,
-      size: Math.max(16, Math.ceil(size / 16) * 16),
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
-    }));
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
+    );
   }
 
   /** Give back pooled buffers that no step has reused since the last call (once per training step). */
@@ -466,6 +659,11 @@ export class Gpu {
   }
   private uploadedSinceSettle = 0;
 
+  /**
+   * Host data straight into a buffer through the queue: it lands before the next submit's commands, so the
+   * buffer must not be read by work recorded but not yet submitted (weights at load time, fresh buffers).
+   * In a step, use upload().
+   */
   writeBuffer(buf: GPUBuffer, offset: number, data: ArrayBufferView): void {
     this.uploadedSinceSettle += data.byteLength;
     // writeBuffer needs a size that is a multiple of 4
@@ -486,19 +684,17 @@ export class Gpu {
   destroy(): void {
     this.pool.destroy();
     this.paramsGpu.destroy();
+    this.uploadArena?.destroy();
+    for (const list of this.staging.values()) for (const b of list) b.destroy();
     this.querySet?.destroy();
     this.device.destroy();
   }
 }
 
 /** Bytes of the buffers bound to a dispatch: the default cost of an op that states none. */
-function boundBytes(buffers: (Binding | undefined)[]): number {
+function boundBytes(entries: BufferBinding[]): number {
   let n = 0;
-  for (const b of buffers) {
-    if (!b) continue;
-    if (b instanceof GPUBuffer) n += b.size;
-    else n += b.size ?? b.buffer.size - (b.offset ?? 0);
-  }
+  for (const b of entries) n += b.size ?? b.buffer.size - (b.offset ?? 0);
   return n;
 }
 

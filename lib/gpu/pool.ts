@@ -1,8 +1,6 @@
 // A buffer pool keyed by exact byte size: activations of a step come back with the same shapes
 // every step, so exact-size reuse gets full reuse without the 2x waste of power-of-two buckets.
 
-import type { Profiler } from "./profile.ts";
-
 /**
  * Bytes of GPU buffers the engine holds, live and at peak. WebGPU does not report the driver's memory
  * use, so this is what the engine allocated: a floor on the process's GPU memory.
@@ -10,8 +8,8 @@ import type { Profiler } from "./profile.ts";
 export class MemoryMeter {
   live = 0;
   peak = 0;
-  /** Count `buf` until it is destroyed. */
-  track(buf: GPUBuffer): GPUBuffer {
+  /** Count `buf` until it is destroyed (then `onDestroy` runs, once). */
+  track(buf: GPUBuffer, onDestroy?: () => void): GPUBuffer {
     const size = buf.size;
     this.live += size;
     if (this.live > this.peak) this.peak = this.live;
@@ -21,6 +19,7 @@ export class MemoryMeter {
       if (!gone) {
         gone = true;
         this.live -= size;
+        onDestroy?.();
       }
       destroy();
     };
@@ -30,8 +29,6 @@ export class MemoryMeter {
     this.peak = this.live;
   }
 }
-
-const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /**
  * A buffer pool for activations. Sizes come in classes (eight per octave, so at most 12.5 % is wasted)
@@ -51,9 +48,8 @@ export class BufferPool {
   bytesFree = 0;
 
   constructor(
-    private device: GPUDevice,
-    private profiler: Profiler | null = null,
-    private memory: MemoryMeter | null = null,
+    /** creates a storage buffer of exactly `size` bytes (the Gpu's: counted and metered) */
+    private create: (size: number, label: string) => GPUBuffer,
     /** largest buffer the pool may hand out (the storage-binding limit) */
     private maxBytes = Infinity,
   ) {}
@@ -76,14 +72,7 @@ export class BufferPool {
       buf = this.take(size);
       break;
     }
-    if (!buf) {
-      buf = this.device.createBuffer({ label, size: want, usage: USAGE });
-      this.memory?.track(buf);
-      if (this.profiler) {
-        this.profiler.wall.buffersCreated++;
-        this.profiler.wall.bufferBytesCreated += want;
-      }
-    }
+    buf ??= this.create(want, label);
     this.live.add(buf);
     this.bytesLive += buf.size;
     return buf;

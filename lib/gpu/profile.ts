@@ -4,18 +4,30 @@
 // compiles, waiting for the GPU, readbacks, uploads, buffers created). Printed to stderr at exit.
 //
 // It exists to find structural costs without a GPU: too many dispatches, serial loops inside one
-// invocation (a kernel whose time does not follow its FLOPs), a readback or buffer creation per
-// token. Timing each dispatch in its own pass serialises the passes, so totals are a little above
-// an unprofiled run's; shares between kernels are what to read.
+// invocation (a kernel whose time does not follow its FLOPs), a readback, buffer or bind group created
+// per token, dispatches too narrow to fill a GPU. Timing each dispatch in its own pass serialises the
+// passes, so totals are a little above an unprofiled run's; shares between kernels are what to read.
+// INOCULUM_PROFILE=host counts and times the host side only (no timestamp queries, no pass per
+// dispatch): the honest figure for host recording time per dispatch.
 
 /** What one dispatch moves and computes, as the op knows it (bytes: compulsory traffic). */
 export interface OpCost {
   flops?: number;
   bytes?: number;
+  /** why a dispatch of more than WIDE_FLOPS launches fewer than WIDE_WORKGROUPS workgroups */
+  narrow?: string;
 }
+
+/** Mirrors lib/gpu/context.ts (kept here too so that the report needs no import of the runtime). */
+const WIDE_FLOPS = 1e6, WIDE_WORKGROUPS = 264;
 
 interface KernelStat {
   dispatches: number;
+  /** workgroups launched, summed over dispatches */
+  workgroups: number;
+  /** dispatches of more than WIDE_FLOPS with fewer than WIDE_WORKGROUPS workgroups, and the reasons given */
+  narrow: number;
+  reasons: Set<string>;
   /** dispatches whose GPU time came back (all of them when timestamps work) */
   timed: number;
   gpuNs: number;
@@ -39,6 +51,8 @@ export interface WallStats {
   uploadBytes: number;
   buffersCreated: number;
   bufferBytesCreated: number;
+  /** bind groups created (the cache's count) */
+  bindGroups: number;
 }
 
 export class Profiler {
@@ -56,25 +70,45 @@ export class Profiler {
     uploadBytes: 0,
     buffersCreated: 0,
     bufferBytesCreated: 0,
+    bindGroups: 0,
   };
   /** Set by the runtime: whether the device granted timestamp queries. */
   timestamps: boolean | null = null;
   readonly startMs = performance.now();
 
+  /** `wantTimestamps`: time each dispatch on the GPU (INOCULUM_PROFILE=1); false: host side only. */
+  constructor(readonly wantTimestamps = true) {}
+
   private stat(name: string): KernelStat {
     let s = this.kernels.get(name);
     if (!s) {
-      s = { dispatches: 0, timed: 0, gpuNs: 0, flops: 0, bytes: 0, timedFlops: 0, timedBytes: 0 };
+      s = {
+        dispatches: 0,
+        workgroups: 0,
+        narrow: 0,
+        reasons: new Set(),
+        timed: 0,
+        gpuNs: 0,
+        flops: 0,
+        bytes: 0,
+        timedFlops: 0,
+        timedBytes: 0,
+      };
       this.kernels.set(name, s);
     }
     return s;
   }
 
-  dispatched(name: string, cost: OpCost): void {
+  dispatched(name: string, cost: OpCost, workgroups = 0): void {
     const s = this.stat(name);
     s.dispatches++;
+    s.workgroups += workgroups;
     s.flops += cost.flops ?? 0;
     s.bytes += cost.bytes ?? 0;
+    if ((cost.flops ?? 0) > WIDE_FLOPS && workgroups < WIDE_WORKGROUPS) {
+      s.narrow++;
+      s.reasons.add(cost.narrow ?? "no reason given");
+    }
   }
 
   /** GPU time of one dispatch, with the cost it was recorded with. */
@@ -123,6 +157,8 @@ export class Profiler {
           ? `GPU time ${fmtMs(gpuMs)} (each dispatch timed in its own compute pass)`
           : this.timestamps === null
           ? "no GPU device was created"
+          : !this.wantTimestamps
+          ? "host side only (INOCULUM_PROFILE=host: no GPU times)"
           : "no timestamp-query on this device: GPU times unavailable"),
     );
     out.push(
@@ -137,13 +173,30 @@ export class Profiler {
     out.push(
       `readbacks ${w.readbacks} (${fmtBytes(w.readbackBytes)}) · uploads ${w.uploads} (${
         fmtBytes(w.uploadBytes)
-      }) · buffers created ${w.buffersCreated} (${fmtBytes(w.bufferBytesCreated)})`,
+      }) · buffers created ${w.buffersCreated} (${
+        fmtBytes(w.bufferBytesCreated)
+      }) · bind groups created ${w.bindGroups} · host recording ${
+        dispatches ? (1000 * w.encodeMs / dispatches).toFixed(1) : "0"
+      } µs a dispatch${
+        this.timestamps ? " (with a timed pass each; INOCULUM_PROFILE=host for the plain figure)" : ""
+      }`,
     );
+    const narrow = rows.filter(([, s]) => s.narrow);
+    if (narrow.length) {
+      out.push(
+        `dispatches of more than ${WIDE_FLOPS / 1e6} MFLOP with fewer than ${WIDE_WORKGROUPS} workgroups:`,
+      );
+      for (const [name, s] of narrow) {
+        out.push(`  ${clip(name, 72)} ×${s.narrow}: ${[...s.reasons].join("; ")}`);
+      }
+    }
     const nameW = Math.min(72, Math.max(20, ...rows.map(([n]) => n.length)));
     out.push(
       `${"kernel (file:entry{defines}), largest last".padEnd(nameW)} ${"disp".padStart(7)} ${
         "GPU ms".padStart(10)
-      } ${"share".padStart(6)} ${"µs/disp".padStart(9)} ${"GFLOP/s".padStart(9)} ${"GB/s*".padStart(8)}`,
+      } ${"share".padStart(6)} ${"µs/disp".padStart(9)} ${"GFLOP/s".padStart(9)} ${"GB/s*".padStart(8)} ${
+        "wg/disp".padStart(8)
+      }`,
     );
     for (const [name, s] of rows) {
       const ms = s.gpuNs / 1e6;
@@ -154,7 +207,9 @@ export class Profiler {
           (s.timed ? ms.toFixed(2) : "").padStart(10)
         } ${(s.timed && gpuMs > 0 ? (100 * ms / gpuMs).toFixed(1) + "%" : "").padStart(6)} ${
           (s.timed ? (1000 * ms / s.timed).toFixed(1) : "").padStart(9)
-        } ${rate(s.timedFlops).padStart(9)} ${rate(s.timedBytes).padStart(8)}`,
+        } ${rate(s.timedFlops).padStart(9)} ${rate(s.timedBytes).padStart(8)} ${
+          String(Math.round(s.workgroups / Math.max(1, s.dispatches))).padStart(8)
+        }`,
       );
     }
     out.push("* GB/s: each op's compulsory traffic, or the size of its bound buffers where it states none");
@@ -185,15 +240,15 @@ let processProfiler: Profiler | null | undefined;
  */
 export function envProfiler(): Profiler | null {
   if (processProfiler !== undefined) return processProfiler;
-  const on = (() => {
+  const v = (() => {
     try {
-      const v = Deno.env.get("INOCULUM_PROFILE");
-      return v !== undefined && v !== "" && v !== "0";
+      return Deno.env.get("INOCULUM_PROFILE") ?? "";
     } catch {
-      return false;
+      return "";
     }
   })();
-  processProfiler = on ? new Profiler() : null;
+  const on = v !== "" && v !== "0";
+  processProfiler = on ? new Profiler(v !== "host") : null;
   if (processProfiler) {
     const p = processProfiler;
     let printed = false;

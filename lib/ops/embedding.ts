@@ -28,9 +28,9 @@ export function embeddingBackward(gpu: Gpu, ids: ArrayLike<number>, grad: Tensor
     }
   });
   starts.push(order.length);
-  const o = Tensor.fromU32(gpu, order, [order.length], "emb_order");
-  const st = Tensor.fromU32(gpu, starts, [starts.length], "emb_starts");
-  const u = Tensor.fromU32(gpu, uniq, [uniq.length], "emb_uniq");
+  const o = Tensor.uploadPooled(gpu, Uint32Array.from(order), [order.length], "u32", "emb_order");
+  const st = Tensor.uploadPooled(gpu, Uint32Array.from(starts), [starts.length], "u32", "emb_starts");
+  const u = Tensor.uploadPooled(gpu, Uint32Array.from(uniq), [uniq.length], "u32", "emb_uniq");
   const k = gpu.kernel("embedding", "backward", { W_DTYPE: "f32", W_BINDING: 2 });
   gpu.dispatch(k, { n_tok: uniq.length, dim: d, row_start: 0, rows: 0 }, {
     5: grad.buffer,

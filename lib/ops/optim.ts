@@ -69,18 +69,7 @@ export function adamwStep(gpu: Gpu, f: FlatBuffers, o: AdamWStep, partials: Tens
   }, grid1d(gpu, f.total));
 }
 
+/** g = 0 over the flat gradient buffer (a clear command in the step, not a dispatch). */
 export function zeroGrads(gpu: Gpu, f: FlatBuffers): void {
-  const params = {
-    n: f.total,
-    n_partials: 0,
-    lr: 0,
-    beta1: 0,
-    beta2: 0,
-    eps: 0,
-    weight_decay: 0,
-    bc1: 0,
-    bc2: 0,
-    max_norm: 0,
-  }; // only n is read: the struct is shared with adamw
-  gpu.dispatch(gpu.kernel("optim", "zero", NORM), params, { 2: { buffer: f.g } }, grid1d(gpu, f.total));
+  gpu.clear(f.g, 0, f.total * 4);
 }

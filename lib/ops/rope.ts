@@ -17,13 +17,14 @@ export interface QkvShape {
 
 /**
  * Split fused qkv [B*T, (H+2HKV)*D] into q [B*T, H*D] and the K/V cache, applying rotate-half
- * RoPE to q and k with position ids `pos` [B*T] and the cos/sin table [P, D/2, 2].
+ * RoPE to q and k with the cos/sin table [P, D/2, 2]; row t of sequence b is at position
+ * past + t - kvStart[b] (u32 [B]; left padding counts from 0).
  */
 export function qkvRope(
   gpu: Gpu,
   s: QkvShape,
   qkv: Tensor,
-  pos: Tensor,
+  kvStart: Tensor,
   cosSin: Tensor,
   q: Tensor,
   kCache: Tensor,
@@ -41,7 +42,7 @@ export function qkvRope(
   gpu.dispatch(
     k,
     ropeParams(s, rows),
-    { 1: qkv.buffer, 2: pos.buffer, 3: cosSin.buffer, 4: q.buffer, 5: kCache.buffer, 6: vCache.buffer },
+    { 1: qkv.buffer, 2: kvStart.buffer, 3: cosSin.buffer, 4: q.buffer, 5: kCache.buffer, 6: vCache.buffer },
     grid1d(gpu, n),
   );
 }
@@ -53,7 +54,7 @@ export function qkvRopeBackward(
   dq: Tensor,
   dk: Tensor,
   dv: Tensor,
-  pos: Tensor,
+  kvStart: Tensor,
   cosSin: Tensor,
   dqkv: Tensor,
 ): void {
@@ -63,7 +64,7 @@ export function qkvRopeBackward(
   gpu.dispatch(
     k,
     ropeParams(s, rows),
-    { 2: pos.buffer, 3: cosSin.buffer, 7: dq.buffer, 8: dk.buffer, 9: dv.buffer, 10: dqkv.buffer },
+    { 2: kvStart.buffer, 3: cosSin.buffer, 7: dq.buffer, 8: dk.buffer, 9: dv.buffer, 10: dqkv.buffer },
     grid1d(gpu, n),
   );
 }
