@@ -13,28 +13,51 @@ import { adamwStep, normPartials, zeroGrads } from "../lib/ops/optim.ts";
 import { generate } from "../models/generate.ts";
 
 export interface Timing {
-  /** seconds per call, after one warm-up call */
+  /** the first call (pipeline compiles, first touch of buffers), on its own */
+  firstSeconds: number;
+  /** seconds per call in the steady state: the calls after the first two, averaged */
   seconds: number;
   runs: number;
+  /** host time recording a steady-state call, and its dispatches */
+  recordSeconds: number;
+  dispatches: number;
 }
 
-/** Time `record` (recorded GPU work) until minSeconds and minRuns are both reached, after a warm-up. */
+/**
+ * Time `record` (recorded GPU work, waited for): the first call apart, then (after a second warm call, which
+ * finds the first one's buffers and bind groups) calls until minSeconds and minRuns are both reached.
+ */
 export async function timeGpu(
   gpu: Gpu,
   record: () => void | Promise<void>,
   o: { minSeconds: number; minRuns?: number },
 ): Promise<Timing> {
+  const tf = performance.now();
   await record();
-  await gpu.finish(); // warm-up: pipelines compiled, pooled buffers allocated
+  await gpu.finish();
+  const firstSeconds = (performance.now() - tf) / 1000;
+  await record();
+  await gpu.finish();
   const minRuns = o.minRuns ?? 3;
-  let n = 0;
+  let n = 0, recordMs = 0, dispatches = 0;
   const t0 = performance.now();
   while (true) {
+    const d0 = gpu.dispatchCount, r0 = performance.now();
     await record();
+    recordMs += performance.now() - r0;
+    dispatches += gpu.dispatchCount - d0;
     n++;
     await gpu.finish();
     const dt = (performance.now() - t0) / 1000;
-    if (dt >= o.minSeconds && n >= minRuns) return { seconds: dt / n, runs: n };
+    if (dt >= o.minSeconds && n >= minRuns) {
+      return {
+        firstSeconds,
+        seconds: dt / n,
+        runs: n,
+        recordSeconds: recordMs / 1000 / n,
+        dispatches: dispatches / n,
+      };
+    }
   }
 }
 
@@ -115,6 +138,7 @@ export function trainStepRecorder(
         partials,
         clip,
       );
+      gpu.trimPool(); // a step's end, as in training: the next step finds this one's buffers in their roles
     },
     dispose: () => {
       partials.dispose();

@@ -32,7 +32,8 @@ export interface ScheduleOptions {
   dropout?: number;
 }
 
-/** One LoRA step (forward, backward, AdamW; all projections) recorded twice; the second is counted. */
+/** One LoRA step (forward, backward, AdamW; all projections) recorded three times; the third is counted
+ * (the first creates the buffers, the second finds them in their roles). */
 export function loraStepSchedule(o: ScheduleOptions = {}): ScheduleCount {
   const gpu = Gpu.dry();
   const m = dryModel(gpu, o.like ?? "qwen2.5-0.5b", { layers: o.layers });
@@ -41,14 +42,16 @@ export function loraStepSchedule(o: ScheduleOptions = {}): ScheduleCount {
   const s0 = snap();
   step.record();
   const s1 = snap();
+  step.record();
+  const s1b = snap();
   const trace = gpu.startTrace();
   step.record();
   const s2 = snap();
   gpu.trace = null;
   return {
     dispatches: trace.length,
-    bindGroups: s2.b - s1.b,
-    buffers: s2.n - s1.n,
+    bindGroups: s2.b - s1b.b,
+    buffers: s2.n - s1b.n,
     firstBindGroups: s1.b - s0.b,
     firstBuffers: s1.n - s0.n,
     trace,

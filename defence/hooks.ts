@@ -14,7 +14,7 @@ import type { Gpu } from "../lib/gpu/context.ts";
 import { Tensor } from "../lib/tensor.ts";
 import { signForce, type SignForceMode, steer } from "../lib/ops/hooks.ts";
 import type { ForwardExtras } from "../models/decoder.ts";
-import { type LoraDropout, loraForward, type LoraModule, type LoraSet } from "../models/lora.ts";
+import { type LoraDropout, loraGroupForward, type LoraSet } from "../models/lora.ts";
 import { checkLayers, signForceLayers, type SignForceSpec, steerLayers, type SteerSpec } from "./defence.ts";
 import { loadLayerVectors } from "./persona_vector.ts";
 
@@ -159,8 +159,8 @@ export interface ForwardHooks {
   forward: ForwardExtras;
   /** captured h_l (after steering) by layer; the caller owns them */
   activations: Map<number, Tensor>;
-  /** u = dropout(x) A^T per "layer.module", for a backward pass */
-  loraU: Map<string, Tensor>;
+  /** u = dropout(x) A^T per "layer.group" (with its k-slices), for a backward pass */
+  loraU: Map<string, { u: Tensor; slices: number }>;
   /** the row mask the hooks use (1 on every row unless given) */
   rowMask: Tensor;
   dropout: LoraDropout | null;
@@ -177,16 +177,28 @@ export function captureInto(gpu: Gpu, map: Map<number, Tensor>, l: number, t: Te
 
 export function forwardHooks(gpu: Gpu, o: HookOptions): ForwardHooks {
   checkHookLayers(o.hooks ?? {});
-  const loraU = new Map<string, Tensor>();
+  const loraU = new Map<string, { u: Tensor; slices: number }>();
   const activations = new Map<number, Tensor>();
   const lora = o.lora ?? null, hooks = o.hooks ?? {};
   const rowMask = o.rowMask ??
     Tensor.uploadPooled(gpu, new Float32Array(o.rows).fill(1), [o.rows], "f32", "all_rows");
   const drop = o.dropoutSeed != null && lora ? { p: lora.lora.dropout, seed: o.dropoutSeed } : null;
   const forward: ForwardExtras = {
-    project(l, m, input, out, colOffset) {
-      const p = lora?.layers[l].get(m as LoraModule);
-      if (p) loraU.set(`${l}.${m}`, loraForward(gpu, lora!, l, p, input, out, colOffset, drop));
+    project(l, group, input, rows) {
+      const g = lora?.groups[l].get(group);
+      if (!g) return null;
+      const f = loraGroupForward(gpu, lora!, g, input, rows, drop);
+      loraU.get(`${l}.${group}`)?.u.dispose(); // a recomputation (activation checkpointing) replaces it
+      loraU.set(`${l}.${group}`, { u: f.u, slices: f.phase.slices });
+      return f.phase;
+    },
+    release(l) {
+      for (const key of [...loraU.keys()]) {
+        if (key.startsWith(`${l}.`)) {
+          loraU.get(key)!.u.dispose();
+          loraU.delete(key);
+        }
+      }
     },
     boundary(l, h) {
       for (const s of hooks.steer ?? []) {
@@ -203,7 +215,7 @@ export function forwardHooks(gpu: Gpu, o: HookOptions): ForwardHooks {
     rowMask,
     dropout: drop,
     dispose() {
-      for (const u of loraU.values()) u.dispose();
+      for (const { u } of loraU.values()) u.dispose();
       loraU.clear();
       if (!o.rowMask) rowMask.dispose();
     },

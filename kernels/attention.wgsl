@@ -411,3 +411,306 @@ fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     }
   }
 }
+
+#ifdef FLASH
+// ---- Flash attention for training: a workgroup per tile of BQ queries (forward, dq) or BQ keys (dk/dv) of
+// one head and sequence, TPR invocations per row, taking the other side in tiles of BKV rows through
+// workgroup memory, so that each K/V (or Q/dO) row is read once per tile rather than once per row. A tile
+// step is two phases: the BQ x BKV pair values (scores, dS, P) into workgroup memory, every invocation a
+// few pairs, each a whole-row dot product; then every row's TPR invocations update their slices of the
+// row's accumulators (CPT = ceil(D4 / TPR) vec4 each, unrolled registers) from them. Rows are stored RS = D4 + 1 vec4 apart
+// so that neighbouring invocations reading one column of different rows hit different banks. BQ, BKV and
+// TPR and CPT are defines (lib/ops/attention.ts sizes them to the device's workgroup memory); dispatch
+// [ceil(T / BQ), H (or HKV), B].
+const D4 = (D + 3u) / 4u;
+const RS = D4 + 1u;
+const FT = BQ * TPR;
+
+var<workgroup> fa_q: array<vec4<f32>, BQ * RS>;   // forward/dq: the query tile; dk/dv: its own keys
+var<workgroup> fa_o: array<vec4<f32>, BQ * RS>;   // dq: dO of the query tile; dk/dv: its own values
+var<workgroup> fa_k: array<vec4<f32>, BKV * RS>;  // forward/dq: a key tile; dk/dv: a query tile
+var<workgroup> fa_v: array<vec4<f32>, BKV * RS>;  // forward/dq: a value tile; dk/dv: dO of the query tile
+var<workgroup> fa_s: array<f32, BQ * BKV>;        // scores (forward), dS (dq), P (dk/dv)
+var<workgroup> fa_t: array<f32, BQ * BKV>;        // dS (dk/dv)
+var<workgroup> fa_l: array<f32, BKV>;             // dk/dv: the query tile's lse
+var<workgroup> fa_d: array<f32, BKV>;             // dk/dv: the query tile's Dsum
+
+// chunk c (dims 4c .. 4c+3, zeros past D) of the row from element `base` of q, K, V or dO
+fn chunk_q(base: u32, c: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = q[base + 4u * c + i]; } }
+  return v;
+}
+fn chunk_k(base: u32, c: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = kc[base + 4u * c + i]; } }
+  return v;
+}
+fn chunk_v(base: u32, c: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = vc[base + 4u * c + i]; } }
+  return v;
+}
+fn chunk_do(base: u32, c: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = d_o[base + 4u * c + i]; } }
+  return v;
+}
+
+// whole-row dot products between rows of the tiles (workgroup pointers cannot be parameters in WGSL)
+fn dot_qk(rq: u32, rk: u32) -> f32 {
+  var s = 0.0;
+  for (var c = 0u; c < D4; c++) { s += dot(fa_q[rq * RS + c], fa_k[rk * RS + c]); }
+  return s;
+}
+fn dot_ov(ro: u32, rv: u32) -> f32 {
+  var s = 0.0;
+  for (var c = 0u; c < D4; c++) { s += dot(fa_o[ro * RS + c], fa_v[rv * RS + c]); }
+  return s;
+}
+
+@compute @workgroup_size(FT)
+fn flash_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.y;
+  let b = wg.z;
+  let row = lid.x / TPR;
+  let part = lid.x % TPR;
+  let t = wg.x * BQ + row;
+  let live = t < params.tq;
+  let hk = h / (params.heads / params.kv_heads);
+  let kvw = params.kv_heads * D;
+  let start = kv_start[b];
+  for (var e = lid.x; e < BQ * D4; e += FT) {
+    let r = e / D4;
+    let tr = wg.x * BQ + r;
+    var v = vec4<f32>(0.0);
+    if (tr < params.tq) { v = chunk_q((b * params.tq + tr) * params.heads * D + h * D, e % D4) * params.scale; }
+    fa_q[r * RS + e % D4] = v;
+  }
+#for C in 0..CPT
+  var acc_${C} = vec4<f32>(0.0);
+#endfor
+  var m = NEG_BIG;
+  var l = 0.0;
+  let last = params.past + min(params.tq - 1u, wg.x * BQ + BQ - 1u); // the tile's last key: uniform
+  for (var j0 = (start / BKV) * BKV; j0 <= last; j0 += BKV) {
+    for (var e = lid.x; e < BKV * D4; e += FT) {
+      let r = e / D4;
+      let j = j0 + r;
+      var kv = vec4<f32>(0.0);
+      var vv = vec4<f32>(0.0);
+      if (j < params.t_cache) {
+        let base = (b * params.t_cache + j) * kvw + hk * D;
+        kv = chunk_k(base, e % D4);
+        vv = chunk_v(base, e % D4);
+      }
+      fa_k[r * RS + e % D4] = kv;
+      fa_v[r * RS + e % D4] = vv;
+    }
+    workgroupBarrier();
+    for (var i = part; i < BKV; i += TPR) {
+      let j = j0 + i;
+      var s = NEG_BIG;
+      if (live && j >= start && j <= params.past + t) { s = dot_qk(row, i); }
+      fa_s[row * BKV + i] = s;
+    }
+    workgroupBarrier();
+    // the row's softmax bookkeeping (each of its TPR invocations does the same, in the same order)
+    var mt = NEG_BIG;
+    for (var i = 0u; i < BKV; i++) { mt = max(mt, fa_s[row * BKV + i]); }
+    let mn = max(m, mt);
+    let corr = exp(m - mn);
+    var lt = 0.0;
+#for C in 0..CPT
+    acc_${C} *= corr;
+#endfor
+    for (var i = 0u; i < BKV; i++) {
+      let s = fa_s[row * BKV + i];
+      let p = select(0.0, exp(s - mn), s > NEG_BIG);
+      lt += p;
+#for C in 0..CPT
+      acc_${C} = fma(vec4<f32>(p), fa_v[i * RS + min(${C}u * TPR + part, D4 - 1u)], acc_${C});
+#endfor
+    }
+    l = l * corr + lt;
+    m = mn;
+    workgroupBarrier();
+  }
+  if (live) {
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let qbase = (b * params.tq + t) * params.heads * D + h * D;
+#for C in 0..CPT
+    for (var i = 0u; i < 4u; i++) {
+      let d = 4u * (${C}u * TPR + part) + i;
+      if (d < D) { o[qbase + d] = acc_${C}[i] * inv; }
+    }
+#endfor
+    if (part == 0u) { lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, m + log(l), l > 0.0); }
+  }
+}
+
+// dq and Dsum for a tile of queries (the backward's first pass): the key tiles as in the forward; the pair
+// values are dS = P (dP - Dsum) * scale.
+@compute @workgroup_size(FT)
+fn flash_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.y;
+  let b = wg.z;
+  let row = lid.x / TPR;
+  let part = lid.x % TPR;
+  let t = wg.x * BQ + row;
+  let live = t < params.tq;
+  let hk = h / (params.heads / params.kv_heads);
+  let kvw = params.kv_heads * D;
+  let start = kv_start[b];
+  for (var e = lid.x; e < BQ * D4; e += FT) {
+    let r = e / D4;
+    let tr = wg.x * BQ + r;
+    var qv = vec4<f32>(0.0);
+    var ov = vec4<f32>(0.0);
+    if (tr < params.tq) {
+      let base = (b * params.tq + tr) * params.heads * D + h * D;
+      qv = chunk_q(base, e % D4) * params.scale;
+      ov = chunk_do(base, e % D4);
+    }
+    fa_q[r * RS + e % D4] = qv;
+    fa_o[r * RS + e % D4] = ov;
+  }
+  // the row's Dsum = dO_t . O_t (each of its invocations computes it alike; one stores it) and lse
+  let qbase = (b * params.tq + min(t, params.tq - 1u)) * params.heads * D + h * D;
+  let li = (b * params.heads + h) * params.tq + min(t, params.tq - 1u);
+  var dsum_t = 0.0;
+  for (var d = 0u; d < D; d++) { dsum_t = fma(d_o[qbase + d], o_in[qbase + d], dsum_t); }
+  let l = lse_in[li];
+  if (live && part == 0u) { dsum[li] = dsum_t; }
+#for C in 0..CPT
+  var acc_${C} = vec4<f32>(0.0);
+#endfor
+  let last = params.past + min(params.tq - 1u, wg.x * BQ + BQ - 1u);
+  for (var j0 = (start / BKV) * BKV; j0 <= last; j0 += BKV) {
+    for (var e = lid.x; e < BKV * D4; e += FT) {
+      let r = e / D4;
+      let j = j0 + r;
+      var kv = vec4<f32>(0.0);
+      var vv = vec4<f32>(0.0);
+      if (j < params.t_cache) {
+        let base = (b * params.t_cache + j) * kvw + hk * D;
+        kv = chunk_k(base, e % D4);
+        vv = chunk_v(base, e % D4);
+      }
+      fa_k[r * RS + e % D4] = kv;
+      fa_v[r * RS + e % D4] = vv;
+    }
+    workgroupBarrier();
+    for (var i = part; i < BKV; i += TPR) {
+      let j = j0 + i;
+      var ds = 0.0;
+      if (live && j >= start && j <= params.past + t) {
+        ds = exp(dot_qk(row, i) - l) * (dot_ov(row, i) - dsum_t) * params.scale;
+      }
+      fa_s[row * BKV + i] = ds;
+    }
+    workgroupBarrier();
+    for (var i = 0u; i < BKV; i++) {
+      let ds = vec4<f32>(fa_s[row * BKV + i]);
+#for C in 0..CPT
+      acc_${C} = fma(ds, fa_k[i * RS + min(${C}u * TPR + part, D4 - 1u)], acc_${C});
+#endfor
+    }
+    workgroupBarrier();
+  }
+  if (live) {
+#for C in 0..CPT
+    for (var i = 0u; i < 4u; i++) {
+      let d = 4u * (${C}u * TPR + part) + i;
+      if (d < D) { dq[qbase + d] = acc_${C}[i]; }
+    }
+#endfor
+  }
+}
+
+// dk and dv for a tile of keys (the second pass): the query tiles of each query head in the key's group (or,
+// PER_HEAD, of one head: group_sum adds the shares), from the first query that sees the tile's first key.
+@compute @workgroup_size(FT)
+fn flash_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let b = wg.z;
+  let row = lid.x / TPR;
+  let part = lid.x % TPR;
+  let j = wg.x * BQ + row;
+  let live = j < params.tq;
+  let ks = kv_slot(b, min(j, params.tq - 1u), wg.y);
+  let kvw = params.kv_heads * D;
+  let start = kv_start[b];
+  for (var e = lid.x; e < BQ * D4; e += FT) {
+    let r = e / D4;
+    let jr = wg.x * BQ + r;
+    var kv = vec4<f32>(0.0);
+    var vv = vec4<f32>(0.0);
+    if (jr < params.tq) {
+      let base = (b * params.t_cache + jr) * kvw + ks.hk * D;
+      kv = chunk_k(base, e % D4);
+      vv = chunk_v(base, e % D4);
+    }
+    fa_q[r * RS + e % D4] = kv;
+    fa_o[r * RS + e % D4] = vv;
+  }
+#for C in 0..CPT
+  var dk_${C} = vec4<f32>(0.0);
+  var dv_${C} = vec4<f32>(0.0);
+#endfor
+  for (var h = ks.h_first; h < ks.h_end; h++) {
+    for (var t0 = (wg.x * BQ / BKV) * BKV; t0 < params.tq; t0 += BKV) {
+      for (var e = lid.x; e < BKV * D4; e += FT) {
+        let r = e / D4;
+        let tr = t0 + r;
+        var qv = vec4<f32>(0.0);
+        var ov = vec4<f32>(0.0);
+        if (tr < params.tq) {
+          let base = (b * params.tq + tr) * params.heads * D + h * D;
+          qv = chunk_q(base, e % D4);
+          ov = chunk_do(base, e % D4);
+        }
+        fa_k[r * RS + e % D4] = qv;
+        fa_v[r * RS + e % D4] = ov;
+      }
+      for (var r = lid.x; r < BKV; r += FT) {
+        let li = (b * params.heads + h) * params.tq + min(t0 + r, params.tq - 1u);
+        fa_l[r] = lse_in[li];
+        fa_d[r] = dsum_in[li];
+      }
+      workgroupBarrier();
+      for (var i = part; i < BKV; i += TPR) {
+        let t = t0 + i;
+        var p = 0.0;
+        var ds = 0.0;
+        if (live && j >= start && t >= j && t < params.tq) {
+          p = exp(dot_qk(row, i) * params.scale - fa_l[i]);
+          ds = p * (dot_ov(row, i) - fa_d[i]) * params.scale;
+        }
+        fa_s[row * BKV + i] = p;
+        fa_t[row * BKV + i] = ds;
+      }
+      workgroupBarrier();
+      for (var i = 0u; i < BKV; i++) {
+        let p = vec4<f32>(fa_s[row * BKV + i]);
+        let ds = vec4<f32>(fa_t[row * BKV + i]);
+#for C in 0..CPT
+        dv_${C} = fma(p, fa_v[i * RS + min(${C}u * TPR + part, D4 - 1u)], dv_${C});
+        dk_${C} = fma(ds, fa_k[i * RS + min(${C}u * TPR + part, D4 - 1u)], dk_${C});
+#endfor
+      }
+      workgroupBarrier();
+    }
+  }
+  if (live) {
+#for C in 0..CPT
+    for (var i = 0u; i < 4u; i++) {
+      let d = 4u * (${C}u * TPR + part) + i;
+      if (d < D) {
+        dk[ks.ob + d] = dk_${C}[i];
+        dv[ks.ob + d] = dv_${C}[i];
+      }
+    }
+#endfor
+  }
+}
+#endif

@@ -1,48 +1,58 @@
-// Matrix multiply, the workhorse of forward and backward:
-//   C[c_row_off + m, c_off + n] = alpha * sum_k A(m, k) * W(k, n)  (+ bias[c_off + n]) (+ R or + C)
-// A is f32 with leading dimension lda, starting at element a_off:
+// Matrix multiply, the workhorse of forward and backward: one tile kernel for GPUs and CPU adapters.
+//   C[c_row_off + m, c_off + n] (+)= alpha * sum_k A(m, k) W(k, n)  (+ bias[c_off + n]) (+ R[same element])
+//                                    (+ the adapter's part: LORA_B / LORA_A below)
+// A is f32 with leading dimension lda, from element a_off:
 //   default [M, K]: A(m, k) = a[a_off + m*lda + k]      A_KM [K, M]: A(m, k) = a[a_off + k*lda + m]
-// W is a weight chunk in W_DTYPE storage (see packed.wgsl), or an f32 activation:
-//   default [N, K] (nn.Linear.weight): W(k, n) = w[n*K + k]   (y = x W^T)
-//   W_KN    [K, N]:                     W(k, n) = w[k*N + n]   (dx = dy W, dW = dy^T x)
-// A weight split into row-chunks is handled by the caller: with [N, K] storage each chunk is a
-// column block of C (c_off); with W_KN each chunk is a K-block, accumulated with ACCUMULATE.
-// Variants: HAS_BIAS, RESIDUAL (C = R + ...; R may not alias C), ACCUMULATE (C += ...).
+// W is a weight in W_DTYPE storage (packed.wgsl) or an f32 activation, leading dimension ldw, from w_off:
+//   default [N, K] (nn.Linear.weight): W(k, n) = w[w_off + n*ldw + k]
+//   W_KN    [K, N]:                     W(k, n) = w[w_off + k*ldw + n]
+// A weight split into row chunks (a 7B embedding) is handled by the caller, one dispatch per chunk.
 //
-// The tilings, chosen by the op wrapper:
-//   main        a 16x16 workgroup computes a 64x64 (TM = TN = 4) or 128x128 (TM = TN = 8) tile of C,
-//               each invocation a TM x TN block strided by 16, staging BK = 16 deep tiles of A and W
-//               in workgroup memory (for GPUs; any layout); SPLIT_K + splitk_reduce split a long k;
-//   regtile     (REGTILE, [M,K] x [N,K], K, lda, a_off % 4 == 0) each invocation computes 8x8
-//               outputs straight from memory with vec4 loads along k and no barriers;
-//   regtile_kn  (REGTILE, W_KN, N % 4 == 0) the same with vec4 loads along n;
-//   row_n8      (REGTILE + ROW_N8, N <= 8) one row of C per invocation, for the LoRA rank products;
-//   gemv_wg / gemv_row  (GEMV, M <= 8, [M,K] x [N,K]) for decode steps, see below.
-// On CPU adapters (llvmpipe, lavapipe) barriers are expensive and workgroup memory is just cache,
-// so the register tilings run 5-10x faster there.
+// Groups: up to 4 problems of the same N, layouts and buffers in one dispatch, stacked along the y tiles;
+// group g has its own m, k, a_off, w_off, c_off, c_row_off and dropout seed (grp[2g], grp[2g+1]). The rank
+// products of a LoRA projection group (q, k, v) are one dispatch so.
+// Variants (defines; lib/ops/matmul.ts's MatmulKey names every one):
+//   HAS_BIAS, RESIDUAL (C = R + ...; R may not alias C), ACCUMULATE (C += ...)
+//   DROP_A / DROP_W   inverted dropout applied as the operand is read: element i of the bound buffer is kept
+//                     when hash(i ^ hash(seed)) (24 bits) >= p, and scaled by 1 / (1 - p); a pure function of
+//                     (seed, i), so the forward and the backward draw the same mask without keeping it
+//   SUM_A / SUM_W     the operand is the sum of sum_slices copies sum_stride elements apart (the k-slices of
+//                     an earlier split product, summed where they are read instead of by a pass of their own)
+//   SPLIT_K           workgroup z takes k in [z * k_chunk, (z + 1) * k_chunk) and writes alpha * its partial
+//                     sum to the slice at C + z * slice_stride (no bias, residual or accumulate): for products
+//                     with few tiles and a long k; `reduce` (below) or a SUM_ reader adds the slices
+//   LORA_B            forward of a LoRA projection group fused after the base product: for the output columns
+//                     [c0, c1) of segment s (seg[s]),
+//                       C[m, n] += lora_scale * sum_j U(m, s*r + j) B[b0 + n - c0, j]
+//                     U [M, nseg*r] (lora_in, ld2, its sum_slices summed) and B the group's stacked lora_B
+//                     rows [sum of widths, r] (lora_w)
+//   LORA_A            backward of the same, into dx: C[m, n] += sum_s mask_s(m, n) sum_{c in s} dU(m, c) A[c, n]
+//                     with dU [M, nseg*r] (lora_in) and A the stacked lora_A [nseg*r, N] (lora_w); LORA_DROP
+//                     applies each segment's dropout mask (seed seg[s].w) at C's element index, which is
+//                     x's (dx is [M, N] from element 0)
+//
+// Tiles: 16 x 16 invocations; invocation (tx, ty) owns TM rows (ty*TM ...) and TN columns (tx*TN ...) of a
+// BM x BN = 16*TM x 16*TN tile of C, kept in registers as TM x TN/4 named vec4 accumulators (the #for
+// loops unroll them: a private array indexed by a loop variable can live in local memory on GPUs and in
+// memory on CPU adapters). Tiles of A and W, BK deep, go through workgroup memory as vec4 rows (each
+// invocation reads its rows and columns as vec4, A's broadcast across the tile row), and the next tile is
+// fetched into registers while this one is multiplied. TM in {2, 4, 8}, TN in {4, 8}.
 
 #include "packed"
+#include "hash"
 
-// k_chunk: SPLIT_K, the depth of each k-slice; SPLIT_REDUCE, the number of slices.
 struct Params {
-  m: u32, n: u32, k: u32, ldc: u32,
-  c_off: u32, a_off: u32, c_row_off: u32, alpha: f32,
-  lda: u32, k_chunk: u32, _p1: u32, _p2: u32,
+  n: u32, lda: u32, ldw: u32, ldc: u32,
+  alpha: f32, groups: u32, slice_stride: u32, k_chunk: u32,
+  sum_slices: u32, sum_stride: u32, p_drop: f32, lora_r: u32,
+  lora_scale: f32, lora_nseg: u32, ld2: u32, _p0: u32,
+  // group g: grp[2g] = (m, k, a_off, w_off), grp[2g + 1] = (c_off, c_row_off, seed, first y tile)
+  grp: array<vec4<u32>, 8>,
+  // LoRA segment s: (c0, c1, b0, dropout seed)
+  seg: array<vec4<u32>, 4>,
 }
 @group(0) @binding(0) var<uniform> params: Params;
-#ifdef GEMV
-@group(0) @binding(1) var<storage, read> amat4: array<vec4<f32>>;
-#else
-#ifdef REGTILE
-#ifndef W_KN
-@group(0) @binding(1) var<storage, read> amat4: array<vec4<f32>>;
-#else
 @group(0) @binding(1) var<storage, read> amat: array<f32>;
-#endif
-#else
-@group(0) @binding(1) var<storage, read> amat: array<f32>;
-#endif
-#endif
 @group(0) @binding(3) var<storage, read_write> cmat: array<f32>;
 #ifdef HAS_BIAS
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
@@ -50,12 +60,384 @@ struct Params {
 #ifdef RESIDUAL
 @group(0) @binding(5) var<storage, read> rmat: array<f32>;
 #endif
+@group(0) @binding(6) var<storage, read> lora_in: array<f32>;
+@group(0) @binding(7) var<storage, read> lora_w: array<f32>;
+@group(0) @binding(8) var<storage, read> partial: array<f32>;
 
-fn store_c(m: u32, n: u32, acc: f32) {
-  let ci = (params.c_row_off + m) * params.ldc + params.c_off + n;
+const BK = 16u;
+const BM = 16u * TM;
+const BN = 16u * TN;
+
+struct Group { m: u32, k: u32, a_off: u32, w_off: u32, c_off: u32, c_row_off: u32, seed: u32, tile0: u32 }
+
+fn group_at(g: u32) -> Group {
+  let p = params.grp[2u * g];
+  let q = params.grp[2u * g + 1u];
+  return Group(p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w);
+}
+
+// the group whose y tiles include tile `y` (groups are stacked in order)
+fn group_of(y: u32) -> u32 {
+  var g = 0u;
+  for (var i = 1u; i < params.groups; i++) {
+    if (y >= params.grp[2u * i + 1u].w) { g = i; }
+  }
+  return g;
+}
+
+fn dropped(v: f32, i: u32, seed: u32) -> f32 {
+  let u = f32(hash_u32(i ^ hash_u32(seed)) >> 8u) / 16777216.0;
+  return select(0.0, v / (1.0 - params.p_drop), u >= params.p_drop);
+}
+
+fn read_a(i: u32, seed: u32) -> f32 {
+#ifdef SUM_A
+  var v = 0.0;
+  for (var z = 0u; z < params.sum_slices; z++) { v += amat[i + z * params.sum_stride]; }
+#else
+  let v = amat[i];
+#endif
+#ifdef DROP_A
+  return dropped(v, i, seed);
+#else
+  return v;
+#endif
+}
+
+fn read_w(i: u32, seed: u32) -> f32 {
+#ifdef SUM_W
+  var v = 0.0;
+  for (var z = 0u; z < params.sum_slices; z++) { v += load_w(i + z * params.sum_stride); }
+#else
+  let v = load_w(i);
+#endif
+#ifdef DROP_W
+  return dropped(v, i, seed);
+#else
+  return v;
+#endif
+}
+
+// Tile element e (0 .. BK*BM or BK*BN) of A or W: its (row or column, k) for the layout, chosen so that
+// neighbouring invocations read neighbouring words of memory.
+fn a_coord(e: u32) -> vec2<u32> {
+#ifdef A_KM
+  return vec2<u32>(e % BM, e / BM);
+#else
+  return vec2<u32>(e / BK, e % BK);
+#endif
+}
+
+fn w_coord(e: u32) -> vec2<u32> {
+#ifdef W_KN
+  return vec2<u32>(e % BN, e / BN);
+#else
+  return vec2<u32>(e / BK, e % BK);
+#endif
+}
+
+fn fetch_a(g: Group, m0: u32, k0: u32, k_hi: u32, e: u32) -> f32 {
+  let c = a_coord(e);
+  let m = m0 + c.x;
+  let k = k0 + c.y;
+  if (m >= g.m || k >= k_hi) { return 0.0; }
+#ifdef A_KM
+  return read_a(g.a_off + k * params.lda + m, g.seed);
+#else
+  return read_a(g.a_off + m * params.lda + k, g.seed);
+#endif
+}
+
+fn fetch_w(g: Group, n0: u32, k0: u32, k_hi: u32, e: u32) -> f32 {
+  let c = w_coord(e);
+  let n = n0 + c.x;
+  let k = k0 + c.y;
+  if (n >= params.n || k >= k_hi) { return 0.0; }
+#ifdef W_KN
+  return read_w(g.w_off + k * params.ldw + n, g.seed);
+#else
+  return read_w(g.w_off + n * params.ldw + k, g.seed);
+#endif
+}
+
+var<workgroup> a_sh: array<vec4<f32>, BK * BM / 4u>; // [BK][BM]
+var<workgroup> w_sh: array<vec4<f32>, BK * BN / 4u>; // [BK][BN]
+
+fn put_a(e: u32, v: f32) {
+  let c = a_coord(e);
+  let i = c.y * BM + c.x;
+  a_sh[i / 4u][i % 4u] = v;
+}
+
+fn put_w(e: u32, v: f32) {
+  let c = w_coord(e);
+  let i = c.y * BN + c.x;
+  w_sh[i / 4u][i % 4u] = v;
+}
+
+// The invocation's TM x TN outputs: row I, columns 4J .. 4J+3 in v_I_J.
+struct Acc {
+#for I in 0..TM
+#for J in 0..TN / 4
+  v_${I}_${J}: vec4<f32>,
+#endfor
+#endfor
+}
+
+// acc += (row kk of the A tile, the invocation's rows) x (row kk of the W tile, its columns)
+fn acc_step(acc: ptr<function, Acc>, kk: u32, tx: u32, ty: u32) {
+#if TM >= 4
+#for I in 0..TM / 4
+  let a_${I} = a_sh[kk * (BM / 4u) + ty * (TM / 4u) + ${I}u];
+#endfor
+#else
+  let a_q = a_sh[(kk * BM + ty * TM) / 4u]; // TM = 2: both rows lie in one vec4, at (ty % 2) * 2
+  let a_at = (ty % 2u) * 2u;
+#endif
+#for J in 0..TN / 4
+  let w_${J} = w_sh[kk * (BN / 4u) + tx * (TN / 4u) + ${J}u];
+#endfor
+#for I in 0..TM
+#if TM >= 4
+  let ar_${I} = vec4<f32>(a_${I / 4}[${I % 4}]);
+#else
+  let ar_${I} = vec4<f32>(a_q[a_at + ${I}u]);
+#endif
+#for J in 0..TN / 4
+  (*acc).v_${I}_${J} = fma(ar_${I}, w_${J}, (*acc).v_${I}_${J});
+#endfor
+#endfor
+}
+
+fn tile_product(acc: ptr<function, Acc>, tx: u32, ty: u32) {
+  for (var kk = 0u; kk < BK; kk++) { acc_step(acc, kk, tx, ty); }
+}
+
+// C's element (m, n) of this group: its index and value after the epilogue (not the LoRA part)
+fn c_index(g: Group, m: u32, n: u32) -> u32 {
+  return (g.c_row_off + m) * params.ldc + g.c_off + n;
+}
+
+fn store_c(g: Group, m: u32, n: u32, acc: f32, z: u32) {
+  let ci = c_index(g, m, n);
+#ifdef SPLIT_K
+  cmat[ci + z * params.slice_stride] = params.alpha * acc;
+#else
   var v = params.alpha * acc;
 #ifdef HAS_BIAS
-  v += bias[params.c_off + n];
+  v += bias[g.c_off + n];
+#endif
+#ifdef RESIDUAL
+  v += rmat[ci];
+#endif
+#ifdef ACCUMULATE
+  v += cmat[ci];
+#endif
+  cmat[ci] = v;
+#endif
+}
+
+#ifdef LORA_B
+// The second product of the forward, segment by segment: U's columns s*r .. s*r + r against B's rows for
+// this tile's columns in [c0, c1) (zero elsewhere), so tiles across a segment boundary are right too.
+fn lora_b_phase(acc: ptr<function, Acc>, g: Group, m0: u32, n0: u32, tx: u32, ty: u32, t: u32) {
+  let r = params.lora_r;
+  for (var s = 0u; s < params.lora_nseg; s++) {
+    let sg = params.seg[s];
+    if (sg.y <= n0 || sg.x >= n0 + BN) { continue; } // uniform: no column of this tile in the segment
+    for (var j0 = 0u; j0 < r; j0 += BK) {
+#for I in 0..TM
+      {
+        let e = t + ${I * 256}u;
+        let c = a_coord_mk(e);
+        let m = m0 + c.x;
+        let j = j0 + c.y;
+        var v = 0.0;
+        if (m < g.m && j < r) {
+          let i = m * params.ld2 + s * r + j;
+          for (var z = 0u; z < params.sum_slices; z++) { v += lora_in[i + z * params.sum_stride]; }
+        }
+        put_a_mk(e, v * params.lora_scale);
+      }
+#endfor
+#for I in 0..TN
+      {
+        let e = t + ${I * 256}u;
+        let c = vec2<u32>(e / BK, e % BK); // (column, j)
+        let n = n0 + c.x;
+        let j = j0 + c.y;
+        var v = 0.0;
+        if (n >= sg.x && n < sg.y && n < params.n && j < r) { v = lora_w[(sg.z + n - sg.x) * r + j]; }
+        let i = c.y * BN + c.x;
+        w_sh[i / 4u][i % 4u] = v;
+      }
+#endfor
+      workgroupBarrier();
+      tile_product(acc, tx, ty);
+      workgroupBarrier();
+    }
+  }
+}
+#endif
+
+#ifdef LORA_A
+// The second product of the backward into dx: dU's columns c (all segments) against the stacked lora_A rows
+// [c, n]; with LORA_DROP each segment's product is masked by that module's dropout before it is added.
+fn lora_a_phase(acc: ptr<function, Acc>, g: Group, m0: u32, n0: u32, tx: u32, ty: u32, t: u32) {
+  let r = params.lora_r;
+  for (var s = 0u; s < params.lora_nseg; s++) {
+#ifdef LORA_DROP
+    var part = Acc(); // explicitly zeroed each segment (a bare declaration in a loop may be hoisted)
+#endif
+    for (var j0 = 0u; j0 < r; j0 += BK) {
+#for I in 0..TM
+      {
+        let e = t + ${I * 256}u;
+        let c = a_coord_mk(e);
+        let m = m0 + c.x;
+        let j = j0 + c.y;
+        var v = 0.0;
+        if (m < g.m && j < r) {
+          let i = m * params.ld2 + s * r + j;
+          for (var z = 0u; z < params.sum_slices; z++) { v += lora_in[i + z * params.sum_stride]; }
+        }
+        put_a_mk(e, v);
+      }
+#endfor
+#for I in 0..TN
+      {
+        let e = t + ${I * 256}u;
+        let c = vec2<u32>(e % BN, e / BN); // (column, j): rows of lora_A are contiguous along n
+        let n = n0 + c.x;
+        let j = j0 + c.y;
+        var v = 0.0;
+        if (n < params.n && j < r) { v = lora_w[(s * r + j) * params.n + n]; }
+        let i = c.y * BN + c.x;
+        w_sh[i / 4u][i % 4u] = v;
+      }
+#endfor
+      workgroupBarrier();
+#ifdef LORA_DROP
+      tile_product(&part, tx, ty);
+#else
+      tile_product(acc, tx, ty);
+#endif
+      workgroupBarrier();
+    }
+#ifdef LORA_DROP
+    let seed = params.seg[s].w;
+#for I in 0..TM
+#for J in 0..TN / 4
+    {
+      let m = m0 + ty * TM + ${I}u;
+      let n = n0 + tx * TN + ${J * 4}u;
+      let ci = c_index(g, min(m, g.m - 1u), 0u) + n;
+      let keep = vec4<f32>(dropped(1.0, ci, seed), dropped(1.0, ci + 1u, seed), dropped(1.0, ci + 2u, seed),
+                           dropped(1.0, ci + 3u, seed));
+      (*acc).v_${I}_${J} = fma(keep, part.v_${I}_${J}, (*acc).v_${I}_${J});
+    }
+#endfor
+#endfor
+#endif
+  }
+}
+#endif
+
+#ifdef LORA
+// phase-2 tiles read U / dU [M, ld2] along their rows, like an [M, K] A
+fn a_coord_mk(e: u32) -> vec2<u32> {
+  return vec2<u32>(e / BK, e % BK);
+}
+
+fn put_a_mk(e: u32, v: f32) {
+  let c = a_coord_mk(e);
+  let i = c.y * BM + c.x;
+  a_sh[i / 4u][i % 4u] = v;
+}
+#endif
+
+@compute @workgroup_size(16, 16)
+fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let gi = group_of(wg.y);
+  let g = group_at(gi);
+  let m0 = (wg.y - g.tile0) * BM;
+  let n0 = wg.x * BN;
+  let tx = lid.x;
+  let ty = lid.y;
+  let t = ty * 16u + tx;
+#ifdef SPLIT_K
+  let k_lo = min(g.k, wg.z * params.k_chunk);
+  let k_hi = min(g.k, k_lo + params.k_chunk);
+#else
+  let k_lo = 0u;
+  let k_hi = g.k;
+#endif
+  var acc = Acc();
+  // this tile's elements of A and W, fetched a tile ahead
+#for I in 0..TM
+  var pa_${I} = fetch_a(g, m0, k_lo, k_hi, t + ${I * 256}u);
+#endfor
+#for I in 0..TN
+  var pw_${I} = fetch_w(g, n0, k_lo, k_hi, t + ${I * 256}u);
+#endfor
+  for (var k0 = k_lo; k0 < k_hi; k0 += BK) {
+#for I in 0..TM
+    put_a(t + ${I * 256}u, pa_${I});
+#endfor
+#for I in 0..TN
+    put_w(t + ${I * 256}u, pw_${I});
+#endfor
+    workgroupBarrier();
+    let k1 = k0 + BK;
+    if (k1 < k_hi) {
+#for I in 0..TM
+      pa_${I} = fetch_a(g, m0, k1, k_hi, t + ${I * 256}u);
+#endfor
+#for I in 0..TN
+      pw_${I} = fetch_w(g, n0, k1, k_hi, t + ${I * 256}u);
+#endfor
+    }
+    tile_product(&acc, tx, ty);
+    workgroupBarrier();
+  }
+#ifdef LORA_B
+  lora_b_phase(&acc, g, m0, n0, tx, ty, t);
+#endif
+#ifdef LORA_A
+  lora_a_phase(&acc, g, m0, n0, tx, ty, t);
+#endif
+#for I in 0..TM
+  {
+    let m = m0 + ty * TM + ${I}u;
+    if (m < g.m) {
+#for J in 0..TN / 4
+#for C in 0..4
+      if (n0 + tx * TN + ${J * 4 + C}u < params.n) { store_c(g, m, n0 + tx * TN + ${J * 4 + C}u, acc.v_${I}_${J}[${C}], wg.z); }
+#endfor
+#endfor
+    }
+  }
+#endfor
+}
+
+// Sums the k-slices of SPLIT_K runs into their outputs: C (+)= alpha * sum_z slice_z (+ bias, residual), in
+// slice order (the result does not depend on timing). Up to 2 jobs, flattened along x: job j (grp[2j] =
+// (m, n, partial offset, slices), grp[2j + 1] = (c_off, c_row_off, ldc, first flat index)).
+@compute @workgroup_size(WG)
+fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>) {
+  let f = (wg.y * nwg.x + wg.x) * WG + lid.x;
+  let job = select(0u, 1u, params.groups > 1u && f >= params.grp[3].w);
+  let p = params.grp[2u * job];
+  let q = params.grp[2u * job + 1u];
+  let i = f - q.w;
+  if (i >= p.x * p.y) { return; }
+  var s = 0.0;
+  for (var z = 0u; z < p.w; z++) { s += partial[p.z + z * p.x * p.y + i]; }
+  let ci = (q.y + i / p.y) * q.z + q.x + i % p.y;
+  var v = params.alpha * s;
+#ifdef HAS_BIAS
+  v += bias[q.x + i % p.y];
 #endif
 #ifdef RESIDUAL
   v += rmat[ci];
@@ -65,361 +447,3 @@ fn store_c(m: u32, n: u32, acc: f32) {
 #endif
   cmat[ci] = v;
 }
-
-#ifdef GEMV
-// M <= 8 rows of A (K, lda and a_off multiples of 4) against W [N, K]: the projections and the LM head
-// of a decode step, where a tile kernel computes 8 to 64 rows for each useful one.
-//   gemv_wg   (GPUs) one 64-wide workgroup per output column n, striding along k with vec4 loads so
-//             that neighbouring invocations read neighbouring words, then summing across itself;
-//   gemv_row  (CPU adapters, no barriers) one invocation per n, streaming its weight row once.
-// The up to 8 sums live in two vec4 with constant components (CPU adapters keep dynamically indexed
-// private arrays in memory).
-fn a4(m: u32, q: u32) -> vec4<f32> {
-  return amat4[(params.a_off + m * params.lda) / 4u + q];
-}
-
-fn gemv_dot(n: u32, q0: u32, stride: u32, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
-  let k4 = params.k / 4u;
-  if (params.m == 1u) { // batch 1: the common decode case, without the per-row branches
-    var s = vec4<f32>(0.0);
-    let a0 = params.a_off / 4u;
-    for (var q = q0; q < k4; q += stride) { s = fma(load_w4(n * k4 + q), amat4[a0 + q], s); }
-    (*lo).x = s.x + s.y + s.z + s.w;
-    return;
-  }
-  for (var q = q0; q < k4; q += stride) {
-    let w = load_w4(n * k4 + q);
-    (*lo).x += dot(w, a4(0u, q));
-    if (params.m > 1u) { (*lo).y += dot(w, a4(1u, q)); }
-    if (params.m > 2u) { (*lo).z += dot(w, a4(2u, q)); }
-    if (params.m > 3u) { (*lo).w += dot(w, a4(3u, q)); }
-    if (params.m > 4u) { (*hi).x += dot(w, a4(4u, q)); }
-    if (params.m > 5u) { (*hi).y += dot(w, a4(5u, q)); }
-    if (params.m > 6u) { (*hi).z += dot(w, a4(6u, q)); }
-    if (params.m > 7u) { (*hi).w += dot(w, a4(7u, q)); }
-  }
-}
-
-// Column n's first min(M, 8) outputs.
-fn store_col8(n: u32, lo: vec4<f32>, hi: vec4<f32>) {
-  store_c(0u, n, lo.x);
-  if (1u < params.m) { store_c(1u, n, lo.y); }
-  if (2u < params.m) { store_c(2u, n, lo.z); }
-  if (3u < params.m) { store_c(3u, n, lo.w); }
-  if (4u < params.m) { store_c(4u, n, hi.x); }
-  if (5u < params.m) { store_c(5u, n, hi.y); }
-  if (6u < params.m) { store_c(6u, n, hi.z); }
-  if (7u < params.m) { store_c(7u, n, hi.w); }
-}
-
-var<workgroup> gemv_lo: array<vec4<f32>, WG>;
-var<workgroup> gemv_hi: array<vec4<f32>, WG>;
-
-@compute @workgroup_size(WG)
-fn gemv_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_id) lid: vec3<u32>) {
-  let n = wg.y * nwg.x + wg.x;
-  if (n >= params.n) { return; } // uniform per workgroup: the barriers below stay uniform
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
-  gemv_dot(n, lid.x, WG, &lo, &hi);
-  gemv_lo[lid.x] = lo;
-  gemv_hi[lid.x] = hi;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid.x < s) {
-      gemv_lo[lid.x] += gemv_lo[lid.x + s];
-      gemv_hi[lid.x] += gemv_hi[lid.x + s];
-    }
-    workgroupBarrier();
-  }
-  if (lid.x == 0u) { store_col8(n, gemv_lo[0], gemv_hi[0]); }
-}
-
-@compute @workgroup_size(WG)
-fn gemv_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let n = gid.y * nwg.x * WG + gid.x;
-  if (n >= params.n) { return; }
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
-  gemv_dot(n, 0u, 1u, &lo, &hi);
-  store_col8(n, lo, hi);
-}
-#endif
-
-#ifndef REGTILE
-#ifndef GEMV
-// Workgroup tiles for GPUs: 16 x 16 invocations, each computing TM x TN outputs strided by 16 (so the
-// shared-memory reads of a warp are broadcasts along m and consecutive along n); TM = TN = 4 gives a
-// 64 x 64 tile, TM = TN = 8 a 128 x 128 tile with 4 FMAs per shared load. Tiles are stored k-major with
-// a stride of BM + 1 / BN + 1 floats, so that the transposing stores of a [M,K] / [N,K] operand do not
-// all land in one bank.
-// SPLIT_K: workgroup z computes the k-range [z * k_chunk, (z + 1) * k_chunk) and stores its partial
-// sums to cmat[z * m * n + m * n + n] (no alpha, bias or residual); splitk_reduce adds the slices in
-// order (deterministic) and applies them. For shapes with few tiles and a long k (dX of the LM head,
-// LoRA's du = dy B, dA = du^T x), which would otherwise leave most of a GPU idle.
-// the workgroup is TILE_WG x TILE_WG invocations (a define shared with lib/ops/matmul.ts)
-const WG_SIDE: u32 = TILE_WG;
-const BM = WG_SIDE * TM;
-const BN = WG_SIDE * TN;
-const BK = 16u;
-const SA = BM + 1u;
-const SW = BN + 1u;
-var<workgroup> a_tile: array<f32, BK * SA>; // [BK][BM (+1)]
-var<workgroup> w_tile: array<f32, BK * SW>; // [BK][BN (+1)]
-
-fn load_a(m: u32, k: u32, k_hi: u32) -> f32 {
-  if (m >= params.m || k >= k_hi) { return 0.0; }
-#ifdef A_KM
-  return amat[params.a_off + k * params.lda + m];
-#else
-  return amat[params.a_off + m * params.lda + k];
-#endif
-}
-
-fn load_wt(k: u32, n: u32, k_hi: u32) -> f32 {
-  if (n >= params.n || k >= k_hi) { return 0.0; }
-#ifdef W_KN
-  return load_w(k * params.n + n);
-#else
-  return load_w(n * params.k + k);
-#endif
-}
-
-@compute @workgroup_size(TILE_WG, TILE_WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let m0 = wg.y * BM;
-  let n0 = wg.x * BN;
-  let t = lid.y * WG_SIDE + lid.x;
-#ifdef SPLIT_K
-  let k_lo = wg.z * params.k_chunk;
-  let k_hi = min(params.k, k_lo + params.k_chunk);
-#else
-  let k_lo = 0u;
-  let k_hi = params.k;
-#endif
-  var acc: array<f32, TM * TN>;
-  for (var i = 0u; i < TM * TN; i++) { acc[i] = 0.0; }
-
-  for (var k0 = k_lo; k0 < k_hi; k0 += BK) {
-    for (var i = 0u; i < BM * BK / 256u; i++) {
-      let e = t + i * 256u;
-#ifdef A_KM
-      let ar = e % BM; let ak = e / BM;
-#else
-      let ar = e / BK; let ak = e % BK;
-#endif
-      a_tile[ak * SA + ar] = load_a(m0 + ar, k0 + ak, k_hi);
-    }
-    for (var i = 0u; i < BN * BK / 256u; i++) {
-      let e = t + i * 256u;
-#ifdef W_KN
-      let wc = e % BN; let wk = e / BN;
-#else
-      let wc = e / BK; let wk = e % BK;
-#endif
-      w_tile[wk * SW + wc] = load_wt(k0 + wk, n0 + wc, k_hi);
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < BK; kk++) {
-      var av: array<f32, TM>;
-      var wv: array<f32, TN>;
-      for (var i = 0u; i < TM; i++) { av[i] = a_tile[kk * SA + lid.y + WG_SIDE * i]; }
-      for (var j = 0u; j < TN; j++) { wv[j] = w_tile[kk * SW + lid.x + WG_SIDE * j]; }
-      for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) {
-          acc[i * TN + j] = fma(av[i], wv[j], acc[i * TN + j]);
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-
-  for (var i = 0u; i < TM; i++) {
-    let m = m0 + lid.y + WG_SIDE * i;
-    if (m >= params.m) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let n = n0 + lid.x + WG_SIDE * j;
-      if (n < params.n) {
-#ifdef SPLIT_K
-        cmat[(wg.z * params.m + m) * params.n + n] = acc[i * TN + j];
-#else
-        store_c(m, n, acc[i * TN + j]);
-#endif
-      }
-    }
-  }
-}
-#endif
-#endif
-
-#ifdef SPLIT_REDUCE
-// C = alpha * (sum of the k-slices of a SPLIT_K run, in slice order) (+ bias, residual, accumulate).
-@group(0) @binding(6) var<storage, read> partial: array<f32>;
-
-@compute @workgroup_size(WG)
-fn splitk_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_id) lid: vec3<u32>) {
-  let i = (wg.y * nwg.x + wg.x) * WG + lid.x;
-  if (i >= params.m * params.n) { return; }
-  var s = 0.0;
-  for (var z = 0u; z < params.k_chunk; z++) { s += partial[z * params.m * params.n + i]; }
-  store_c(i / params.n, i % params.n, s);
-}
-#endif
-
-#ifdef REGTILE
-// Row m's first min(N, 8) outputs, written with constant component indices (a dynamically indexed
-// vector or array would be kept in memory by CPU adapters).
-fn store_row8(m: u32, lo: vec4<f32>, hi: vec4<f32>) {
-  store_c(m, 0u, lo.x);
-  if (1u < params.n) { store_c(m, 1u, lo.y); }
-  if (2u < params.n) { store_c(m, 2u, lo.z); }
-  if (3u < params.n) { store_c(m, 3u, lo.w); }
-  if (4u < params.n) { store_c(m, 4u, hi.x); }
-  if (5u < params.n) { store_c(m, 5u, hi.y); }
-  if (6u < params.n) { store_c(m, 6u, hi.z); }
-  if (7u < params.n) { store_c(m, 7u, hi.w); }
-}
-
-// Each invocation computes RM x RN outputs; the workgroup is WG_X (along n) x WG_Y (along m)
-// invocations — four defines shared with lib/ops/matmul.ts, which sizes the dispatch from them.
-// N <= 8 (LoRA rank products) goes to row_n8 instead, so that the SIMD lanes of a CPU adapter all work
-// on different rows instead of idling on columns past N.
-
-#ifndef W_KN
-@compute @workgroup_size(WG_X, WG_Y)
-fn regtile(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.y * RM;
-  let n0 = gid.x * RN;
-  if (m0 >= params.m || n0 >= params.n) { return; } // no barriers here, so early exit is fine
-  let k4 = params.k / 4u;
-  var acc: array<array<f32, RN>, RM>;
-  var arow: array<u32, RM>;
-  var wrow: array<u32, RN>;
-  // clamp rows instead of branching in the inner loop; out-of-range results are not stored
-  for (var i = 0u; i < RM; i++) { arow[i] = (params.a_off + min(m0 + i, params.m - 1u) * params.lda) / 4u; }
-  for (var j = 0u; j < RN; j++) { wrow[j] = min(n0 + j, params.n - 1u) * k4; }
-  for (var kk = 0u; kk < k4; kk++) {
-    var wv: array<vec4<f32>, RN>;
-    for (var j = 0u; j < RN; j++) { wv[j] = load_w4(wrow[j] + kk); }
-    for (var i = 0u; i < RM; i++) {
-      let av = amat4[arow[i] + kk];
-      for (var j = 0u; j < RN; j++) { acc[i][j] += dot(av, wv[j]); }
-    }
-  }
-  for (var i = 0u; i < RM; i++) {
-    let m = m0 + i;
-    if (m >= params.m) { break; }
-    for (var j = 0u; j < RN; j++) {
-      let n = n0 + j;
-      if (n < params.n) { store_c(m, n, acc[i][j]); }
-    }
-  }
-}
-
-#ifdef ROW_N8
-// One output row per invocation and at most 8 columns (N <= 8: the LoRA product u = x A^T), as
-// row_n8 below for [K, N] weights: eight accumulators in registers, vec4 loads along k.
-@compute @workgroup_size(WG)
-fn row_n8(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m = gid.x;
-  if (m >= params.m) { return; }
-  let k4 = params.k / 4u;
-  let arow = (params.a_off + m * params.lda) / 4u;
-  let last = params.n - 1u;
-  let w0 = 0u;
-  let w1 = min(1u, last) * k4;
-  let w2 = min(2u, last) * k4;
-  let w3 = min(3u, last) * k4;
-  let w4 = min(4u, last) * k4;
-  let w5 = min(5u, last) * k4;
-  let w6 = min(6u, last) * k4;
-  let w7 = min(7u, last) * k4;
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
-  for (var kk = 0u; kk < k4; kk++) {
-    let av = amat4[arow + kk];
-    lo += vec4<f32>(
-      dot(av, load_w4(w0 + kk)),
-      dot(av, load_w4(w1 + kk)),
-      dot(av, load_w4(w2 + kk)),
-      dot(av, load_w4(w3 + kk)),
-    );
-    hi += vec4<f32>(
-      dot(av, load_w4(w4 + kk)),
-      dot(av, load_w4(w5 + kk)),
-      dot(av, load_w4(w6 + kk)),
-      dot(av, load_w4(w7 + kk)),
-    );
-  }
-  store_row8(m, lo, hi);
-}
-#endif
-#else
-fn load_a(m: u32, k: u32) -> f32 {
-#ifdef A_KM
-  return amat[params.a_off + k * params.lda + m];
-#else
-  return amat[params.a_off + m * params.lda + k];
-#endif
-}
-
-@compute @workgroup_size(WG_X, WG_Y)
-fn regtile_kn(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m0 = gid.y * RM;
-  let n0 = gid.x * RN;
-  if (m0 >= params.m || n0 >= params.n) { return; }
-  let n4 = params.n / 4u;
-  let q0 = min(n0 / 4u, n4 - 1u);
-  let q1 = min(n0 / 4u + 1u, n4 - 1u);
-  var acc: array<array<vec4<f32>, 2>, RM>;
-  var mrow: array<u32, RM>;
-  for (var i = 0u; i < RM; i++) { mrow[i] = min(m0 + i, params.m - 1u); }
-  for (var k = 0u; k < params.k; k++) {
-    let w0 = load_w4(k * n4 + q0);
-    let w1 = load_w4(k * n4 + q1);
-    for (var i = 0u; i < RM; i++) {
-      let a = load_a(mrow[i], k);
-      acc[i][0] = fma(vec4<f32>(a), w0, acc[i][0]);
-      acc[i][1] = fma(vec4<f32>(a), w1, acc[i][1]);
-    }
-  }
-  for (var i = 0u; i < RM; i++) {
-    let m = m0 + i;
-    if (m >= params.m) { break; }
-    let lo = acc[i][0];
-    let hi = acc[i][1];
-    if (n0 < params.n) { store_c(m, n0, lo.x); }
-    if (n0 + 1u < params.n) { store_c(m, n0 + 1u, lo.y); }
-    if (n0 + 2u < params.n) { store_c(m, n0 + 2u, lo.z); }
-    if (n0 + 3u < params.n) { store_c(m, n0 + 3u, lo.w); }
-    if (n0 + 4u < params.n) { store_c(m, n0 + 4u, hi.x); }
-    if (n0 + 5u < params.n) { store_c(m, n0 + 5u, hi.y); }
-    if (n0 + 6u < params.n) { store_c(m, n0 + 6u, hi.z); }
-    if (n0 + 7u < params.n) { store_c(m, n0 + 7u, hi.w); }
-  }
-}
-
-#ifdef ROW_N8
-// One output row per invocation and at most 8 columns (N <= 8, N % 4 == 0: the LoRA rank products
-// dB = dy^T u and du = dy B). Eight accumulators stay in registers on CPU adapters, where the 8x8
-// tile of regtile_kn spills, and neighbouring invocations work on neighbouring rows.
-@compute @workgroup_size(WG)
-fn row_n8(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let m = gid.x;
-  if (m >= params.m) { return; }
-  let n4 = params.n / 4u;
-  let q1 = min(1u, n4 - 1u);
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
-  for (var k = 0u; k < params.k; k++) {
-    let a = vec4<f32>(load_a(m, k));
-    lo = fma(a, load_w4(k * n4), lo);
-    hi = fma(a, load_w4(k * n4 + q1), hi);
-  }
-  store_row8(m, lo, hi);
-}
-#endif
-#endif
-#endif

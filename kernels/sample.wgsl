@@ -7,6 +7,9 @@
 //            of the mass (ties at the boundary are all in). The draw is a Gumbel-max: argmax over the
 //            nucleus of (x_i - max) / T + g_i, g_i = -log(-log(u_i)) with u_i a hash of (seed, step,
 //            row, i) — an exact sample from that distribution, reproducible from the seed, no state.
+//   argmax_final   the same outputs from the per-workgroup (value, index) partials of an ARGMAX gemv over the
+//            logits (kernels/gemv.wgsl): `vocab` is the number of partials per row here. The LM head's
+//            workgroups did the first stage, so neither stage leaves a GPU idle.
 // One WG-wide workgroup per row; WG is the workgroup size, a define shared with the op wrapper.
 
 #include "hash"
@@ -145,6 +148,28 @@ fn sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         v = score;
         idx = j;
       }
+    }
+  }
+  finish_choice(row, lid.x, v, idx);
+}
+
+@group(0) @binding(4) var<storage, read> partials: array<vec2<u32>>; // (value bits, index; NONE if none)
+
+@compute @workgroup_size(WG)
+fn argmax_final(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_id) lid: vec3<u32>) {
+  let row = wg.y * nwg.x + wg.x;
+  if (row >= params.rows) { return; } // uniform per workgroup
+  let base = row * params.vocab;
+  var v = 0.0;
+  var idx = NONE;
+  // partials come in index order, so a strided scan keeps the first of equal values as argmax does
+  for (var j = lid.x; j < params.vocab; j += WG) {
+    let p = partials[base + j];
+    let x = bitcast<f32>(p.x);
+    if (p.y != NONE && beats(x, p.y, v, idx)) {
+      v = x;
+      idx = p.y;
     }
   }
   finish_choice(row, lid.x, v, idx);

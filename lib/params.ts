@@ -1,9 +1,12 @@
 // Trainable parameters live side by side in one flat f32 buffer (with gradient and Adam moment
 // buffers of the same layout), each tensor a 256-byte-aligned view. The optimizer and the
-// gradient norm then take a handful of dispatches however many tensors there are.
+// gradient norm then take a handful of dispatches however many tensors there are. A spec with `pack`
+// follows its predecessor without padding, so that a run of tensors (a LoRA group's stacked lora_A) is
+// one contiguous matrix that a kernel binds as one view; only the run's start is aligned.
 
 import type { Gpu } from "./gpu/context.ts";
 import { Tensor } from "./tensor.ts";
+import { hashInts } from "./rng.ts";
 
 export interface ParamEntry {
   name: string;
@@ -26,14 +29,16 @@ export class ParamStore {
   readonly m: GPUBuffer;
   readonly v: GPUBuffer;
 
-  constructor(private gpu: Gpu, specs: { name: string; shape: number[] }[]) {
+  constructor(private gpu: Gpu, specs: { name: string; shape: number[]; pack?: boolean }[]) {
     let off = 0;
     const layout = specs.map((s) => {
       const numel = s.shape.reduce((a, b) => a * b, 1);
-      const e = { ...s, offset: off, numel };
-      off += Math.ceil(numel / ALIGN_FLOATS) * ALIGN_FLOATS;
+      if (!s.pack) off = Math.ceil(off / ALIGN_FLOATS) * ALIGN_FLOATS;
+      const e = { name: s.name, shape: s.shape, offset: off, numel };
+      off += numel;
       return e;
     });
+    off = Math.ceil(off / ALIGN_FLOATS) * ALIGN_FLOATS;
     this.total = Math.max(off, ALIGN_FLOATS);
     const bytes = this.total * 4;
     if (bytes > gpu.caps.maxBindingBytes) {
@@ -56,6 +61,24 @@ export class ParamStore {
       this.entries.push(entry);
       this.byName.set(e.name, entry);
     }
+  }
+
+  /** Names, shapes and offsets of the flat layout, hashed: a checkpoint's optimizer state is only
+   * meaningful for the layout it was written with. */
+  layoutHash(): string {
+    let h = 0;
+    for (const e of this.entries) {
+      h = hashInts(h, ...new TextEncoder().encode(`${e.name}:${e.shape.join("x")}@${e.offset}`));
+    }
+    return h.toString(16);
+  }
+
+  /** A view of the parameters (or gradients) from `first`'s start over `numel` floats: a packed run. */
+  span(first: string, numel: number, shape: number[], grad = false): Tensor {
+    const e = this.get(first);
+    if (e.offset * 4 % 256) throw new Error(`parameter '${first}' does not start a 256-byte aligned run`);
+    if (e.offset + numel > this.total) throw new Error(`a span of ${numel} from '${first}' passes the end`);
+    return Tensor.view(grad ? this.g : this.p, e.offset * 4, shape, "f32", `${grad ? "grad:" : ""}${first}+`);
   }
 
   get(name: string): ParamEntry {

@@ -9,7 +9,7 @@
 // tokens are dropped, and rows never see each other.
 
 import { Tensor } from "../lib/tensor.ts";
-import { argmax, sampleTokens } from "../lib/ops/sample.ts";
+import { sampleTokens } from "../lib/ops/sample.ts";
 import { KVCache } from "./decoder.ts";
 import type { Decoder, ForwardExtras } from "./decoder.ts";
 
@@ -31,11 +31,16 @@ export interface SamplingOptions {
   warn?: (msg: string) => void;
   /** adapters / steering for the prompt pass and for the generated tokens (see defence/hooks.ts) */
   extras?: (phase: "prompt" | "response", rows: number) => ForwardExtras | undefined;
+  /** time the prompt pass and the decode steps apart (one extra wait for the GPU after the prompt) */
+  timing?: boolean;
 }
 
 export interface Generation {
   tokens: number[][];
   finish: ("stop" | "length")[];
+  /** with `timing`: the prompt pass (its first token included), and per readback chunk the decode steps it
+   * ran and their wall time (the first chunk's carries the decode kernels' pipeline compiles) */
+  timing?: { prefillS: number; prefillTokens: number; chunks: { steps: number; seconds: number }[] };
 }
 
 export async function generate(dec: Decoder, prompts: number[][], o: SamplingOptions): Promise<Generation> {
@@ -72,6 +77,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
     }
   };
   const temperature = o.temperature ?? 0, topP = o.topP ?? 1;
+  let timing: Generation["timing"];
   const next = Tensor.empty(gpu, [B], "u32", "next_ids");
   // uploaded once for every step, and the RoPE table sized for the whole run: a decode step creates nothing
   const kvStartT = Tensor.uploadPooled(gpu, Uint32Array.from(kvStart), [B], "u32", "kv_start");
@@ -80,12 +86,15 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
     const ids = new Uint32Array(B * T).fill(pad);
     prompts.forEach((p, b) => ids.set(p, b * T + kvStart[b]));
     let past = 0, t = T;
+    const t0 = performance.now();
+    let prefillEnd = 0, chunkStart = 0;
+    const chunks: { steps: number; seconds: number }[] = [];
     for (let step = 0; step < o.maxNewTokens && !done.every((x) => x);) {
       const k = Math.min(DECODE_CHUNK, o.maxNewTokens - step);
       const hist = Tensor.empty(gpu, [k * B], "u32", "decoded_ids");
       for (let i = 0; i < k; i++) {
         const extras = o.extras?.(step + i === 0 ? "prompt" : "response", B * t);
-        const { normed } = dec.forward({
+        const { normed, prenorm = false } = dec.forward({
           ids: step + i === 0 ? ids : next,
           batch: B,
           t,
@@ -93,35 +102,47 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
           past,
           cache,
           extras,
+          finalNorm: "defer", // the LM head normalizes the last rows itself
         });
-        const logits = dec.logits(normed, Array.from({ length: B }, (_, b) => b * t + t - 1));
-        normed.dispose();
+        const last = Array.from({ length: B }, (_, b) => b * t + t - 1);
         if (temperature > 0) {
+          const logits = dec.logits(normed, last, prenorm);
           sampleTokens(gpu, logits, next, hist, i * B, {
             temperature,
             topP,
             seed: o.seed ?? 0,
             step: step + i,
           });
+          logits.dispose();
         } else {
-          argmax(gpu, logits, next, hist, i * B);
+          dec.nextTokens(normed, last, prenorm, next, hist, i * B);
         }
-        logits.dispose();
+        normed.dispose();
         past += t;
         t = 1;
+        if (o.timing && step + i === 0) {
+          await gpu.finish();
+          prefillEnd = chunkStart = performance.now();
+        }
       }
       const got = await hist.readU32(gpu);
       hist.dispose();
+      if (o.timing) {
+        const now = performance.now();
+        chunks.push({ steps: step === 0 ? k - 1 : k, seconds: (now - chunkStart) / 1000 });
+        chunkStart = now;
+      }
       for (let i = 0; i < k; i++) {
         for (let b = 0; b < B; b++) if (!done[b]) accept(b, got[i * B + b]);
       }
       step += k;
     }
+    if (o.timing) timing = { prefillS: (prefillEnd - t0) / 1000, prefillTokens: B * T, chunks };
   } finally {
     next.dispose();
     kvStartT.dispose();
     cache.dispose();
     gpu.trimPool(); // KV caches and activations of lengths the next call may not reuse
   }
-  return { tokens: out, finish };
+  return { tokens: out, finish, ...(timing ? { timing } : {}) };
 }

@@ -12,8 +12,8 @@ import { mixSeeds, Rng } from "../lib/rng.ts";
 import type { ModelConfig } from "./config.ts";
 import { ParamStore } from "../lib/params.ts";
 import { Tensor } from "../lib/tensor.ts";
-import { linear } from "../lib/ops/matmul.ts";
-import { dropout } from "../lib/ops/elementwise.ts";
+import { type LoraPhase, matmul, planMatmul } from "../lib/ops/matmul.ts";
+import { gemv, GEMV_MAX_ROWS } from "../lib/ops/gemv.ts";
 
 export const LORA_MODULES = [
   "q_proj",
@@ -64,63 +64,112 @@ export function peftName(l: number, m: LoraModule, ab: "A" | "B"): string {
   return `base_model.model.model.layers.${l}.${moduleParent(m)}.${m}.lora_${ab}.weight`;
 }
 
-export interface LoraModuleParams {
-  module: LoraModule;
+/** The projections the decoder computes as one product each, and the modules each is made of, in order. */
+export const PROJECTION_GROUPS = {
+  qkv: ["q_proj", "k_proj", "v_proj"],
+  o: ["o_proj"],
+  gate_up: ["gate_proj", "up_proj"],
+  down: ["down_proj"],
+} as const satisfies Record<string, readonly LoraModule[]>;
+export type ProjectionGroup = keyof typeof PROJECTION_GROUPS;
+export const PROJECTION_GROUP_NAMES = Object.keys(PROJECTION_GROUPS) as ProjectionGroup[];
+
+/** A module's output columns in its group's fused output (q|k|v, gate|up). */
+export function moduleColumns(cfg: ModelConfig, m: LoraModule): { c0: number; c1: number } {
+  const q = cfg.numHeads * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim, I = cfg.intermediateSize;
+  const c0 = m === "k_proj" ? q : m === "v_proj" ? q + kv : m === "up_proj" ? I : 0;
+  return { c0, c1: c0 + moduleShape(cfg, m).outF };
+}
+
+/**
+ * The adapted modules of one projection group in one layer, as the fused kernels take them: their lora_A
+ * stacked [nseg * r, in] and lora_B stacked [sum of widths, r] (contiguous runs of the parameter store, and
+ * of its gradients), and per module its output columns [c0, c1) and first row in the stacked B.
+ */
+export interface LoraGroup {
+  group: ProjectionGroup;
+  layer: number;
+  modules: { module: LoraModule; c0: number; c1: number; b0: number }[];
+  inF: number;
   a: Tensor;
   b: Tensor;
-  inF: number;
-  outF: number;
+  gradA: Tensor;
+  gradB: Tensor;
 }
 
 export class LoraSet {
   readonly scale: number;
-  /** per layer, the adapted modules */
-  readonly layers: Map<LoraModule, LoraModuleParams>[];
+  /** per layer, the adapted projection groups */
+  readonly groups: Map<ProjectionGroup, LoraGroup>[];
 
   constructor(readonly cfg: ModelConfig, readonly lora: LoraConfig, readonly store: ParamStore) {
     this.scale = lora.rslora ? lora.alpha / Math.sqrt(lora.r) : lora.alpha / lora.r;
-    this.layers = Array.from({ length: cfg.numLayers }, (_, l) => {
-      const m = new Map<LoraModule, LoraModuleParams>();
-      for (const mod of lora.targetModules) {
-        const { inF, outF } = moduleShape(cfg, mod);
-        m.set(mod, {
-          module: mod,
-          a: store.get(peftName(l, mod, "A")).param,
-          b: store.get(peftName(l, mod, "B")).param,
+    const r = lora.r;
+    this.groups = Array.from({ length: cfg.numLayers }, (_, l) => {
+      const out = new Map<ProjectionGroup, LoraGroup>();
+      for (const [group, mods] of LoraSet.groupModules(lora)) {
+        let b0 = 0;
+        const modules = mods.map((m) => {
+          const c = moduleColumns(cfg, m), e = { module: m, ...c, b0 };
+          b0 += c.c1 - c.c0;
+          return e;
+        });
+        const inF = moduleShape(cfg, mods[0]).inF;
+        const a0 = peftName(l, mods[0], "A"), bFirst = peftName(l, mods[0], "B");
+        out.set(group, {
+          group,
+          layer: l,
+          modules,
           inF,
-          outF,
+          a: store.span(a0, mods.length * r * inF, [mods.length * r, inF]),
+          b: store.span(bFirst, b0 * r, [b0, r]),
+          gradA: store.span(a0, mods.length * r * inF, [mods.length * r, inF], true),
+          gradB: store.span(bFirst, b0 * r, [b0, r], true),
         });
       }
-      return m;
+      return out;
     });
   }
 
-  static specs(cfg: ModelConfig, lora: LoraConfig): { name: string; shape: number[] }[] {
-    const out: { name: string; shape: number[] }[] = [];
+  /** The adapted modules by group, in the groups' order. */
+  static groupModules(lora: LoraConfig): [ProjectionGroup, LoraModule[]][] {
+    return PROJECTION_GROUP_NAMES.map((g) =>
+      [g, PROJECTION_GROUPS[g].filter((m) => lora.targetModules.includes(m))] as [
+        ProjectionGroup,
+        LoraModule[],
+      ]
+    ).filter(([, mods]) => mods.length > 0);
+  }
+
+  /** The store's layout: per layer and group, the modules' lora_A packed into one run, then their lora_B. */
+  static specs(cfg: ModelConfig, lora: LoraConfig): { name: string; shape: number[]; pack?: boolean }[] {
+    const out: { name: string; shape: number[]; pack?: boolean }[] = [];
     for (let l = 0; l < cfg.numLayers; l++) {
-      for (const m of lora.targetModules) {
-        const { inF, outF } = moduleShape(cfg, m);
-        out.push({ name: peftName(l, m, "A"), shape: [lora.r, inF] }, {
-          name: peftName(l, m, "B"),
-          shape: [outF, lora.r],
-        });
+      for (const [, mods] of LoraSet.groupModules(lora)) {
+        mods.forEach((m, i) =>
+          out.push({ name: peftName(l, m, "A"), shape: [lora.r, moduleShape(cfg, m).inF], pack: i > 0 })
+        );
+        mods.forEach((m, i) =>
+          out.push({ name: peftName(l, m, "B"), shape: [moduleShape(cfg, m).outF, lora.r], pack: i > 0 })
+        );
       }
     }
     return out;
   }
 
-  /** New adapter in its own parameter store, initialised as PEFT does (seeded). */
+  /** New adapter in its own parameter store, initialised as PEFT does (seeded; the draws go to the modules
+   * in (layer, target module) order, whatever the store's layout). */
   static create(gpu: Gpu, cfg: ModelConfig, lora: LoraConfig, seed: number): LoraSet {
     validateLoraConfig(lora);
     const store = new ParamStore(gpu, LoraSet.specs(cfg, lora));
     const rng = new Rng(seed);
-    for (const e of store.entries) {
-      if (e.name.endsWith("lora_A.weight")) {
+    for (let l = 0; l < cfg.numLayers; l++) {
+      for (const m of lora.targetModules) {
         // kaiming_uniform_(a=sqrt(5)) on [r, in]: bound = 1/sqrt(in)
-        const bound = 1 / Math.sqrt(e.shape[1]);
-        store.set(e.name, Float32Array.from({ length: e.numel }, () => (2 * rng.next() - 1) * bound));
-      } else {
-        store.set(e.name, new Float32Array(e.numel));
+        const a = store.get(peftName(l, m, "A"));
+        const bound = 1 / Math.sqrt(a.shape[1]);
+        store.set(a.name, Float32Array.from({ length: a.numel }, () => (2 * rng.next() - 1) * bound));
+        store.set(peftName(l, m, "B"), new Float32Array(store.get(peftName(l, m, "B")).numel));
       }
     }
     return new LoraSet(cfg, lora, store);
@@ -208,6 +257,8 @@ export function validateLoraConfig(l: LoraConfig, where = "lora"): void {
     throw new Error(`${where}: dropout must be in [0, 1), got ${l.dropout}`);
   }
   if (!l.targetModules.length) throw new Error(`${where}: target modules must not be empty`);
+  const dup = l.targetModules.find((m, i) => l.targetModules.indexOf(m) !== i);
+  if (dup) throw new Error(`${where}: target module '${dup}' is listed twice`);
 }
 
 /** LoRA dropout in a step: probability p, and the step's seed that each (layer, module) mask derives from. */
@@ -221,30 +272,83 @@ export function loraDropoutSeed(stepSeed: number, layer: number, m: LoraModule):
   return mixSeeds(mixSeeds(stepSeed, layer), LORA_MODULES.indexOf(m));
 }
 
+/** A projection group's input as the decoder has it: the activations, and on decode steps the norm that
+ * the product applies to them itself (lib/ops/gemv.ts). */
+export interface ProjectionInput {
+  x: Tensor;
+  norm?: { weight: Tensor; eps: number };
+}
+
+/** What the forward of a group's adapter leaves: the phase the base product fuses, and u for a backward. */
+export interface LoraGroupForward {
+  phase: LoraPhase;
+  /** u = dropout(x) A^T [rows, nseg * r], in `phase.slices` k-slices (pooled; the caller disposes it) */
+  u: Tensor;
+}
+
 /**
- * out[:, colOffset..] += scale * dropout(x) A^T B^T for one adapted projection. Returns u = dropout(x) A^T
- * [rows, r], which the backward needs; dropout(x) itself is not kept (the backward redraws it from the seed:
- * at 7B the seven dropped copies of each layer's inputs would be ~9 GB at 4 x 512).
+ * The rank products u = dropout(x) A_m^T of every adapted module of a projection group, in one dispatch (each
+ * module its own rows of the stacked lora_A, its own columns of u and its own dropout mask, drawn from the
+ * step seed and applied as x is read, never stored), and the LoRA phase that adds scale * u B^T into the
+ * group's base product (lib/ops/matmul.ts, gemv.ts). On GPUs u may be split along k into slices (summed where
+ * they are read) so that the product fills the device.
  */
-export function loraForward(
+export function loraGroupForward(
   gpu: Gpu,
   set: LoraSet,
-  layer: number,
-  p: LoraModuleParams,
-  input: Tensor,
-  out: Tensor,
-  colOffset: number,
+  g: LoraGroup,
+  input: ProjectionInput,
+  rows: number,
   drop: LoraDropout | null,
-): Tensor {
-  let xin = input, xd: Tensor | null = null;
-  if (drop && drop.p > 0) {
-    xd = Tensor.empty(gpu, input.shape, "f32", "lora_dropout");
-    dropout(gpu, input, xd, drop.p, loraDropoutSeed(drop.seed, layer, p.module));
-    xin = xd;
+): LoraGroupForward {
+  const r = set.lora.r, nseg = g.modules.length, width = nseg * r, inF = g.inF;
+  const dropping = !!drop && drop.p > 0;
+  let u: Tensor, slices = 1;
+  if (input.norm || (rows <= GEMV_MAX_ROWS && !dropping && inF % 4 === 0)) {
+    // decode steps: one matrix-vector product over the stacked lora_A (no dropout at inference)
+    if (dropping) throw new Error("LoRA dropout on a decode step");
+    u = Tensor.empty(gpu, [rows, width], "f32", "lora_u");
+    gemv(gpu, { x: input.x, w: g.a, M: rows, out: u, norm: input.norm });
+  } else {
+    const groupRows = dropping ? g.modules.map(() => rows) : [rows];
+    slices = planMatmul(gpu, groupRows, dropping ? r : width, inF, true).split;
+    u = Tensor.empty(gpu, [slices * rows, width], "f32", "lora_u");
+    matmul(gpu, {
+      a: input.x,
+      w: g.a,
+      M: rows,
+      N: dropping ? r : width,
+      K: inF,
+      ldw: inF,
+      out: u,
+      ldc: width,
+      ...(dropping
+        ? {
+          groups: g.modules.map((m, s) => ({
+            m: rows,
+            wOff: s * r * inF,
+            colOffset: s * r,
+            seed: loraDropoutSeed(drop!.seed, g.layer, m.module),
+          })),
+          dropout: { operand: "a" as const, p: drop!.p },
+        }
+        : {}),
+      ...(slices > 1 ? { slices: { count: slices, stride: rows * width } } : {}),
+    });
   }
-  const u = Tensor.empty(gpu, [input.rows, set.lora.r], "f32", "lora_u");
-  linear(gpu, xin, p.a, u);
-  linear(gpu, u, p.b, out, { accumulate: true, colOffset, alpha: set.scale });
-  xd?.dispose(); // released after recording: later users of the buffer run after these reads
-  return u;
+  return {
+    u,
+    phase: {
+      kind: "b",
+      input: u,
+      ld: width,
+      slices,
+      stride: rows * width,
+      w: g.b,
+      r,
+      scale: set.scale,
+      segments: g.modules.map((m) => ({ c0: m.c0, c1: m.c1, b0: m.b0, seed: 0 })),
+      p: 0,
+    },
+  };
 }

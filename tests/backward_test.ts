@@ -51,7 +51,7 @@ Deno.test({
   ...gpuTest,
   fn: async () => {
     const gpu = await testGpu();
-    for (const tiling of ["workgroup", "register"] as const) {
+    {
       const M = 13, K = 36, N = 44;
       const x = randn(M * K, 1), w = randn(N * K, 2), dy = randn(M * N, 3);
       // analytic vs FD (linear, so exact up to rounding)
@@ -77,83 +77,18 @@ Deno.test({
       const dY = Tensor.fromF32(gpu, dy, [M, N]), X = Tensor.fromF32(gpu, x, [M, K]);
       for (const wt of [W, Wc]) {
         const dX = Tensor.empty(gpu, [M, K]);
-        matmul(gpu, { a: dY, w: wt, wLayout: "kn", M, out: dX, tiling });
-        assertClose(
-          await dX.read(gpu),
-          dxRef,
-          { atol: 1e-4, rtol: 1e-4 },
-          `dX ${tiling} ${wt.chunks.length} chunks`,
-        );
+        matmul(gpu, { a: dY, w: wt, wLayout: "kn", M, out: dX });
+        assertClose(await dX.read(gpu), dxRef, { atol: 1e-4, rtol: 1e-4 }, `dX ${wt.chunks.length} chunks`);
       }
       const dW = Tensor.empty(gpu, [N, K]);
-      matmul(gpu, { a: dY, aLayout: "km", w: X, wLayout: "kn", M: N, out: dW, tiling });
-      assertClose(await dW.read(gpu), dwRef, { atol: 1e-4, rtol: 1e-4 }, `dW ${tiling}`);
+      matmul(gpu, { a: dY, aLayout: "km", w: X, wLayout: "kn", M: N, out: dW });
+      assertClose(await dW.read(gpu), dwRef, { atol: 1e-4, rtol: 1e-4 }, "dW");
       // bias gradient
       const db = Tensor.fromF32(gpu, new Float32Array(N).fill(0.5), [N]);
       colsum(gpu, dY, M, db);
       const want = new Float64Array(N).fill(0.5);
       for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) want[n] += dy[m * N + n];
       assertClose(await db.read(gpu), want, { atol: 1e-5 }, "db");
-    }
-  },
-});
-
-Deno.test({
-  name: "matmul with N <= 8 (the LoRA rank products, row_n8 on CPU adapters): dB, du, u layouts (atol 1e-4)",
-  ...gpuTest,
-  fn: async () => {
-    const gpu = await testGpu();
-    // dy is a column slice [off, off + outF) of a wider gradient (as q/k/v and gate/up are)
-    const rows = 37, outF = 70, inF = 68, ld = 80, off = 5;
-    const wide = randn(rows * ld, 21), x = randn(rows * inF, 22);
-    const dy = new Float32Array(rows * outF);
-    for (let t = 0; t < rows; t++) for (let j = 0; j < outF; j++) dy[t * outF + j] = wide[t * ld + off + j];
-    const Wide = Tensor.fromF32(gpu, wide, [rows, ld]), X = Tensor.fromF32(gpu, x, [rows, inF]);
-    for (const tiling of ["register", "workgroup"] as const) {
-      for (const r of [4, 5, 8]) {
-        const u = randn(rows * r, 23 + r), b = randn(outF * r, 24 + r), a = randn(r * inF, 25 + r);
-        const U = Tensor.fromF32(gpu, u, [rows, r]), B = Tensor.fromF32(gpu, b, [outF, r]);
-        const A = Tensor.fromF32(gpu, a, [r, inF]);
-        const tag = `${tiling} r=${r}`;
-        // u = x A^T ([N, K] weights, N = r)
-        const Uo = Tensor.empty(gpu, [rows, r]);
-        matmul(gpu, { a: X, w: A, M: rows, out: Uo, tiling });
-        assertClose(
-          await Uo.read(gpu),
-          ref.matmul(x, rows, inF, a, r),
-          { atol: 1e-4, rtol: 1e-4 },
-          `u ${tag}`,
-        );
-        if (r % 4 !== 0) continue; // [K, N] register kernels need N % 4 == 0 (other N take the general path)
-        // dB += 0.5 dy^T u: A is dy in [K, M] layout with a leading dimension and an offset
-        const init = randn(outF * r, 26);
-        const gB = Tensor.fromF32(gpu, init, [outF, r]);
-        matmul(gpu, {
-          a: Wide,
-          aLayout: "km",
-          lda: ld,
-          aOff: off,
-          w: U,
-          wLayout: "kn",
-          M: outF,
-          out: gB,
-          accumulate: true,
-          alpha: 0.5,
-          tiling,
-        });
-        const wantB = ref.matmul(dy, outF, rows, u, r, { aKM: true, wKN: true, alpha: 0.5 });
-        for (let i = 0; i < wantB.length; i++) wantB[i] += init[i];
-        assertClose(await gB.read(gpu), wantB, { atol: 1e-4, rtol: 1e-4 }, `dB ${tag}`);
-        // du = 2 dy B: A is dy in [M, K] layout with a leading dimension and an offset
-        const du = Tensor.empty(gpu, [rows, r]);
-        matmul(gpu, { a: Wide, lda: ld, aOff: off, w: B, wLayout: "kn", M: rows, out: du, alpha: 2, tiling });
-        assertClose(
-          await du.read(gpu),
-          ref.matmul(dy, rows, outF, b, r, { wKN: true, alpha: 2 }),
-          { atol: 1e-4, rtol: 1e-4 },
-          `du ${tag}`,
-        );
-      }
     }
   },
 });
@@ -257,9 +192,18 @@ Deno.test({
       const dq = Tensor.empty(gpu, [rows, c.heads * D]),
         dk = Tensor.empty(gpu, [rows, c.kvHeads * D]),
         dv = Tensor.empty(gpu, [rows, c.kvHeads * D]);
-      // dk/dv per kv head (CPU adapters' default) and per query head summed per group (GPUs' default);
-      // one invocation per row (CPU adapters) and one workgroup per row (GPUs)
-      for (const [perHead, byRows] of [[true, false], [false, false], [true, true], [false, true]]) {
+      // dk/dv per kv head and per query head summed per group; an invocation per row (CPU adapters), a
+      // workgroup per row, and flash tiles (GPUs)
+      for (
+        const [perHead, kernel] of [
+          [true, "invocation"],
+          [false, "invocation"],
+          [true, "rows"],
+          [false, "rows"],
+          [true, "flash"],
+          [false, "flash"],
+        ] as const
+      ) {
         attentionBackward(
           gpu,
           s,
@@ -270,9 +214,9 @@ Deno.test({
             dv,
             dsum: Tensor.empty(gpu, [c.batch * c.heads * c.t]),
           },
-          { perHead, rows: byRows },
+          { perHead, kernel },
         );
-        const v = `(per head: ${perHead}, rows: ${byRows})`;
+        const v = `(per head: ${perHead}, ${kernel})`;
         assertClose(await dq.read(gpu), g.dq, { atol: 2e-5, rtol: 1e-4 }, `dq ${v}`);
         assertClose(await dk.read(gpu), g.dk, { atol: 2e-5, rtol: 1e-4 }, `dk ${v}`);
         assertClose(await dv.read(gpu), g.dv, { atol: 2e-5, rtol: 1e-4 }, `dv ${v}`);

@@ -4,7 +4,7 @@
 
 import { f32bits, Gpu } from "../lib/gpu/context.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, Tensor } from "../lib/tensor.ts";
-import { linear, matmul } from "../lib/ops/matmul.ts";
+import { linear } from "../lib/ops/matmul.ts";
 import { embedding } from "../lib/ops/embedding.ts";
 import { rmsnorm } from "../lib/ops/rmsnorm.ts";
 import { qkvRope } from "../lib/ops/rope.ts";
@@ -28,179 +28,6 @@ function packHalf(x: Float32Array, kind: "bf16" | "f16"): { bits: Uint16Array; v
   return { bits, values };
 }
 
-for (const tiling of ["workgroup", "register"] as const) {
-  Deno.test({
-    name:
-      `matmul (${tiling} tiling): f32 weights, bias, residual, accumulate, odd shapes (atol 1e-4 + rtol 1e-4)`,
-    ...gpuTest,
-    fn: async () => {
-      const gpu = await testGpu();
-      gpu.matmulTiling = tiling;
-      try {
-        // M <= 8 with K % 4 == 0 goes to the matrix-vector kernels (decode steps)
-        for (
-          const [M, K, N] of [[37, 29, 83], [37, 28, 83], [1, 64, 130], [300, 32, 5], [8, 68, 37], [
-            3,
-            36,
-            200,
-          ]]
-        ) {
-          const a = randn(M * K, 1), w = randn(N * K, 2), bias = randn(N, 3), res = randn(M * N, 4);
-          const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.fromF32(gpu, w, [N, K]);
-          const B = Tensor.fromF32(gpu, bias, [N]), R = Tensor.fromF32(gpu, res, [M, N]);
-          const out = Tensor.empty(gpu, [M, N]);
-          linear(gpu, x, W, out, { bias: B, residual: R });
-          assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), {
-            atol: 1e-4,
-            rtol: 1e-4,
-          }, "y");
-          // accumulate + alpha + column offset into a wider output
-          const wide = Tensor.fromF32(gpu, new Float32Array(M * (N + 5)).fill(1), [M, N + 5]);
-          linear(gpu, x, W, wide, { accumulate: true, colOffset: 3, alpha: 0.5 });
-          const got = await wide.read(gpu);
-          const want = ref.matmul(a, M, K, w, N, { alpha: 0.5 });
-          for (let m = 0; m < M; m++) {
-            for (let c = 0; c < N + 5; c++) {
-              const e = c >= 3 && c < N + 3 ? 1 + want[m * N + c - 3] : 1;
-              assert.ok(Math.abs(got[m * (N + 5) + c] - e) < 1e-4 + 1e-4 * Math.abs(e), `wide[${m},${c}]`);
-            }
-          }
-        }
-      } finally {
-        gpu.matmulTiling = gpu.caps.cpuAdapter ? "register" : "workgroup";
-      }
-    },
-  });
-}
-
-Deno.test({
-  name: "matmul (workgroup tiling): 128x128 tiles and k-splits over the operand layouts, bias, residual, " +
-    "accumulate, row/column offsets, K-chunked weights (atol 1e-3 + rtol 1e-4; K up to 1100)",
-  ...gpuTest,
-  fn: async () => {
-    // Few variants on purpose: llvmpipe's GL compiler takes up to minutes per cold variant.
-    const gpu = await testGpu();
-    const N = 131, tol = { atol: 1e-3, rtol: 1e-4 };
-    const data = (M: number, K: number) => ({ a: randn(M * K, 11 + K), w: randn(N * K, 12 + K) });
-    {
-      // y = x W^T + bias + residual, [N,K] weights, 128x128 tiles
-      const M = 150, K = 37, { a, w } = data(M, K), bias = randn(N, 13), res = randn(M * N, 14);
-      const out = Tensor.empty(gpu, [M, N]);
-      matmul(gpu, {
-        a: Tensor.fromF32(gpu, a, [M, K]),
-        w: Tensor.fromF32(gpu, w, [N, K]),
-        M,
-        out,
-        bias: Tensor.fromF32(gpu, bias, [N]),
-        residual: Tensor.fromF32(gpu, res, [M, N]),
-        tiling: "workgroup",
-        tile: 8,
-      });
-      assertClose(await out.read(gpu), ref.matmul(a, M, K, w, N, { bias, residual: res }), tol, "nk, tile 8");
-    }
-    {
-      // A [K,M] x W [K,N] (dW = dy^T x) in 3 k-slices of 128x128 tiles, accumulated with alpha at row 2
-      const M = 150, K = 1100, { a, w } = data(M, K);
-      const tall = Tensor.fromF32(gpu, new Float32Array((M + 2) * N).fill(1), [M + 2, N]);
-      matmul(gpu, {
-        a: Tensor.fromF32(gpu, a, [K, M]),
-        aLayout: "km",
-        w: Tensor.fromF32(gpu, w, [K, N]),
-        wLayout: "kn",
-        M,
-        out: tall,
-        rowOffset: 2,
-        accumulate: true,
-        alpha: 0.5,
-        tiling: "workgroup",
-        tile: 8,
-        splitK: 3,
-      });
-      const got = await tall.read(gpu),
-        want = ref.matmul(a, M, K, w, N, { aKM: true, wKN: true, alpha: 0.5 });
-      assertClose(
-        got.subarray(0, 2 * N),
-        new Float32Array(2 * N).fill(1),
-        { atol: 0 },
-        "rows above untouched",
-      );
-      assertClose(got.subarray(2 * N), want.map((x) => x + 1), tol, "km x kn, 3 k-slices, accumulate");
-    }
-    {
-      // W [K,N] in row chunks (K-blocks summed), each in 5 k-slices of 64x64 tiles, at a column offset
-      const M = 40, K = 1100, { a, w } = data(M, K);
-      const small = await Gpu.create({ maxBindingBytes: 256 * 1024 });
-      try {
-        const w2 = Tensor.fromF32(small, w, [K, N]);
-        assert.ok(w2.chunks.length > 1, "weights split into K-blocks");
-        const wide = Tensor.fromF32(small, new Float32Array(M * (N + 3)), [M, N + 3]);
-        matmul(small, {
-          a: Tensor.fromF32(small, a, [M, K]),
-          w: w2,
-          wLayout: "kn",
-          M,
-          out: wide,
-          colOffset: 3,
-          tiling: "workgroup",
-          tile: 4,
-          splitK: 5,
-        });
-        const g2 = await wide.read(small), cols = new Float32Array(M * N);
-        for (let m = 0; m < M; m++) cols.set(g2.subarray(m * (N + 3) + 3, (m + 1) * (N + 3)), m * N);
-        assertClose(cols, ref.matmul(a, M, K, w, N, { wKN: true }), tol, "chunked kn, 5 k-slices");
-      } finally {
-        small.destroy();
-      }
-    }
-  },
-});
-
-for (const kind of ["bf16", "f16"] as const) {
-  for (const tiling of ["workgroup", "register"] as const) {
-    Deno.test({
-      name:
-        `matmul (${tiling} tiling): packed ${kind} weights, compute in f32 (atol 1e-4 + rtol 1e-4 vs rounded weights)`,
-      ...gpuTest,
-      fn: async () => {
-        const gpu = await testGpu();
-        gpu.matmulTiling = tiling;
-        // M = 5, K = 68: the matrix-vector kernel; K = 66 (workgroup tiling): the tile kernel
-        const M = 5, K = tiling === "register" ? 68 : 66, N = 70;
-        const a = randn(M * K, 5), { bits, values } = packHalf(randn(N * K, 6), kind);
-        const x = Tensor.fromF32(gpu, a, [M, K]), W = Tensor.upload(gpu, bits, [N, K], kind);
-        const out = Tensor.empty(gpu, [M, N]);
-        linear(gpu, x, W, out);
-        assertClose(await out.read(gpu), ref.matmul(a, M, K, values, N), { atol: 1e-4, rtol: 1e-4 }, kind);
-        if (tiling === "workgroup") {
-          const K4 = 68, a4 = randn(M * K4, 7), p4 = packHalf(randn(N * K4, 8), kind);
-          const o4 = Tensor.empty(gpu, [M, N]);
-          linear(gpu, Tensor.fromF32(gpu, a4, [M, K4]), Tensor.upload(gpu, p4.bits, [N, K4], kind), o4);
-          assertClose(
-            await o4.read(gpu),
-            ref.matmul(a4, M, K4, p4.values, N),
-            { atol: 1e-4, rtol: 1e-4 },
-            `${kind} gemv`,
-          );
-        }
-        if (kind === "f16") {
-          // both the bit-decoding path and (when the adapter has shader-f16) native f16 reads
-          gpu.useNativeF16 = !gpu.useNativeF16;
-          const out2 = Tensor.empty(gpu, [M, N]);
-          linear(gpu, x, W, out2);
-          assertClose(
-            await out2.read(gpu),
-            ref.matmul(a, M, K, values, N),
-            { atol: 1e-4, rtol: 1e-4 },
-            "f16 alt",
-          );
-          gpu.useNativeF16 = !gpu.useNativeF16;
-        }
-        gpu.matmulTiling = gpu.caps.cpuAdapter ? "register" : "workgroup";
-      },
-    });
-  }
-}
-
 Deno.test({
   name: "shader-f16 is detected: native f16 kernels compile only where the adapter has it",
   ...gpuTest,
@@ -208,8 +35,7 @@ Deno.test({
     const gpu = await testGpu();
     const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
     console.log(`  adapter: ${gpu.caps.description} (${backend}); shader-f16: ${gpu.caps.shaderF16}`);
-    const k = () =>
-      gpu.kernel("matmul", "main", { W_DTYPE: "f16n", W_BINDING: 2, TM: 4, TN: 4, TILE_WG: 16 });
+    const k = () => gpu.kernel("matmul", "tile", { W_DTYPE: "f16n", W_BINDING: 2, TM: 4, TN: 4 });
     if (gpu.caps.shaderF16) {
       k();
       await gpu.submit();
@@ -355,11 +181,11 @@ for (const c of attnCases) {
         lse = Tensor.empty(gpu, [c.batch * c.heads * c.t]);
       const want = ref.attention(s, rq, rkc, rvc, c.starts);
       const wl = Array.from(want.lse, (x) => x === -Infinity ? -3e38 : x);
-      // one invocation per query (CPU adapters' default) and one workgroup per query row (GPUs')
-      for (const rows of [false, true]) {
-        attention(gpu, s, q, kc, vc, Tensor.fromU32(gpu, c.starts, [c.batch]), o, lse, { rows });
-        assertClose(await o.read(gpu), want.o, { atol: 2e-5 }, `o (rows: ${rows})`);
-        assertClose(await lse.read(gpu), wl, { atol: 2e-5, rtol: 1e-6 }, `lse (rows: ${rows})`);
+      // an invocation per query (CPU adapters' default), a workgroup per query row, and flash tiles (GPUs')
+      for (const kernel of ["invocation", "rows", "flash"] as const) {
+        attention(gpu, s, q, kc, vc, Tensor.fromU32(gpu, c.starts, [c.batch]), o, lse, { kernel });
+        assertClose(await o.read(gpu), want.o, { atol: 2e-5 }, `o (${kernel})`);
+        assertClose(await lse.read(gpu), wl, { atol: 2e-5, rtol: 1e-6 }, `lse (${kernel})`);
       }
     },
   });
@@ -503,12 +329,12 @@ Deno.test({
     let msg = "";
     try {
       // W_BINDING missing: the include's binding attribute is invalid WGSL
-      gpu.kernel("matmul", "main", { W_DTYPE: "f32", W_BINDING: "x" });
+      gpu.kernel("matmul", "tile", { W_DTYPE: "f32", W_BINDING: "x", TM: 4, TN: 4 });
       await gpu.submit();
     } catch (e) {
       msg = (e as Error).message;
     }
-    assert.match(msg, /matmul:main/);
+    assert.match(msg, /matmul:tile/);
     void f32bits;
   },
 });

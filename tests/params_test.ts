@@ -3,11 +3,11 @@
 // unknown or ill-typed field with the kernel's name. Every dispatch of the kernel tests goes through it.
 
 import assert from "node:assert/strict";
-import { f32bits, packParams, parseParamsStruct } from "../lib/gpu/context.ts";
+import { f32bits, packParams, paramWords, parseParamsStruct } from "../lib/gpu/context.ts";
 
 const KERNELS = new URL("../kernels/", import.meta.url);
 
-Deno.test("every kernel's struct Params parses as 4-byte scalars in 16-byte rows", () => {
+Deno.test("every kernel's struct Params parses as 4-byte scalars (and vec4<u32> arrays) in 16-byte rows", () => {
   let seen = 0;
   for (const e of Deno.readDirSync(KERNELS)) {
     if (!e.name.endsWith(".wgsl")) continue;
@@ -15,7 +15,8 @@ Deno.test("every kernel's struct Params parses as 4-byte scalars in 16-byte rows
     const body = /struct\s+Params\s*\{([^}]*)\}/.exec(src)?.[1];
     if (body === undefined) continue;
     const fields = parseParamsStruct(body, e.name);
-    assert.ok(fields.length > 0 && fields.length % 4 === 0, `${e.name}: ${fields.length} fields`);
+    const words = paramWords(fields);
+    assert.ok(fields.length > 0 && words % 4 === 0 && words <= 64, `${e.name}: ${words} words`);
     assert.equal(new Set(fields.map((f) => f.name)).size, fields.length, `${e.name}: a field twice`);
     seen++;
   }
@@ -46,4 +47,36 @@ Deno.test("a missing, unknown or ill-typed param names the kernel and the field"
   );
   assert.throws(() => packParams(k, { rows: -1, scale: 1, offset: 0 }), /param 'rows' must be a u32/);
   assert.throws(() => parseParamsStruct("a: u32, b: vec2<f32>", "x.wgsl"), /x.wgsl: struct Params field 'b/);
+});
+
+Deno.test("array<vec4<u32>, N> params take a list of at most 4N integers, zero-filled, at a 16-byte boundary", () => {
+  const ka = {
+    name: "test:arr",
+    paramFields: parseParamsStruct("n: u32, a: f32, _p: u32, _q: u32, grp: array<vec4<u32>, 2>,", "test"),
+  };
+  assert.equal(paramWords(ka.paramFields), 12);
+  assert.deepEqual([...packParams(ka, { n: 3, a: 1, grp: [7, 8, 9] })], [
+    3,
+    f32bits(1),
+    0,
+    0,
+    7,
+    8,
+    9,
+    0,
+    0,
+    0,
+    0,
+    0,
+  ]);
+  assert.throws(
+    () => packParams(ka, { n: 3, a: 1, grp: [1, 2, 3, 4, 5, 6, 7, 8, 9] }),
+    /'grp' must be a list of at most 8/,
+  );
+  assert.throws(() => packParams(ka, { n: 3, a: 1, grp: [1.5] }), /'grp\[0\]' must be a u32/);
+  assert.throws(() => packParams(ka, { n: 3, a: 1, grp: 4 }), /'grp' must be a list/);
+  assert.throws(
+    () => parseParamsStruct("n: u32, grp: array<vec4<u32>, 2>", "test"),
+    /'grp' must start at a 16-byte boundary/,
+  );
 });

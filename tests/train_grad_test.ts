@@ -5,7 +5,7 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { loadModel, type Model } from "../models/model.ts";
-import { LoraSet } from "../models/lora.ts";
+import { LoraSet, peftName } from "../models/lora.ts";
 import { stepHooks } from "../train/step_hooks.ts";
 import { backward } from "../train/backward.ts";
 import { disposeSaved } from "../models/decoder.ts";
@@ -54,11 +54,7 @@ async function checkModel(m: Model, W: Map<string, Float32Array>, seqs: number[]
     const mods = new Map<string, { a: Float32Array; b: Float32Array }>();
     for (let l = 0; l < cfg.numLayers; l++) {
       for (const mod of lora.lora.targetModules) {
-        const [an, bn] = [
-          ...lora.layers[l].get(mod)!.a.name
-            ? [lora.layers[l].get(mod)!.a.name, lora.layers[l].get(mod)!.b.name]
-            : [],
-        ];
+        const [an, bn] = [peftName(l, mod, "A"), peftName(l, mod, "B")];
         mods.set(`${l}.${mod}`, {
           a: over ? over(an, host.get(an)!) : host.get(an)!,
           b: over ? over(bn, host.get(bn)!) : host.get(bn)!,

@@ -6,7 +6,7 @@
 
 import type { Gpu } from "../lib/gpu/context.ts";
 import { Tensor } from "../lib/tensor.ts";
-import { linear, matmul } from "../lib/ops/matmul.ts";
+import { linear, type LoraPhase, matmul } from "../lib/ops/matmul.ts";
 import { rmsnormBackward, rmsnormWeightGrad } from "../lib/ops/rmsnorm.ts";
 import { swigluBackward } from "../lib/ops/swiglu.ts";
 import { attentionBackward } from "../lib/ops/attention.ts";
@@ -14,25 +14,27 @@ import { qkvRopeBackward } from "../lib/ops/rope.ts";
 import { crossEntropyBackward } from "../lib/ops/loss.ts";
 import { colsum } from "../lib/ops/elementwise.ts";
 import { embeddingBackward } from "../lib/ops/embedding.ts";
-import type { Decoder, ProjectionName, SavedForward } from "../models/decoder.ts";
+import { type Decoder, disposeActs, type SavedForward } from "../models/decoder.ts";
+import type { ProjectionGroup } from "../models/lora.ts";
 import type { LayerWeights } from "../models/loader.ts";
 
 /** What the training engine plugs into the backward pass. */
 export interface BackwardExtras {
   /**
-   * Gradient of a projection's output, `dy` columns [dyColOffset, dyColOffset + out): accumulate
-   * adapter parameter gradients and add the adapter's input gradient into `dInput`.
+   * The gradient `dy` of a projection group's fused output: record the adapter's parameter gradients and
+   * return the phase that adds its input gradient into the group's dx product, and `du`, which that phase
+   * reads (disposed once the product is recorded); null when the group is not adapted.
    */
   project?(
     layer: number,
-    module: ProjectionName,
+    group: ProjectionGroup,
     input: Tensor,
     dy: Tensor,
-    dyColOffset: number,
-    dInput: Tensor,
-  ): void;
+  ): { phase: LoraPhase; du: Tensor } | null;
   /** dL/dh_l at each boundary l = L..0, before it flows on (sign-forcing, capture). */
   boundary?(layer: number, dh: Tensor): void;
+  /** Activation checkpointing: layer l's backward is recorded (its recomputed rank products may go) */
+  release?(layer: number): void;
 }
 
 /** Gradient tensors of the base weights (full-parameter training), accumulated (+=). */
@@ -124,20 +126,26 @@ export function backward(
   dNormed.dispose();
   extras.boundary?.(last, dh);
 
+  /** dx = dy W (+ the adapter's part) for a projection group, W [out, in] */
+  const inputGrad = (l: number, g: ProjectionGroup, input: Tensor, dy: Tensor, wt: Tensor, dx: Tensor) => {
+    const ad = extras.project?.(l, g, input, dy) ?? null;
+    matmul(gpu, { a: dy, w: wt, wLayout: "kn", M: rows, out: dx, lora: ad?.phase });
+    ad?.du.dispose();
+  };
   for (let l = last - 1; l >= 0; l--) {
-    const a = saved.layers[l], W = w.layers[l], G = grads?.layers[l];
+    // activation checkpointing: this layer's activations recomputed from its input, one layer at a time
+    const a = saved.checkpoint ? dec.recompute(saved, l) : saved.layers[l],
+      W = w.layers[l],
+      G = grads?.layers[l];
     // MLP: h_{l+1} = h_mid + down(swiglu(gate_up(norm2(h_mid))))
     const dAct = e([rows, I], "d_act");
-    matmul(gpu, { a: dh, w: W.down, wLayout: "kn", M: rows, out: dAct });
-    extras.project?.(l, "down_proj", a.act, dh, 0, dAct);
+    inputGrad(l, "down", a.act, dh, W.down, dAct);
     if (G) weightGrad(gpu, dh, a.act, G.down);
     const dGu = e([rows, 2 * I], "d_gate_up");
     swigluBackward(gpu, a.gu, dAct, dGu, rows, I);
     dAct.dispose();
     const dN2 = e([rows, d], "d_normed2");
-    matmul(gpu, { a: dGu, w: W.gateUp, wLayout: "kn", M: rows, out: dN2 });
-    extras.project?.(l, "gate_proj", a.normed2, dGu, 0, dN2);
-    extras.project?.(l, "up_proj", a.normed2, dGu, I, dN2);
+    inputGrad(l, "gate_up", a.normed2, dGu, W.gateUp, dN2);
     if (G) {
       weightGrad(gpu, dGu, a.normed2, G.gateUp);
       rmsnormWeightGrad(gpu, a.hMid, dN2, a.rstd2, G.postNorm);
@@ -148,8 +156,7 @@ export function backward(
 
     // attention: h_mid = h_l + o_proj(attn(rope(qkv(norm1(h_l)))))
     const dO = e([rows, qDim], "d_attn_out");
-    matmul(gpu, { a: dh, w: W.o, wLayout: "kn", M: rows, out: dO });
-    extras.project?.(l, "o_proj", a.o, dh, 0, dO);
+    inputGrad(l, "o", a.o, dh, W.o, dO);
     if (G) weightGrad(gpu, dh, a.o, G.o);
     const dq = e([rows, qDim], "dq"), dk = e([rows, kvDim], "dk"), dv = e([rows, kvDim], "dv");
     const dsum = e([s.batch * cfg.numHeads * s.t], "dsum");
@@ -171,10 +178,7 @@ export function backward(
     qkvRopeBackward(gpu, s, dq, dk, dv, saved.inputs.kvStart, saved.inputs.cosSin, dQkv);
     for (const t of [dO, dq, dk, dv, dsum]) t.dispose();
     const dN1 = e([rows, d], "d_normed1");
-    matmul(gpu, { a: dQkv, w: W.qkv, wLayout: "kn", M: rows, out: dN1 });
-    extras.project?.(l, "q_proj", a.normed1, dQkv, 0, dN1);
-    extras.project?.(l, "k_proj", a.normed1, dQkv, qDim, dN1);
-    extras.project?.(l, "v_proj", a.normed1, dQkv, qDim + kvDim, dN1);
+    inputGrad(l, "qkv", a.normed1, dQkv, W.qkv, dN1);
     if (G) {
       weightGrad(gpu, dQkv, a.normed1, G.qkv);
       if (G.qkvBias) colsum(gpu, dQkv, rows, G.qkvBias);
@@ -183,6 +187,10 @@ export function backward(
     dQkv.dispose();
     rmsnormBackward(gpu, a.hIn, W.inputNorm, dN1, a.rstd1, dh, true); // dh is now dL/dh_l
     dN1.dispose();
+    if (saved.checkpoint) {
+      disposeActs(a);
+      extras.release?.(l);
+    }
     extras.boundary?.(l, dh);
   }
   if (grads) embeddingBackward(gpu, saved.inputs.idsHost, dh, grads.embed);

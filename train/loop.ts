@@ -32,8 +32,51 @@ export interface StepLog {
   grad_norm: number;
   loss_tokens: number;
   tokens: number;
+  /** this step's own wall time (batching, recording, GPU, readback; not checkpoints) and tokens / step_s */
+  step_s: number;
   tokens_per_s: number;
+  /** since this process started the run (checkpoints included) */
   elapsed_s: number;
+  /** false for the first step of a process: it carries the pipeline compiles and first-touch costs */
+  warm: boolean;
+}
+
+/** A run's speed: its cold first step and the steady state (median of the warm steps) apart. */
+export interface StepSpeed {
+  first_step_s: number | null;
+  steady_step_s: number | null;
+  steady_tokens_per_s: number | null;
+  warm_steps: number;
+}
+
+export function stepSpeed(steps: StepLog[]): StepSpeed {
+  const cold = steps.find((s) => s.warm === false);
+  const warm = steps.filter((s) => s.warm && typeof s.step_s === "number");
+  const med = (xs: number[]) => {
+    const v = [...xs].sort((a, b) => a - b);
+    return v.length
+      ? (v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2)
+      : null;
+  };
+  return {
+    first_step_s: cold?.step_s ?? null,
+    steady_step_s: med(warm.map((s) => s.step_s)),
+    steady_tokens_per_s: med(warm.map((s) => s.tokens / s.step_s)),
+    warm_steps: warm.length,
+  };
+}
+
+/** One line for people: step 1 and the steady state, or what is known. */
+export function describeSpeed(s: StepSpeed): string {
+  const first = s.first_step_s === null
+    ? ""
+    : `step 1 ${s.first_step_s.toFixed(2)} s (compiles, first touch)`;
+  const steady = s.steady_step_s === null
+    ? "no warm step to measure a steady state"
+    : `steady state ${s.steady_step_s.toFixed(3)} s a step, ${
+      s.steady_tokens_per_s!.toFixed(0)
+    } tokens/s (median of ${s.warm_steps})`;
+  return [first, steady].filter(Boolean).join("; ");
 }
 
 export interface TrainOptions {
@@ -151,12 +194,13 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
   const clip = Tensor.empty(gpu, [4], "f32", "clip");
   const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
   const t0 = performance.now();
-  let tokensSeen = steps.reduce((a, s) => a + s.tokens, 0), tokensThisRun = 0;
+  let tokensSeen = steps.reduce((a, s) => a + s.tokens, 0);
   let lastCheckpoint: string | null = null;
   const log = await Deno.open(logPath, { append: true });
   try {
     for (let step = start; step < totalSteps; step++) {
       if (o.stopAfter !== undefined && step - start >= o.stopAfter) break;
+      const stepStart = performance.now();
       const micro = Array.from({ length: c.grad_accum }, (_, k) => {
         const base = (step * c.grad_accum + k) * c.batch_size;
         const got = Array.from({ length: c.batch_size }, (_, i) => stream.get(base + i));
@@ -230,8 +274,8 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
       }
       const tokens = micro.reduce((a, m) => a + m.batch.ids.length, 0);
       tokensSeen += tokens;
-      tokensThisRun += tokens;
-      const elapsed = (performance.now() - t0) / 1000;
+      const now = performance.now(), stepS = (now - stepStart) / 1000;
+      const elapsed = (now - t0) / 1000;
       const entry: StepLog = {
         step: step + 1,
         epoch: micro[micro.length - 1].epoch + 1,
@@ -240,13 +284,17 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
         grad_norm: norm,
         loss_tokens: lossTokens,
         tokens,
-        tokens_per_s: tokensThisRun / elapsed,
+        step_s: stepS,
+        tokens_per_s: tokens / stepS,
         elapsed_s: elapsed,
+        warm: step > start,
       };
       steps.push(entry);
       await log.write(new TextEncoder().encode(JSON.stringify(entry) + "\n"));
       if ((step + 1) % c.log_every === 0 || step + 1 === totalSteps) {
-        const done = step + 1 - start, eta = (elapsed / done) * (totalSteps - step - 1);
+        // the ETA from the steady state (step 1 carries the compiles)
+        const sp = stepSpeed(steps.slice(start));
+        const eta = (sp.steady_step_s ?? stepS) * (totalSteps - step - 1);
         say(
           `step ${step + 1}/${totalSteps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  ` +
             `${entry.tokens_per_s.toFixed(0)} tok/s  ETA ${eta.toFixed(0)} s`,
@@ -273,6 +321,8 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
   if (stream.truncated) {
     say(`note: ${stream.truncated} sample(s) were truncated to max_length ${c.max_length}`);
   }
+  const ran = steps.slice(start); // this process's steps (a resumed run's earlier ones come first)
+  if (ran.length) say(`speed: ${describeSpeed(stepSpeed(ran))}`);
   return { steps, outputDir: c.output_dir, model, store, lora };
 }
 

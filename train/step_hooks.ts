@@ -5,10 +5,9 @@
 import type { Gpu } from "../lib/gpu/context.ts";
 import type { Tensor } from "../lib/tensor.ts";
 import type { ForwardExtras } from "../models/decoder.ts";
-import type { LoraModule } from "../models/lora.ts";
 import { backwardBoundary, forwardHooks, type HookOptions } from "../defence/hooks.ts";
 import type { BackwardExtras } from "./backward.ts";
-import { loraBackward } from "./lora.ts";
+import { loraGroupBackward } from "./lora.ts";
 
 export type { HookOptions };
 
@@ -28,13 +27,17 @@ export function stepHooks(gpu: Gpu, o: HookOptions): StepHooks {
   const grads = new Map<number, Tensor>();
   const lora = o.lora ?? null, hooks = o.hooks ?? {};
   const backward: BackwardExtras = {
-    project(l, m, input, dy, dyOff, dInput) {
-      const p = lora?.layers[l].get(m as LoraModule);
-      const u = f.loraU.get(`${l}.${m}`);
-      if (p && u) loraBackward(gpu, lora!, l, p, u, input, dy, dyOff, dInput, f.dropout);
+    project(l, group, input, dy) {
+      const g = lora?.groups[l].get(group);
+      const u = f.loraU.get(`${l}.${group}`);
+      if (!g || !u) return null;
+      return loraGroupBackward(gpu, lora!, g, u.u, u.slices, input, dy, f.dropout);
     },
     boundary(l, dh) {
       backwardBoundary(gpu, hooks, f.rowMask, grads, l, dh);
+    },
+    release(l) {
+      f.forward.release?.(l);
     },
   };
   return { forward: f.forward, backward, activations: f.activations, grads, dispose: () => f.dispose() };

@@ -36,11 +36,15 @@ export const DEFAULT_WG = 64;
 
 export interface ParamField {
   name: string;
-  type: "u32" | "i32" | "f32";
+  type: "u32" | "i32" | "f32" | "u32x4";
+  /** 4-byte words it takes, and its first word */
+  words: number;
+  offset: number;
 }
 
-/** A dispatch's uniform parameters by the kernel's field names; f32 fields take floats, u32/i32 integers. */
-export type Params = Record<string, number>;
+/** A dispatch's uniform parameters by the kernel's field names; f32 fields take floats, u32/i32 integers,
+ * array<vec4<u32>, N> fields lists of integers. */
+export type Params = Record<string, number | number[]>;
 
 /** Storage bindings of a dispatch, by the binding numbers the kernel declares ({1: a, 3: out}). */
 export type Bindings = Record<number, Binding | undefined>;
@@ -131,11 +135,10 @@ export class Gpu {
   useNativeF16 = true;
   /** Matmul tiling: workgroup-memory tiles for GPUs, register tiles for CPU adapters. */
   matmulTiling: "workgroup" | "register";
-  /** Training attention with a workgroup per query / key row (GPUs: one invocation per row loops serially
-   * over the sequence with head-dim arrays of its own, and B*H*T invocations leave a GPU nearly idle) or one
-   * invocation per row (CPU adapters, where invocations are threads: the rows variant's barriers made it
-   * 3.5-4x slower on lavapipe). Decoding goes by rows everywhere. INOCULUM_ATTENTION=rows|invocation. */
-  attentionByRows: boolean;
+  /** Attention over many queries (training, prompts; lib/ops/attention.ts): flash tiles sharing K/V tiles in
+   * workgroup memory (GPUs), a workgroup per row, or an invocation per row (CPU adapters, where invocations
+   * are threads). Decoding goes by rows everywhere. INOCULUM_ATTENTION=flash|rows|invocation. */
+  attention: "flash" | "rows" | "invocation";
   /** Per-kernel GPU times and host wall-time breakdown (INOCULUM_PROFILE=1, or given to create()). */
   readonly profiler: Profiler | null;
   private querySet: GPUQuerySet | null = null;
@@ -163,7 +166,11 @@ export class Gpu {
       ? "register"
       : "workgroup";
     const attn = Deno.env.get("INOCULUM_ATTENTION");
-    this.attentionByRows = attn === "rows" || (attn !== "invocation" && !caps.cpuAdapter);
+    this.attention = attn === "flash" || attn === "rows" || attn === "invocation"
+      ? attn
+      : caps.cpuAdapter
+      ? "invocation"
+      : "flash";
     this.slotWords = Math.max(PARAM_SLOT_WORDS, caps.uniformAlign / 4);
     this.paramsCpu = new Uint32Array(this.slotWords * PARAM_SLOTS);
     this.paramsGpu = this.newBuffer(
@@ -284,6 +291,11 @@ export class Gpu {
     });
     const struct = /struct\s+Params\s*\{([^}]*)\}/.exec(code)?.[1] ?? "";
     const paramFields = parseParamsStruct(struct, name);
+    if (paramWords(paramFields) > this.slotWords) {
+      throw new Error(
+        `${name}: struct Params takes ${paramWords(paramFields)} words, a params slot ${this.slotWords}`,
+      );
+    }
     const usesParams = bindings.some((b) => b.binding === 0 && b.kind === "uniform");
     if (bindings.some((b) => (b.binding === 0) !== (b.kind === "uniform"))) {
       throw new Error(`${name}: binding 0 must be the params uniform and the only uniform`);
@@ -364,7 +376,6 @@ export class Gpu {
     }
     let offset = 0;
     if (k.usesParams) {
-      if (k.paramFields.length > this.slotWords) throw new Error(`${k.name}: too many params`);
       const slot = this.paramSlots++;
       packParams(k, params, this.paramsCpu, slot * this.slotWords);
       offset = slot * this.slotWords * 4;
@@ -708,42 +719,77 @@ export function f32bits(x: number): number {
 
 /** The fields of a WGSL `struct Params { a: u32, b: f32, … }` body (4-byte scalars only). */
 export function parseParamsStruct(body: string, kernel: string): ParamField[] {
-  return body.replace(/\/\/[^\n]*/g, "").split(",").map((f) => f.trim()).filter(Boolean).map((f) => {
-    const m = /^(\w+)\s*:\s*(u32|i32|f32)$/.exec(f);
-    if (!m) throw new Error(`${kernel}: struct Params field '${f}' is not a u32, i32 or f32 scalar`);
-    return { name: m[1], type: m[2] as ParamField["type"] };
-  });
+  let at = 0;
+  return body.replace(/\/\/[^\n]*/g, "").split(/,(?![^<]*>)/).map((f) => f.trim()).filter(Boolean).map(
+    (f) => {
+      const m = /^(\w+)\s*:\s*(u32|i32|f32)$/.exec(f);
+      const a = /^(\w+)\s*:\s*array<\s*vec4<\s*u32\s*>\s*,\s*(\d+)\s*>$/.exec(f);
+      if (!m && !a) {
+        throw new Error(
+          `${kernel}: struct Params field '${f}' is not a u32, i32 or f32 scalar or array<vec4<u32>, N>`,
+        );
+      }
+      if (a && at % 4) {
+        throw new Error(`${kernel}: struct Params field '${a[1]}' must start at a 16-byte boundary`);
+      }
+      const field: ParamField = m
+        ? { name: m[1], type: m[2] as "u32" | "i32" | "f32", words: 1, offset: at }
+        : { name: a![1], type: "u32x4", words: 4 * Number(a![2]), offset: at };
+      at += field.words;
+      return field;
+    },
+  );
 }
 
 /**
  * Pack params into the uniform words of k's struct Params, in its order, checking names and types; into
- * `out` at `offset` (the dispatch's slot of the params arena), or a new array.
+ * `out` at `offset` (the dispatch's slot of the params arena), or a new array. An array<vec4<u32>, N> field
+ * takes a list of at most 4N integers (the rest is zero).
  */
 export function packParams(
   k: Pick<Kernel, "name" | "paramFields">,
   params: Params,
-  out = new Uint32Array(k.paramFields.length),
+  out = new Uint32Array(paramWords(k.paramFields)),
   offset = 0,
 ): Uint32Array {
   let given = 0;
-  k.paramFields.forEach((f, i) => {
+  for (const f of k.paramFields) {
     const v = params[f.name];
+    const at = offset + f.offset;
     if (v === undefined) {
       if (!f.name.startsWith("_")) throw new Error(`${k.name}: param '${f.name}' (${f.type}) is not given`);
-      out[offset + i] = 0;
-      return;
+      out.fill(0, at, at + f.words);
+      continue;
     }
     given++;
-    if (f.type === "f32") out[offset + i] = f32bits(v);
-    else if (f.type === "u32" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff) out[offset + i] = v;
+    if (f.type === "u32x4") {
+      if (!Array.isArray(v) || v.length > f.words) {
+        throw new Error(`${k.name}: param '${f.name}' must be a list of at most ${f.words} u32, got ${v}`);
+      }
+      for (let i = 0; i < f.words; i++) {
+        const x = i < v.length ? v[i] : 0;
+        if (!(Number.isInteger(x) && x >= 0 && x <= 0xffffffff)) {
+          throw new Error(`${k.name}: param '${f.name}[${i}]' must be a u32, got ${x}`);
+        }
+        out[at + i] = x;
+      }
+    } else if (typeof v !== "number") {
+      throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);
+    } else if (f.type === "f32") out[at] = f32bits(v);
+    else if (f.type === "u32" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff) out[at] = v;
     else if (f.type === "i32" && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31) {
-      out[offset + i] = v >>> 0;
+      out[at] = v >>> 0;
     } else throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);
-  });
+  }
   if (Object.keys(params).length !== given) { // a key that is no field (checked only then: dispatches are hot)
     const fields = k.paramFields.map((f) => f.name);
     const key = Object.keys(params).find((x) => !fields.includes(x));
     throw new Error(`${k.name}: param '${key}' is not a field of its struct Params (${fields.join(", ")})`);
   }
   return out;
+}
+
+/** Uniform words of a struct Params. */
+export function paramWords(fields: ParamField[]): number {
+  return fields.reduce((n, f) => Math.max(n, f.offset + f.words), 0);
 }

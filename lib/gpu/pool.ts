@@ -36,6 +36,10 @@ export class MemoryMeter {
  * longest sample, so the sequence length, and with it every activation's size, changes from step to step;
  * with exact-size reuse each new length allocated a whole new set of buffers and kept the old ones
  * forever. trimIdle() destroys free buffers that no step has reused since its last call.
+ * A step that repeats the previous one gets the same buffers in the same roles: the i-th request of a step
+ * (between trimIdle calls) is first offered the buffer the i-th request of the previous step got, so that
+ * the bind groups recorded with it are found again instead of created (a LIFO free list shared by tensors of
+ * the same size permutes them from step to step).
  */
 export class BufferPool {
   /** free buffers by size; `sizes` lists the sizes that have any, ascending */
@@ -44,6 +48,10 @@ export class BufferPool {
   private live = new Set<GPUBuffer>();
   private releasedIn = new Map<GPUBuffer, number>();
   private epoch = 0;
+  /** buffers handed out this step, in request order, and the previous step's */
+  private handed: GPUBuffer[] = [];
+  private previous: GPUBuffer[] = [];
+  private freeSet = new Set<GPUBuffer>();
   bytesLive = 0;
   bytesFree = 0;
 
@@ -66,25 +74,35 @@ export class BufferPool {
     const want = BufferPool.sizeClass(bytes, this.maxBytes);
     const limit = Math.min(2 * want, this.maxBytes);
     let buf: GPUBuffer | undefined;
-    for (const size of this.sizes) {
+    const again = this.previous[this.handed.length];
+    if (again && this.freeSet.has(again) && again.size >= want && again.size <= limit) {
+      buf = this.takeThis(again);
+    }
+    for (const size of buf ? [] : this.sizes) {
       if (size < want) continue;
       if (size > limit) break;
       buf = this.take(size);
       break;
     }
     buf ??= this.create(want, label);
+    if (this.handed.length < 1 << 20) this.handed.push(buf); // a caller that never trims must not grow it forever
     this.live.add(buf);
     this.bytesLive += buf.size;
     return buf;
   }
 
   private take(size: number): GPUBuffer {
-    const list = this.free.get(size)!;
-    const buf = list.pop()!;
+    return this.takeThis(this.free.get(size)!.at(-1)!);
+  }
+
+  private takeThis(buf: GPUBuffer): GPUBuffer {
+    const size = buf.size, list = this.free.get(size)!;
+    list.splice(list.lastIndexOf(buf), 1);
     if (!list.length) {
       this.free.delete(size);
       this.sizes.splice(this.sizes.indexOf(size), 1);
     }
+    this.freeSet.delete(buf);
     this.releasedIn.delete(buf);
     this.bytesFree -= size;
     return buf;
@@ -102,6 +120,7 @@ export class BufferPool {
       this.sizes.splice(i < 0 ? this.sizes.length : i, 0, buf.size);
     }
     list.push(buf);
+    this.freeSet.add(buf);
     this.releasedIn.set(buf, this.epoch);
   }
 
@@ -117,6 +136,7 @@ export class BufferPool {
       for (const b of list) {
         if (!keep.includes(b)) {
           this.releasedIn.delete(b);
+          this.freeSet.delete(b);
           this.bytesFree -= b.size;
           destroy(b);
         }
@@ -128,15 +148,20 @@ export class BufferPool {
       }
     }
     this.epoch++;
+    this.previous = this.handed;
+    this.handed = [];
   }
 
   /** Destroy free buffers (e.g. after a large one-off job). */
   trim(): void {
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
+    this.freeSet.clear();
     this.sizes = [];
     this.releasedIn.clear();
     this.bytesFree = 0;
+    this.previous = [];
+    this.handed = [];
   }
 
   destroy(): void {

@@ -1,7 +1,51 @@
-import { DEFAULT_WG, type Gpu } from "../gpu/context.ts";
+// Attention op wrappers over kernels/attention.wgsl. Three layouts of the same causal GQA attention:
+//   flash       (training and prompts on GPUs) tiles of queries sharing key/value tiles in workgroup memory
+//   rows        a workgroup per query (key) row: decode steps everywhere, and an A/B alternative
+//   invocation  an invocation per query (key) row: CPU adapters, where invocations are threads
+// INOCULUM_ATTENTION=flash|rows|invocation picks one for a run (Gpu.attention); tests run all of them.
+
+import { DEFAULT_WG, type Gpu, WIDE_WORKGROUPS } from "../gpu/context.ts";
+import type { Defines } from "../gpu/preprocess.ts";
 import { Tensor } from "../tensor.ts";
 import { check, grid1d } from "./common.ts";
 import type { QkvShape } from "./rope.ts";
+
+export type AttentionKernel = "flash" | "rows" | "invocation";
+
+export interface AttentionOption {
+  /** the layout (default: the device's, Gpu.attention) */
+  kernel?: AttentionKernel;
+}
+
+/** The flash kernels' tile: BQ rows per workgroup (TPR invocations each), the other side in BKV-row tiles. */
+export interface FlashTile {
+  bq: number;
+  bkv: number;
+  tpr: number;
+}
+
+/**
+ * The largest flash tile whose workgroup memory fits the device (the dq and dk/dv passes hold two tiles of
+ * each side: (2 BQ + 2 BKV) rows of D4 + 1 vec4, and 2 BQ x BKV pair values).
+ */
+export function flashTile(gpu: Gpu, headDim: number): FlashTile {
+  const d4 = Math.ceil(headDim / 4), rs = d4 + 1;
+  const tpr = d4 >= 4 ? 4 : d4 >= 2 ? 2 : 1;
+  for (const [bq, bkv] of [[64, 32], [32, 32], [32, 16], [16, 16], [16, 8], [8, 8], [4, 4]]) {
+    const bytes = 16 * rs * (2 * bq + 2 * bkv) + 8 * bq * bkv + 8 * bkv;
+    if (bytes <= gpu.caps.workgroupStorageBytes && bq * tpr <= 256) return { bq, bkv, tpr };
+  }
+  throw new Error(
+    `attention: head dim ${headDim} leaves no flash tile in ${gpu.caps.workgroupStorageBytes} bytes`,
+  );
+}
+
+function flashDefines(gpu: Gpu, s: QkvShape) {
+  const t = flashTile(gpu, s.headDim);
+  // CPT: the vec4 chunks of a row each of its TPR invocations accumulates
+  const CPT = Math.ceil(Math.ceil(s.headDim / 4) / t.tpr);
+  return { HEAD_DIM: s.headDim, FLASH: true, BQ: t.bq, BKV: t.bkv, TPR: t.tpr, CPT, tile: t };
+}
 
 /**
  * Causal GQA attention of q [B*T, H*D] over the K/V cache [B*tCache, HKV*D] (keys kvStart[b]..past+t).
@@ -16,38 +60,57 @@ export function attention(
   kvStart: Tensor,
   o: Tensor,
   lse: Tensor,
-  opts: RowsOption = {},
+  opts: AttentionOption = {},
 ): void {
   check(
     s.heads % s.kvHeads === 0,
     () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`,
   );
   // a decode step (one query per sequence) always goes by rows: B*H invocations would be all there is
-  const rows = byRows(gpu, s, opts) || s.t === 1;
-  const k = gpu.kernel("attention", rows ? "forward_rows" : "forward", { HEAD_DIM: s.headDim });
+  const kind = s.t === 1 ? "rows" : kernelFor(gpu, s, opts);
   // q·k and p·v per attended (query, key) pair; q, K/V rows in use and o moved once
   const kvBytes = 2 * 4 * s.batch * (s.past + s.t) * s.kvHeads * s.headDim;
+  const flops = 4 * s.batch * s.heads * s.headDim * attendedPairs(s);
   const cost = {
-    flops: 4 * s.batch * s.heads * s.headDim * attendedPairs(s),
+    flops,
     bytes: 2 * 4 * s.batch * s.t * s.heads * s.headDim + kvBytes,
+    narrow: kind === "rows"
+      ? `a decode step: ${s.batch * s.heads} (sequence, head) rows`
+      : kind === "invocation"
+      ? "one invocation per query row (the CPU adapters' layout)"
+      : "query tiles x heads x sequences",
   };
+  const bindings = {
+    1: q.buffer,
+    2: kCache.buffer,
+    3: vCache.buffer,
+    4: kvStart.buffer,
+    5: o.buffer,
+    6: lse.buffer,
+  };
+  if (kind === "flash") {
+    const { tile, ...defs } = flashDefines(gpu, s);
+    gpu.dispatch(gpu.kernel("attention", "flash_forward", defs), attentionParams(s), bindings, [
+      Math.ceil(s.t / tile.bq),
+      s.heads,
+      s.batch,
+    ], cost);
+    return;
+  }
+  const k = gpu.kernel("attention", kind === "rows" ? "forward_rows" : "forward", { HEAD_DIM: s.headDim });
   gpu.dispatch(
     k,
     attentionParams(s),
-    { 1: q.buffer, 2: kCache.buffer, 3: vCache.buffer, 4: kvStart.buffer, 5: o.buffer, 6: lse.buffer },
-    [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
+    bindings,
+    [kind === "rows" ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
     cost,
   );
 }
 
-export interface RowsOption {
-  /** one workgroup per query (key) row instead of one invocation; default `gpu.attentionByRows` */
-  rows?: boolean;
-}
-
-function byRows(gpu: Gpu, s: QkvShape, opts: RowsOption): boolean {
+function kernelFor(gpu: Gpu, s: QkvShape, opts: AttentionOption): AttentionKernel {
+  const k = opts.kernel ?? gpu.attention;
   // rows index the first dispatch dimension (at most 65,535 workgroups)
-  return (opts.rows ?? gpu.attentionByRows) && s.t <= 65535;
+  return k === "rows" && s.t > 65535 ? "flash" : k;
 }
 
 /** (query, key) pairs a causal pass attends to per head and sequence, ignoring left padding. */
@@ -63,15 +126,25 @@ export function attentionBackward(
   s: QkvShape,
   t: { q: Tensor; k: Tensor; v: Tensor; kvStart: Tensor; o: Tensor; lse: Tensor; dO: Tensor },
   g: { dq: Tensor; dk: Tensor; dv: Tensor; dsum: Tensor },
-  /** GQA dk/dv by query head, then summed per group (default on GPUs, where the invocations are wanted;
+  /** GQA dk/dv by query head, then summed per group (default on GPUs, where the workgroups are wanted;
    * on CPU adapters the per-head shares only add work) */
-  opts: { perHead?: boolean } & RowsOption = {},
+  opts: { perHead?: boolean } & AttentionOption = {},
 ): void {
   check(s.past === 0 && s.tCache === s.t, () => "attention backward: only full sequences (no KV cache)");
-  const defs = { HEAD_DIM: s.headDim };
+  const kind = kernelFor(gpu, s, opts);
+  const flash = kind === "flash" ? flashDefines(gpu, s) : null;
+  const defs: Defines = flash
+    ? { HEAD_DIM: flash.HEAD_DIM, FLASH: true, BQ: flash.BQ, BKV: flash.BKV, TPR: flash.TPR, CPT: flash.CPT }
+    : { HEAD_DIM: s.headDim };
   const params = attentionParams(s);
-  const rows = byRows(gpu, s, opts);
-  const kq = gpu.kernel("attention", rows ? "backward_dq_rows" : "backward_dq", defs);
+  // rows of a pass: tiles (flash), rows or invocation blocks
+  const grid = (n: number) =>
+    flash ? Math.ceil(n / flash.tile.bq) : kind === "rows" ? n : Math.ceil(n / DEFAULT_WG);
+  const kq = gpu.kernel(
+    "attention",
+    flash ? "flash_dq" : kind === "rows" ? "backward_dq_rows" : "backward_dq",
+    defs,
+  );
   // backward_dq: q·k, dO·v and ds·k per pair; backward_dkv: the same two dots, dv and dk updates
   const pairs = s.batch * s.heads * attendedPairs(s);
   const qBytes = 4 * s.batch * s.t * s.heads * s.headDim, kvBytes = 4 * s.batch * s.t * s.kvHeads * s.headDim;
@@ -89,18 +162,20 @@ export function attentionBackward(
       10: g.dq.buffer,
       11: g.dsum.buffer,
     },
-    [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
-    { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes },
+    [grid(s.t), s.heads, s.batch],
+    { flops: 6 * s.headDim * pairs, bytes: 4 * qBytes + 2 * kvBytes, narrow: narrowWhy(kind) },
   );
-  // grouped-query attention: one invocation per query head into per-head shares, summed per group
+  // grouped-query attention: one row per (key, query head) into per-head shares, summed per group
   const group = s.heads / s.kvHeads;
-  const perHead = group > 1 && (opts.perHead ?? !gpu.caps.cpuAdapter);
+  const perHead = group > 1 &&
+    (opts.perHead ?? (!gpu.caps.cpuAdapter && grid(s.t) * s.kvHeads * s.batch < WIDE_WORKGROUPS));
   const dkH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dk_heads") : g.dk;
   const dvH = perHead ? Tensor.empty(gpu, [s.batch * s.t, s.heads * s.headDim], "f32", "dv_heads") : g.dv;
-  const kkv = gpu.kernel("attention", rows ? "backward_dkv_rows" : "backward_dkv", {
-    ...defs,
-    PER_HEAD: perHead,
-  });
+  const kkv = gpu.kernel(
+    "attention",
+    flash ? "flash_dkv" : kind === "rows" ? "backward_dkv_rows" : "backward_dkv",
+    { ...defs, PER_HEAD: perHead },
+  );
   gpu.dispatch(
     kkv,
     params,
@@ -115,11 +190,15 @@ export function attentionBackward(
       13: dkH.buffer,
       14: dvH.buffer,
     },
-    [rows ? s.t : Math.ceil(s.t / DEFAULT_WG), perHead ? s.heads : s.kvHeads, s.batch],
-    { flops: 8 * s.headDim * pairs, bytes: 2 * qBytes + 2 * kvBytes + (perHead ? 2 * qBytes : 2 * kvBytes) },
+    [grid(s.t), perHead ? s.heads : s.kvHeads, s.batch],
+    {
+      flops: 8 * s.headDim * pairs,
+      bytes: 2 * qBytes + 2 * kvBytes + (perHead ? 2 * qBytes : 2 * kvBytes),
+      narrow: narrowWhy(kind),
+    },
   );
   if (perHead) {
-    const ks = gpu.kernel("attention", "group_sum", defs);
+    const ks = gpu.kernel("attention", "group_sum", { HEAD_DIM: s.headDim });
     const n = s.batch * s.t * s.kvHeads * s.headDim;
     gpu.dispatch(
       ks,
@@ -133,6 +212,14 @@ export function attentionBackward(
     dkH.dispose();
     dvH.dispose();
   }
+}
+
+function narrowWhy(kind: AttentionKernel): string {
+  return kind === "invocation"
+    ? "one invocation per query (key) row (the CPU adapters' layout)"
+    : kind === "flash"
+    ? "query (key) tiles x heads x sequences"
+    : "rows x heads x sequences";
 }
 
 /** attention.wgsl's struct Params for a shape (every entry point shares it). */

@@ -3,17 +3,25 @@
 import { DEFAULT_WG, type Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
 
-/** A 2-D grid of `wgSize`-wide workgroups covering n invocations (x stays within the per-dim limit). */
-export function grid1d(gpu: Gpu, n: number, wgSize = DEFAULT_WG): [number, number] {
-  const groups = Math.ceil(n / wgSize);
+/**
+ * A grid of `count` workgroups indexed flat as wg.y * nwg.x + wg.x: x within the per-dimension limit and the
+ * fewest past `count` (fewer than y; kernels return early there), not a full last row of 65,535.
+ */
+export function gridFlat(gpu: Gpu, count: number): [number, number] {
   const lim = gpu.caps.maxWorkgroupsPerDim;
-  if (groups <= lim) return [groups, 1];
-  return [lim, Math.ceil(groups / lim)];
+  if (count <= lim) return [count, 1];
+  const y = Math.ceil(count / lim);
+  return [Math.ceil(count / y), y];
 }
 
-/** A 2-D grid with one workgroup per row. */
+/** A flat grid of `wgSize`-wide workgroups covering n invocations. */
+export function grid1d(gpu: Gpu, n: number, wgSize = DEFAULT_WG): [number, number] {
+  return gridFlat(gpu, Math.ceil(n / wgSize));
+}
+
+/** A flat grid with one workgroup per row. */
 export function gridRows(gpu: Gpu, rows: number): [number, number] {
-  return grid1d(gpu, rows, 1);
+  return gridFlat(gpu, rows);
 }
 
 /** The W_DTYPE define for reading a weight tensor (native f16 when the device has shader-f16). */

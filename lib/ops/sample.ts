@@ -32,6 +32,39 @@ export function argmax(gpu: Gpu, logits: Tensor, next: Tensor, hist: Tensor, his
     gridRows(gpu, rows),
     {
       bytes: rows * V * 4 + rows * 8,
+      narrow:
+        "one workgroup per row over logits already written (decoding takes the fused LM head + argmaxFinal)",
+    },
+  );
+}
+
+/**
+ * The argmax's second stage: next[r] (and hist[histOffset + r]) from the `groups` (value, index) partials per
+ * row that an argmax gemv wrote (lib/ops/gemv.ts), with argmax's result and ties.
+ */
+export function argmaxFinal(
+  gpu: Gpu,
+  partials: Tensor,
+  rows: number,
+  groups: number,
+  next: Tensor,
+  hist: Tensor,
+  histOffset: number,
+): void {
+  check(
+    partials.numel >= rows * groups * 2,
+    () => `argmax: ${partials.numel / 2} partials for ${rows} x ${groups}`,
+  );
+  check(next.numel >= rows && hist.numel >= histOffset + rows, () => "argmax: next or history too small");
+  const k = gpu.kernel("sample", "argmax_final", { WG });
+  gpu.dispatch(
+    k,
+    { rows, vocab: groups, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0 },
+    { 2: next.buffer, 3: hist.buffer, 4: partials.buffer },
+    gridRows(gpu, rows),
+    {
+      bytes: rows * groups * 8 + rows * 8,
+      narrow: "a row's last stage: the LM head's workgroups did the first",
     },
   );
 }
@@ -82,6 +115,9 @@ export function sampleTokens(
     },
     { 1: logits.buffer, 2: next.buffer, 3: hist.buffer },
     gridRows(gpu, rows),
-    { bytes: passes * rows * V * 4 + rows * 8 },
+    {
+      bytes: passes * rows * V * 4 + rows * 8,
+      narrow: "one workgroup per row: the draw needs the row's maximum and nucleus threshold before it",
+    },
   );
 }

@@ -1,6 +1,8 @@
 // Plain-TypeScript f64 twins of the GPU ops, written for clarity, not speed.
 // Each mirrors the signature of its lib/ops wrapper on flat row-major arrays.
 
+import { hashU32 } from "../../lib/rng.ts";
+
 export type Arr = ArrayLike<number>;
 
 /** C[m, n] = alpha * sum_k A(m,k) W(k,n) + bias[n] + residual[m, n] (W as [N,K] unless wKN). */
@@ -213,4 +215,103 @@ export function sampleDraw(
     if (score[i] > score[id]) id = i;
   }
   return { id, score, tau };
+}
+
+/** Inverted dropout's mask (kernels: hash of the element index and the seed): keep scale, or 0. */
+export function dropoutKeep(i: number, seed: number, p: number): number {
+  const u = (hashU32((i ^ hashU32(seed >>> 0)) >>> 0) >>> 8) / 16777216;
+  return u >= p ? 1 / (1 - p) : 0;
+}
+
+export interface GeneralMatmul {
+  a: Arr;
+  w: Arr;
+  N: number;
+  K: number;
+  aKM?: boolean;
+  wKN?: boolean;
+  lda: number;
+  ldw: number;
+  ldc: number;
+  /** C before the product (returned updated) */
+  c: Arr;
+  groups: {
+    m: number;
+    k?: number;
+    aOff?: number;
+    wOff?: number;
+    colOffset?: number;
+    rowOffset?: number;
+    seed?: number;
+  }[];
+  alpha?: number;
+  bias?: Arr;
+  residual?: Arr;
+  accumulate?: boolean;
+  dropout?: { operand: "a" | "w"; p: number };
+  sum?: { operand: "a" | "w"; slices: number; stride: number };
+  lora?: {
+    kind: "b" | "a";
+    input: Arr;
+    ld: number;
+    slices: number;
+    stride: number;
+    w: Arr;
+    r: number;
+    scale: number;
+    segments: { c0: number; c1: number; b0: number; seed: number }[];
+    p: number;
+  };
+}
+
+/** kernels/matmul.wgsl's tile in f64, read straight from its definition (groups, dropout, slices, LoRA). */
+export function matmulGeneral(s: GeneralMatmul): Float64Array {
+  const c = Float64Array.from(s.c);
+  const sum = (arr: Arr, i: number, op: "a" | "w") =>
+    s.sum?.operand === op
+      ? Array.from({ length: s.sum.slices }, (_, z) => arr[i + z * s.sum!.stride]).reduce((x, y) => x + y, 0)
+      : arr[i];
+  for (const g of s.groups) {
+    const K = g.k ?? s.K,
+      aOff = g.aOff ?? 0,
+      wOff = g.wOff ?? 0,
+      co = g.colOffset ?? 0,
+      ro = g.rowOffset ?? 0;
+    for (let m = 0; m < g.m; m++) {
+      for (let n = 0; n < s.N; n++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) {
+          const ai = aOff + (s.aKM ? k * s.lda + m : m * s.lda + k);
+          const wi = wOff + (s.wKN ? k * s.ldw + n : n * s.ldw + k);
+          let av = sum(s.a, ai, "a"), wv = sum(s.w, wi, "w");
+          if (s.dropout?.operand === "a") av *= dropoutKeep(ai, g.seed ?? 0, s.dropout.p);
+          if (s.dropout?.operand === "w") wv *= dropoutKeep(wi, g.seed ?? 0, s.dropout.p);
+          acc += av * wv;
+        }
+        const ci = (ro + m) * s.ldc + co + n;
+        let v = (s.alpha ?? 1) * acc;
+        const l = s.lora;
+        if (l) {
+          l.segments.forEach((sg, si) => {
+            if (l.kind === "b" && !(n >= sg.c0 && n < sg.c1)) return;
+            let part = 0;
+            for (let j = 0; j < l.r; j++) {
+              let u = 0;
+              for (let z = 0; z < l.slices; z++) u += l.input[m * l.ld + si * l.r + j + z * l.stride];
+              part += l.kind === "b"
+                ? u * l.w[(sg.b0 + n - sg.c0) * l.r + j]
+                : u * l.w[(si * l.r + j) * s.N + n];
+            }
+            if (l.kind === "b") v += l.scale * part;
+            else v += (l.p > 0 ? dropoutKeep(ci, sg.seed, l.p) : 1) * part;
+          });
+        }
+        if (s.bias) v += s.bias[co + n];
+        if (s.residual) v += s.residual[ci];
+        if (s.accumulate) v += c[ci];
+        c[ci] = v;
+      }
+    }
+  }
+  return c;
 }
