@@ -97,8 +97,9 @@ export function trainStepRecorder(
   B: number,
   T: number,
   rank: number,
-  dropout = 0,
+  o: { dropout?: number; checkpoint?: boolean } = {},
 ): StepBench {
+  const dropout = o.dropout ?? 0;
   const lora = kind === "lora"
     ? LoraSet.create(gpu, m.cfg, {
       r: rank,
@@ -119,7 +120,14 @@ export function trainStepRecorder(
     record: () => {
       zeroGrads(gpu, flat);
       const ex = stepHooks(gpu, { lora, rows: B * T, dropoutSeed: n++ });
-      const { normed, saved } = m.decoder.forward({ ids, batch: B, t: T, save: true, extras: ex.forward });
+      const { normed, saved } = m.decoder.forward({
+        ids,
+        batch: B,
+        t: T,
+        save: true,
+        checkpoint: o.checkpoint,
+        extras: ex.forward,
+      });
       backward(
         m.decoder,
         saved!,

@@ -37,7 +37,9 @@ export interface ScheduleOptions {
 export function loraStepSchedule(o: ScheduleOptions = {}): ScheduleCount {
   const gpu = Gpu.dry();
   const m = dryModel(gpu, o.like ?? "qwen2.5-0.5b", { layers: o.layers });
-  const step = trainStepRecorder(gpu, m, "lora", o.batch ?? 4, o.len ?? 256, o.rank ?? 64, o.dropout ?? 0);
+  const step = trainStepRecorder(gpu, m, "lora", o.batch ?? 4, o.len ?? 256, o.rank ?? 64, {
+    dropout: o.dropout ?? 0.05,
+  });
   const snap = () => ({ b: gpu.bindGroups.created, n: gpu.buffersCreated });
   const s0 = snap();
   step.record();
@@ -161,7 +163,7 @@ if (import.meta.main) {
     batch: num(a.batch, "batch", 4),
     len: num(a.len, "len", 256),
     rank: num(a.rank, "rank", 64),
-    dropout: num(a.dropout, "dropout", 0, false),
+    dropout: num(a.dropout, "dropout", 0.05, false),
   };
   const context = num(a.context, "context", 200);
   console.log(`schedule of ${o.like} on a dry-run device (a GPU's limits; nothing executed)\n`);

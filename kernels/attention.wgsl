@@ -64,7 +64,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 // invocations in all). Keys go in chunks of 64, one per invocation for the scores (online softmax across
 // chunks); the weighted sum of values has each invocation own output dims d = lid, lid + 64, ...
 // (neighbouring invocations read neighbouring floats). Dispatch [TQ, H, B].
-const DPT = (D + WG - 1u) / WG; // output dims per invocation
+// DPT (a define: ceil(D / WG)) output dims per invocation, in registers acc_0 .. unrolled by #for
 var<workgroup> row_a: array<f32, D>; // q (scaled) in forward and dq; k_j in dkv
 var<workgroup> row_b: array<f32, D>; // dO_t in dq; v_j in dkv
 var<workgroup> chunk_p: array<f32, WG>;
@@ -98,8 +98,9 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let kvw = params.kv_heads * D;
   for (var d = i; d < D; d += WG) { row_a[d] = q[qbase + d] * params.scale; }
   workgroupBarrier();
-  var acc: array<f32, DPT>;
-  for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
+#for R in 0..DPT
+  var acc_${R} = 0.0;
+#endfor
   var mx = NEG_BIG;
   var den = 0.0;
   let first = kv_start[b];
@@ -119,23 +120,24 @@ fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     den = den * corr + wg_reduce(p, i, false); // the reduction's barriers also publish chunk_p
     mx = m_new;
     let n = min(WG, last + 1u - c);
-    for (var r = 0u; r < DPT; r++) {
-      let d = i + r * WG;
+#for R in 0..DPT
+    {
+      let d = i + ${R}u * WG;
       if (d < D) {
-        var a = acc[r] * corr;
+        var a = acc_${R} * corr;
         for (var jj = 0u; jj < n; jj++) {
           a = fma(chunk_p[jj], vc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
         }
-        acc[r] = a;
+        acc_${R} = a;
       }
     }
+#endfor
     workgroupBarrier(); // chunk_p is rewritten by the next chunk
   }
   let inv = select(0.0, 1.0 / den, den > 0.0);
-  for (var r = 0u; r < DPT; r++) {
-    let d = i + r * WG;
-    if (d < D) { o[qbase + d] = acc[r] * inv; }
-  }
+#for R in 0..DPT
+  if (i + ${R}u * WG < D) { o[qbase + i + ${R}u * WG] = acc_${R} * inv; }
+#endfor
   if (i == 0u) {
     lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
   }
@@ -304,8 +306,9 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
   let dsum_t = wg_reduce(part, i, false); // its barriers publish row_a / row_b
   if (i == 0u) { dsum[li] = dsum_t; }
   let l = lse_in[li];
-  var acc: array<f32, DPT>;
-  for (var r = 0u; r < DPT; r++) { acc[r] = 0.0; }
+#for R in 0..DPT
+  var acc_${R} = 0.0;
+#endfor
   let last = params.past + t;
   for (var c = kv_start[b]; c <= last; c += WG) {
     let j = c + i;
@@ -323,22 +326,23 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     chunk_ds[i] = ds;
     workgroupBarrier();
     let n = min(WG, last + 1u - c);
-    for (var r = 0u; r < DPT; r++) {
-      let d = i + r * WG;
+#for R in 0..DPT
+    {
+      let d = i + ${R}u * WG;
       if (d < D) {
-        var a = acc[r];
+        var a = acc_${R};
         for (var jj = 0u; jj < n; jj++) {
           a = fma(chunk_ds[jj], kc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
         }
-        acc[r] = a;
+        acc_${R} = a;
       }
     }
+#endfor
     workgroupBarrier();
   }
-  for (var r = 0u; r < DPT; r++) {
-    let d = i + r * WG;
-    if (d < D) { dq[qbase + d] = acc[r]; }
-  }
+#for R in 0..DPT
+  if (i + ${R}u * WG < D) { dq[qbase + i + ${R}u * WG] = acc_${R}; }
+#endfor
 }
 
 @compute @workgroup_size(WG)
@@ -357,12 +361,10 @@ fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     row_b[d] = vc[kb + d];
   }
   workgroupBarrier();
-  var dka: array<f32, DPT>;
-  var dva: array<f32, DPT>;
-  for (var r = 0u; r < DPT; r++) {
-    dka[r] = 0.0;
-    dva[r] = 0.0;
-  }
+#for R in 0..DPT
+  var dka_${R} = 0.0;
+  var dva_${R} = 0.0;
+#endfor
   if (j >= kv_start[b]) { // uniform over the workgroup
     for (var h = h_first; h < h_end; h++) {
       for (var c = j; c < params.tq; c += WG) {
@@ -385,31 +387,32 @@ fn backward_dkv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         chunk_ds[i] = ds;
         workgroupBarrier();
         let n = min(WG, params.tq - c);
-        for (var r = 0u; r < DPT; r++) {
-          let d = i + r * WG;
+#for R in 0..DPT
+        {
+          let d = i + ${R}u * WG;
           if (d < D) {
-            var ak = dka[r];
-            var av = dva[r];
+            var ak = dka_${R};
+            var av = dva_${R};
             for (var tt = 0u; tt < n; tt++) {
               let qb = (b * params.tq + c + tt) * params.heads * D + h * D + d;
               av = fma(chunk_p[tt], d_o[qb], av);
               ak = fma(chunk_ds[tt], q[qb], ak);
             }
-            dka[r] = ak;
-            dva[r] = av;
+            dka_${R} = ak;
+            dva_${R} = av;
           }
         }
+#endfor
         workgroupBarrier();
       }
     }
   }
-  for (var r = 0u; r < DPT; r++) {
-    let d = i + r * WG;
-    if (d < D) {
-      dk[ob + d] = dka[r];
-      dv[ob + d] = dva[r];
-    }
+#for R in 0..DPT
+  if (i + ${R}u * WG < D) {
+    dk[ob + i + ${R}u * WG] = dka_${R};
+    dv[ob + i + ${R}u * WG] = dva_${R};
   }
+#endfor
 }
 
 #ifdef FLASH
@@ -435,26 +438,27 @@ var<workgroup> fa_t: array<f32, BQ * BKV>;        // dS (dk/dv)
 var<workgroup> fa_l: array<f32, BKV>;             // dk/dv: the query tile's lse
 var<workgroup> fa_d: array<f32, BKV>;             // dk/dv: the query tile's Dsum
 
-// chunk c (dims 4c .. 4c+3, zeros past D) of the row from element `base` of q, K, V or dO
+// chunk c (dims 4c .. 4c+3, zeros past D) of the row from element `base` of q, K, V or dO (components
+// spelled out: no dynamically indexed private vector)
 fn chunk_q(base: u32, c: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = q[base + 4u * c + i]; } }
-  return v;
+  let d = 4u * c;
+  return vec4<f32>(select(0.0, q[base + d], d < D), select(0.0, q[base + d + 1u], d + 1u < D),
+                   select(0.0, q[base + d + 2u], d + 2u < D), select(0.0, q[base + d + 3u], d + 3u < D));
 }
 fn chunk_k(base: u32, c: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = kc[base + 4u * c + i]; } }
-  return v;
+  let d = 4u * c;
+  return vec4<f32>(select(0.0, kc[base + d], d < D), select(0.0, kc[base + d + 1u], d + 1u < D),
+                   select(0.0, kc[base + d + 2u], d + 2u < D), select(0.0, kc[base + d + 3u], d + 3u < D));
 }
 fn chunk_v(base: u32, c: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = vc[base + 4u * c + i]; } }
-  return v;
+  let d = 4u * c;
+  return vec4<f32>(select(0.0, vc[base + d], d < D), select(0.0, vc[base + d + 1u], d + 1u < D),
+                   select(0.0, vc[base + d + 2u], d + 2u < D), select(0.0, vc[base + d + 3u], d + 3u < D));
 }
 fn chunk_do(base: u32, c: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var i = 0u; i < 4u; i++) { if (4u * c + i < D) { v[i] = d_o[base + 4u * c + i]; } }
-  return v;
+  let d = 4u * c;
+  return vec4<f32>(select(0.0, d_o[base + d], d < D), select(0.0, d_o[base + d + 1u], d + 1u < D),
+                   select(0.0, d_o[base + d + 2u], d + 2u < D), select(0.0, d_o[base + d + 3u], d + 3u < D));
 }
 
 // whole-row dot products between rows of the tiles (workgroup pointers cannot be parameters in WGSL)
@@ -540,10 +544,9 @@ fn flash_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let inv = select(0.0, 1.0 / l, l > 0.0);
     let qbase = (b * params.tq + t) * params.heads * D + h * D;
 #for C in 0..CPT
-    for (var i = 0u; i < 4u; i++) {
-      let d = 4u * (${C}u * TPR + part) + i;
-      if (d < D) { o[qbase + d] = acc_${C}[i] * inv; }
-    }
+#for E in 0..4
+    if (4u * (${C}u * TPR + part) + ${E}u < D) { o[qbase + 4u * (${C}u * TPR + part) + ${E}u] = acc_${C}[${E}] * inv; }
+#endfor
 #endfor
     if (part == 0u) { lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, m + log(l), l > 0.0); }
   }
@@ -620,10 +623,9 @@ fn flash_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
   }
   if (live) {
 #for C in 0..CPT
-    for (var i = 0u; i < 4u; i++) {
-      let d = 4u * (${C}u * TPR + part) + i;
-      if (d < D) { dq[qbase + d] = acc_${C}[i]; }
-    }
+#for E in 0..4
+    if (4u * (${C}u * TPR + part) + ${E}u < D) { dq[qbase + 4u * (${C}u * TPR + part) + ${E}u] = acc_${C}[${E}]; }
+#endfor
 #endfor
   }
 }
@@ -703,13 +705,12 @@ fn flash_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   }
   if (live) {
 #for C in 0..CPT
-    for (var i = 0u; i < 4u; i++) {
-      let d = 4u * (${C}u * TPR + part) + i;
-      if (d < D) {
-        dk[ks.ob + d] = dk_${C}[i];
-        dv[ks.ob + d] = dv_${C}[i];
-      }
+#for E in 0..4
+    if (4u * (${C}u * TPR + part) + ${E}u < D) {
+      dk[ks.ob + 4u * (${C}u * TPR + part) + ${E}u] = dk_${C}[${E}];
+      dv[ks.ob + 4u * (${C}u * TPR + part) + ${E}u] = dv_${C}[${E}];
     }
+#endfor
 #endfor
   }
 }

@@ -162,10 +162,11 @@ fn dot_col(n: u32, q0: u32, stride: u32, rs: array<vec4<f32>, 2>, lo: ptr<functi
   }
 }
 
-// row m's component of (lo, hi)
+// row m's component of (lo, hi), by selects (no dynamically indexed private vector)
 fn pick(lo: vec4<f32>, hi: vec4<f32>, m: u32) -> f32 {
   let v = select(lo, hi, m >= 4u);
-  return v[m % 4u];
+  let j = m % 4u;
+  return select(select(select(v.x, v.y, j == 1u), v.z, j == 2u), v.w, j == 3u);
 }
 
 // C's element of row m, column n before it is stored or paired: alpha * dot (+ bias) (+ LoRA)

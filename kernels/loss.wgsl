@@ -59,8 +59,18 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 }
 
 // Fused forward + backward for training: loss and lse as above, then the logits are overwritten in
-// place by their gradient  scale * mask * (softmax - onehot(target)).
+// place by their gradient  scale * mask * (softmax - onehot(target)). ROW_INDEX: the rows are a selection
+// (the loss rows of a step) and row r's loss goes to loss[row_index[r]].
 @group(0) @binding(6) var<storage, read_write> logits_rw: array<f32>;
+@group(0) @binding(7) var<storage, read> row_index: array<u32>;
+
+fn loss_slot(row: u32) -> u32 {
+#ifdef ROW_INDEX
+  return row_index[row];
+#else
+  return row;
+#endif
+}
 
 @compute @workgroup_size(WG)
 fn forward_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -79,7 +89,7 @@ fn forward_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
   let tgt = min(targets[row], params.vocab - 1u);
   if (lid.x == 0u) {
     lse[row] = l;
-    loss[row] = select(0.0, w * (l - logits_rw[base + tgt]), w != 0.0);
+    loss[loss_slot(row)] = select(0.0, w * (l - logits_rw[base + tgt]), w != 0.0);
   }
   workgroupBarrier();
   let c = w * params.scale;

@@ -30,6 +30,8 @@
 //                     with dU [M, nseg*r] (lora_in) and A the stacked lora_A [nseg*r, N] (lora_w); LORA_DROP
 //                     applies each segment's dropout mask (seed seg[s].w) at C's element index, which is
 //                     x's (dx is [M, N] from element 0)
+//   A_ROWS / C_ROWS   row m of A (an [M, K] A) / of C is row row_index[m] of its buffer: the LM head of a
+//                     training step reads and writes only the rows whose next token is a loss target
 //
 // Tiles: 16 x 16 invocations; invocation (tx, ty) owns TM rows (ty*TM ...) and TN columns (tx*TN ...) of a
 // BM x BN = 16*TM x 16*TN tile of C, kept in registers as TM x TN/4 named vec4 accumulators (the #for
@@ -63,6 +65,15 @@ struct Params {
 @group(0) @binding(6) var<storage, read> lora_in: array<f32>;
 @group(0) @binding(7) var<storage, read> lora_w: array<f32>;
 @group(0) @binding(8) var<storage, read> partial: array<f32>;
+@group(0) @binding(9) var<storage, read> row_index: array<u32>;
+
+fn a_row(m: u32) -> u32 {
+#ifdef A_ROWS
+  return row_index[m];
+#else
+  return m;
+#endif
+}
 
 const BK = 16u;
 const BM = 16u * TM;
@@ -144,7 +155,7 @@ fn fetch_a(g: Group, m0: u32, k0: u32, k_hi: u32, e: u32) -> f32 {
 #ifdef A_KM
   return read_a(g.a_off + k * params.lda + m, g.seed);
 #else
-  return read_a(g.a_off + m * params.lda + k, g.seed);
+  return read_a(g.a_off + a_row(m) * params.lda + k, g.seed);
 #endif
 }
 
@@ -215,7 +226,11 @@ fn tile_product(acc: ptr<function, Acc>, tx: u32, ty: u32) {
 
 // C's element (m, n) of this group: its index and value after the epilogue (not the LoRA part)
 fn c_index(g: Group, m: u32, n: u32) -> u32 {
+#ifdef C_ROWS
+  return (g.c_row_off + row_index[m]) * params.ldc + g.c_off + n;
+#else
   return (g.c_row_off + m) * params.ldc + g.c_off + n;
+#endif
 }
 
 fn store_c(g: Group, m: u32, n: u32, acc: f32, z: u32) {

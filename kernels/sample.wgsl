@@ -14,7 +14,8 @@
 
 #include "hash"
 
-struct Params { rows: u32, vocab: u32, hist_off: u32, seed: u32, step: u32, inv_temp: f32, top_p: f32, _p: u32 }
+// dim: argmax_final with EMBED (the embedding width)
+struct Params { rows: u32, vocab: u32, hist_off: u32, seed: u32, step: u32, inv_temp: f32, top_p: f32, dim: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> next: array<u32>;
@@ -154,6 +155,10 @@ fn sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 @group(0) @binding(4) var<storage, read> partials: array<vec2<u32>>; // (value bits, index; NONE if none)
+#ifdef EMBED
+#include "packed"
+@group(0) @binding(6) var<storage, read_write> h0: array<f32>;
+#endif
 
 @compute @workgroup_size(WG)
 fn argmax_final(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -173,4 +178,9 @@ fn argmax_final(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
   }
   finish_choice(row, lid.x, v, idx);
+#ifdef EMBED
+  workgroupBarrier();
+  let id = select(best_i[0], 0u, best_i[0] == NONE);
+  for (var j = lid.x; j < params.dim; j += WG) { h0[row * params.dim + j] = load_w(id * params.dim + j); }
+#endif
 }

@@ -45,7 +45,10 @@ export class KVCache {
 export interface ForwardInput {
   /** token ids, row-major [batch, t]: on the host, or a u32 GPU tensor (e.g. the last decode step's
    * argmax; no range check, no `save`; the caller keeps ownership) */
-  ids: Uint32Array | Tensor;
+  ids?: Uint32Array | Tensor;
+  /** instead of ids: their embeddings h_0 [batch * t, d] already on the GPU (a decode step whose argmax wrote
+   * them, Decoder.nextTokens); the caller keeps ownership; no `save` */
+  embedded?: Tensor;
   batch: number;
   t: number;
   /** left-padding count per sequence (default 0): on the host, or a u32 GPU tensor [batch] that the caller
@@ -100,7 +103,8 @@ export interface LayerActs {
 export interface ForwardInputs {
   shape: QkvShape;
   idsHost: Uint32Array;
-  ids: Tensor;
+  /** null when the forward was given embeddings */
+  ids: Tensor | null;
   /** u32 [batch]; positions are computed from it on the GPU (past + t - kvStart[b]) */
   kvStart: Tensor;
   cosSin: Tensor;
@@ -126,7 +130,7 @@ export function disposeActs(a: LayerActs): void {
 export function disposeSaved(s: SavedForward): void {
   for (const a of s.layers) disposeActs(a);
   for (const h of s.hs) h.dispose();
-  for (const t of [s.inputs.ids, s.inputs.kvStart, s.rstdF]) t.dispose();
+  for (const t of [s.inputs.ids, s.inputs.kvStart, s.rstdF]) t?.dispose();
 }
 
 export interface ForwardOutput {
@@ -177,12 +181,19 @@ export class Decoder {
     if (gpuKvStart && inp.save) {
       throw new Error("forward: saving activations for backward needs host kvStart");
     }
+    if ((inp.ids === undefined) === (inp.embedded === undefined)) {
+      throw new Error("forward: give either ids or their embeddings");
+    }
+    if (inp.embedded && (inp.save || inp.embedded.numel !== rows * d)) {
+      throw new Error(`forward: embeddings [${inp.embedded.shape}] for a ${B}x${T} batch without a backward`);
+    }
     const gpuIds = inp.ids instanceof Tensor ? inp.ids : null;
-    const nIds = gpuIds ? gpuIds.numel : (inp.ids as Uint32Array).length;
+    const hostIds = inp.ids instanceof Uint32Array ? inp.ids : null;
+    const nIds = gpuIds ? gpuIds.numel : hostIds ? hostIds.length : rows;
     if (nIds !== rows) throw new Error(`forward: ${nIds} ids for a ${B}x${T} batch`);
     if (gpuIds && inp.save) throw new Error("forward: saving activations for backward needs host token ids");
-    if (!gpuIds) {
-      for (const id of inp.ids as Uint32Array) {
+    if (hostIds) {
+      for (const id of hostIds) {
         if (id >= cfg.vocabSize) {
           throw new Error(`forward: token id ${id} is outside the vocabulary (size ${cfg.vocabSize})`);
         }
@@ -207,8 +218,8 @@ export class Decoder {
     };
     const inputs: ForwardInputs = {
       shape: s,
-      idsHost: gpuIds ? new Uint32Array(0) : inp.ids as Uint32Array,
-      ids: gpuIds ?? Tensor.uploadPooled(gpu, inp.ids as Uint32Array, [rows], "u32", "ids"),
+      idsHost: hostIds ?? new Uint32Array(0),
+      ids: gpuIds ?? (hostIds ? Tensor.uploadPooled(gpu, hostIds, [rows], "u32", "ids") : null),
       kvStart: gpuKvStart ??
         Tensor.uploadPooled(gpu, Uint32Array.from(kvStart as number[]), [B], "u32", "kv_start"),
       cosSin: this.cosSin(past + T),
@@ -237,9 +248,12 @@ export class Decoder {
       gu: e([rows, 2 * I], "gate_up"),
       act: e([rows, I], "act"),
     });
-    const hs: Tensor[] = [e([rows, d], "h0")];
-    embedding(gpu, inputs.ids, w.embed, hs[0]);
+    const hs: Tensor[] = [inp.embedded ?? e([rows, d], "h0")];
+    if (inputs.ids && !inp.embedded) embedding(gpu, inputs.ids, w.embed, hs[0]);
     hooks?.boundary?.(0, hs[0]);
+    // without saving, each layer's output overwrites the one buffer (h_l is free once h_mid exists), which is
+    // not the caller's embeddings
+    const work = inp.save ? null : inp.embedded ? e([rows, d], "h") : hs[0];
     const layers: LayerActs[] = [];
     let shared: LayerActs | null = null;
     const eps = cfg.rmsNormEps;
@@ -248,8 +262,7 @@ export class Decoder {
       const lw = w.layers[l];
       const a: LayerActs = keep ? newActs(hs[l]) : (shared ??= newActs(hs[0]));
       const kl = inp.cache ? inp.cache.k[l] : a.k!, vl = inp.cache ? inp.cache.v[l] : a.v!;
-      // without saving, h_l is free once h_mid exists, so h_{l+1} reuses its buffer
-      const hNext = inp.save ? e([rows, d], `h${l + 1}`) : hs[l];
+      const hNext = work ?? e([rows, d], `h${l + 1}`);
       const h = hs[l];
       if (fused) {
         const norm1 = { weight: lw.inputNorm, eps }, norm2 = { weight: lw.postNorm, eps };
@@ -292,7 +305,7 @@ export class Decoder {
     }
     const hL = hs[cfg.numLayers];
     const release = () => {
-      if (!gpuIds) inputs.ids.dispose();
+      if (hostIds) inputs.ids!.dispose();
       if (!gpuKvStart) inputs.kvStart.dispose();
       if (shared) disposeActs(shared);
     };
@@ -423,7 +436,10 @@ export class Decoder {
     next: Tensor,
     hist: Tensor,
     histOffset: number,
-  ) {
+    /** also write each chosen token's embedding here [rows, d] (the next step's input: no embedding dispatch
+     * then); returns whether it did (the embedding table must be in one binding) */
+    embedOut?: Tensor,
+  ): boolean {
     const { gpu } = this;
     const strided = this.stridedRows(rowIndices, prenorm);
     if (strided && this.w.lmHead.chunks.length === 1) {
@@ -431,13 +447,17 @@ export class Decoder {
       const groups = gemvArgmaxGroups(gpu, this.cfg.vocabSize);
       const partials = Tensor.empty(gpu, [n * groups * 2], "u32", "argmax_partials");
       gemv(gpu, { ...strided, x: normed, w: this.w.lmHead, M: n, out: partials, argmax: { partials } });
-      argmaxFinal(gpu, partials, n, groups, next, hist, histOffset);
+      const embed = embedOut && this.w.embed.chunks.length === 1
+        ? { table: this.w.embed, out: embedOut }
+        : undefined;
+      argmaxFinal(gpu, partials, n, groups, next, hist, histOffset, embed);
       partials.dispose();
-      return;
+      return !!embed;
     }
     const logits = this.logits(normed, rowIndices, prenorm);
     argmax(gpu, logits, next, hist, histOffset);
     logits.dispose();
+    return false;
   }
 
   /** A gemv reading rows first, first + step, ... of the output in place (with the final norm when

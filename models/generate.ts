@@ -81,6 +81,9 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
   const next = Tensor.empty(gpu, [B], "u32", "next_ids");
   // uploaded once for every step, and the RoPE table sized for the whole run: a decode step creates nothing
   const kvStartT = Tensor.uploadPooled(gpu, Uint32Array.from(kvStart), [B], "u32", "kv_start");
+  // greedy steps write the next step's embeddings with their argmax (no embedding dispatch a step)
+  const h0 = Tensor.empty(gpu, [B, dec.cfg.hiddenSize], "f32", "next_embeddings");
+  let embedded = false;
   dec.cosSin(T + o.maxNewTokens);
   try {
     const ids = new Uint32Array(B * T).fill(pad);
@@ -94,8 +97,9 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
       const hist = Tensor.empty(gpu, [k * B], "u32", "decoded_ids");
       for (let i = 0; i < k; i++) {
         const extras = o.extras?.(step + i === 0 ? "prompt" : "response", B * t);
+        const first = step + i === 0;
         const { normed, prenorm = false } = dec.forward({
-          ids: step + i === 0 ? ids : next,
+          ...(first ? { ids } : embedded ? { embedded: h0 } : { ids: next }),
           batch: B,
           t,
           kvStart: kvStartT,
@@ -115,7 +119,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
           });
           logits.dispose();
         } else {
-          dec.nextTokens(normed, last, prenorm, next, hist, i * B);
+          embedded = dec.nextTokens(normed, last, prenorm, next, hist, i * B, h0);
         }
         normed.dispose();
         past += t;
@@ -140,6 +144,7 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
     if (o.timing) timing = { prefillS: (prefillEnd - t0) / 1000, prefillTokens: B * T, chunks };
   } finally {
     next.dispose();
+    h0.dispose();
     kvStartT.dispose();
     cache.dispose();
     gpu.trimPool(); // KV caches and activations of lengths the next call may not reuse

@@ -61,7 +61,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "bench:memory extrapolates a LoRA step's allocation from 1- and 2-layer cuts without running it",
+  name: "bench:memory records a LoRA step at full depth on a dry-run device, with and without activation " +
+    "checkpointing (checkpointing needs less)",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -76,11 +77,16 @@ Deno.test({
       "8",
     ]);
     assert.equal(r.code, 0, r.stderr + r.stdout);
-    const w = [...r.stdout.matchAll(/weights ([\d.]+) GiB, peak during one LoRA step .* ([\d.]+) GiB/g)];
-    assert.equal(w.length, 2);
-    for (const [, weights, peak] of w) assert.ok(Number(peak) > Number(weights));
-    const m = r.stdout.match(/per layer ([\d.]+) GiB → qwen2.5-0.5b at 24 layers: ([\d.]+) GiB/);
-    assert.ok(m, r.stdout);
-    assert.ok(Number(m[1]) > 0 && Number(m[2]) > Number(w[1][2]), "24 layers need more than 2");
+    const rows = [
+      ...r.stdout.matchAll(
+        /gradient_checkpointing (off|on) ?: peak ([\d.]+) GiB .*weights ([\d.]+) GiB, 24 layers/g,
+      ),
+    ];
+    assert.equal(rows.length, 2, r.stdout);
+    for (const [, , peak, weights] of rows) assert.ok(Number(peak) > Number(weights), r.stdout);
+    assert.ok(Number(rows[1][2]) <= Number(rows[0][2]), "checkpointing never needs more");
+    const bad = await runScript("bench/memory.ts", ["--batch", "0x2"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--batch expects a positive integer, got '0x2'/);
   },
 });

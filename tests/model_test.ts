@@ -145,3 +145,28 @@ Deno.test({
     assert.equal(stop.finish[0], "stop");
   },
 });
+
+Deno.test({
+  name: "decode steps' fused products (norm, RoPE into the cache, SwiGLU, the LM head's argmax) give the " +
+    "unfused path's logits (atol 1e-5 + rtol 1e-5) and tokens, on both workgroup layouts",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const m = await loadModel(gpu, await convertedStories());
+    const ids = [1, 403, 407, 261, 378];
+    const prompts = [[1, 403, 407], [1, 376]];
+    for (const tiling of ["register", "workgroup"] as const) {
+      gpu.matmulTiling = tiling;
+      m.decoder.fuseDecode = true;
+      const fused = await logitsOf(m, ids);
+      const gFused = await generate(m.decoder, prompts, { maxNewTokens: 24 });
+      m.decoder.fuseDecode = false;
+      const plain = await logitsOf(m, ids);
+      const gPlain = await generate(m.decoder, prompts, { maxNewTokens: 24 });
+      m.decoder.fuseDecode = true;
+      assertClose(fused, plain, { atol: 1e-5, rtol: 1e-5 }, `${tiling}: logits`);
+      assert.deepEqual(gFused.tokens, gPlain.tokens, `${tiling}: greedy tokens`);
+    }
+    gpu.matmulTiling = gpu.caps.cpuAdapter ? "register" : "workgroup";
+  },
+});

@@ -106,7 +106,7 @@ Deno.test({
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /inoculum profile — \d+ dispatches, \d+ kernel variants, GPU time/);
     assert.match(r.stderr, /^gemv:\S+\s+\d+\s+[\d.]+\s+[\d.]+%/m); // a short prompt and decoding: the fused products
-    assert.match(r.stderr, /^attention:forward\{HEAD_DIM=8\}/m);
+    assert.match(r.stderr, /^attention:forward\{DPT=1,HEAD_DIM=8\}/m);
     assert.match(r.stderr, /model load [\d.]+ ms/);
     assert.match(r.stderr, /readbacks \d+ \(/);
     // the largest GPU time comes last (what a `tail` of a log shows)

@@ -1,21 +1,93 @@
-// Learning-rate schedules (as transformers' get_{linear,cosine}_schedule_with_warmup) and warmup parsing.
+// The engine's schedule at Qwen2.5-0.5B's shape (24 layers), counted on a dry-run device with a GPU's limits
+// (bench/schedule.ts): what a GPU punishes and a CPU adapter hides, held here so that it cannot creep back.
+// Nothing runs, so these are exact counts, not timings.
 
 import assert from "node:assert/strict";
-import { learningRate, warmupSteps } from "../train/schedule.ts";
+import { Gpu, WIDE_FLOPS, WIDE_WORKGROUPS } from "../lib/gpu/context.ts";
+import { dynamicPrivateArrays } from "../lib/gpu/wgsl_lint.ts";
+import { decodeSchedule, loraStepSchedule, narrowDispatches } from "../bench/schedule.ts";
+import { dryModel } from "../models/dry.ts";
+import { trainStepRecorder } from "../bench/measure.ts";
+import { generate } from "../models/generate.ts";
 
-Deno.test("linear and cosine schedules with warmup; warmup as ratio or steps", () => {
-  const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
-  close(learningRate("linear", 1, 0, 100, 10), 0);
-  close(learningRate("linear", 1, 5, 100, 10), 0.5);
-  close(learningRate("linear", 1, 10, 100, 10), 1);
-  close(learningRate("linear", 1, 55, 100, 10), 0.5);
-  close(learningRate("linear", 1, 100, 100, 10), 0);
-  close(learningRate("cosine", 2, 10, 110, 10), 2);
-  close(learningRate("cosine", 2, 60, 110, 10), 1);
-  close(learningRate("cosine", 2, 110, 110, 10), 0);
-  close(learningRate("constant", 3, 50, 100, 0), 3);
-  assert.equal(warmupSteps(0.03, 100), 3);
-  assert.equal(warmupSteps(0.03, 101), 4);
-  assert.equal(warmupSteps(7, 100), 7);
-  assert.equal(warmupSteps(0, 100), 0);
+Deno.test(
+  "a 0.5B LoRA step (4 x 256, r 64 on every projection, dropout 0.05) is at most 1,000 dispatches, " +
+    "and a warm step creates no bind group and no buffer",
+  () => {
+    const c = loraStepSchedule({ like: "qwen2.5-0.5b", batch: 4, len: 256, rank: 64, dropout: 0.05 });
+    assert.ok(c.dispatches <= 1000, `${c.dispatches} dispatches`);
+    assert.ok(
+      c.dispatches >= 24 * 30,
+      `${c.dispatches}: fewer than the layers need (the count is of the whole step)`,
+    );
+    assert.equal(c.bindGroups, 0, "bind groups created by a warm step");
+    assert.equal(c.buffers, 0, "buffers created by a warm step");
+    assert.ok(c.firstBindGroups > 0 && c.firstBuffers > 0, "the first step creates them");
+  },
+);
+
+Deno.test("a 0.5B greedy decode token (context ~200) is at most 122 dispatches and creates nothing once warm", async () => {
+  // 5 a layer (the norm, RoPE, SwiGLU and LoRA fused into the products) + the LM head with the argmax's first
+  // stage + its last stage, which writes the next token's embedding
+  const c = await decodeSchedule({ like: "qwen2.5-0.5b", context: 200 });
+  assert.ok(c.dispatches <= 122, `${c.dispatches} dispatches a token`);
+  assert.equal(c.bindGroups, 0);
+  assert.equal(c.buffers, 0);
 });
+
+Deno.test(
+  "every dispatch of more than 1 MFLOP in the step and the decode token launches >= 264 workgroups " +
+    "or names why not",
+  async () => {
+    for (const c of [loraStepSchedule(), await decodeSchedule()]) {
+      for (const [name, e] of narrowDispatches(c.trace)) {
+        assert.ok(!e.reasons.has("no reason given"), `${name}: ${e.count} narrow dispatches with no reason`);
+      }
+      // the products that matter (matmul, gemv) are all wide
+      for (const d of c.trace) {
+        if (d.flops > WIDE_FLOPS && /^(matmul|gemv):/.test(d.name)) {
+          assert.ok(
+            d.workgroups >= WIDE_WORKGROUPS,
+            `${d.name}: ${d.workgroups} workgroups for ${d.flops} FLOPs`,
+          );
+        }
+      }
+      // no dispatch launches more than a few empty workgroups (the flat grids: fewer than a row of y)
+      for (const d of c.trace) assert.ok(d.groups[1] < 64 || d.groups[0] * d.groups[1] < 70000, d.name);
+    }
+  },
+);
+
+Deno.test(
+  "the hot kernels (matmul, gemv, attention) index no private array by a variable, on GPUs and " +
+    "CPU adapters",
+  async () => {
+    for (const cpuAdapter of [false, true]) {
+      const gpu = Gpu.dry({ cpuAdapter });
+      const m = dryModel(gpu, "qwen2.5-0.5b", { layers: 2 });
+      const step = trainStepRecorder(gpu, m, "lora", 2, 64, 8, { dropout: 0.05 });
+      step.record();
+      await generate(m.decoder, [[5, 6, 7], [8, 9]], { maxNewTokens: 3 });
+      await generate(m.decoder, Array.from({ length: 10 }, (_, i) => [5 + i, 6]), {
+        maxNewTokens: 2,
+        temperature: 1,
+      });
+      const kernels = gpu.compiledKernels().filter((k) => /^(matmul|gemv|attention):/.test(k.name));
+      assert.ok(kernels.length >= 10, `${kernels.length} variants`);
+      for (const k of kernels) {
+        // the CPU adapters' invocation attention keeps a head's vectors in arrays (threads are CPU cores there);
+        // the GPU schedule never compiles it
+        if (cpuAdapter && /^attention:(forward|backward_dq|backward_dkv)\{/.test(k.name)) continue;
+        const entry = /^\w+:(\w+)/.exec(k.name)![1];
+        assert.deepEqual(dynamicPrivateArrays(k.code, entry), [], k.name);
+      }
+    }
+    // the check itself finds one
+    assert.deepEqual(
+      dynamicPrivateArrays(
+        "fn f() { var a: array<f32, 4>; for (var i = 0u; i < 4u; i++) { a[i] = 1.0; } a[2] = 0.0; }",
+      ),
+      ["f: a[i]"],
+    );
+  },
+);

@@ -10,7 +10,8 @@ import { stepHooks } from "../train/step_hooks.ts";
 import { backward } from "../train/backward.ts";
 import { disposeSaved } from "../models/decoder.ts";
 import { type RefExtras, refLoss } from "./ref/model.ts";
-import { gpuTest, randn, rng, testGpu } from "./helpers.ts";
+import { assertClose, gpuTest, randn, rng, testGpu } from "./helpers.ts";
+import { Tensor } from "../lib/tensor.ts";
 import { convertedStories, readAllF32, writeTinyQwen2 } from "./fixtures.ts";
 
 const TOL = { atol: 3e-5, rtol: 3e-3 };
@@ -141,5 +142,67 @@ Deno.test({
       383,
       286,
     ], [1, 376, 298, 315, 421]], 5);
+  },
+});
+
+Deno.test({
+  name:
+    "the LM head on the loss rows only, and activation checkpointing, give the loss and gradients of the " +
+    "plain step (atol 1e-6; checkpointing bit for bit)",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const m = await loadModel(gpu, await convertedStories());
+    const cfg = m.cfg, B = 2, T = 24, rows = B * T;
+    const ids = Uint32Array.from({ length: rows }, (_, i) => 1 + (i * 37) % 500);
+    const targets = Uint32Array.from({ length: rows }, (_, i) => (i * 11 + 3) % 500);
+    // a chat-like mask: the first 15 tokens of each row are the prompt
+    const mask = Float32Array.from({ length: rows }, (_, i) => (i % T) >= 15 && (i % T) < T - 1 ? 1 : 0);
+    const run = async (o: { allRows?: boolean; checkpoint?: boolean }) => {
+      const lora = LoraSet.create(gpu, cfg, {
+        r: 4,
+        alpha: 8,
+        dropout: 0.1,
+        targetModules: ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        rslora: false,
+      }, 7);
+      for (const e of lora.store.entries) {
+        if (e.name.includes("lora_B")) lora.store.set(e.name, randn(e.numel, e.offset, 0.2));
+      }
+      const ex = stepHooks(gpu, { lora, rows, dropoutSeed: 99, hooks: { captureGrads: [0, 3] } });
+      const { normed, saved } = m.decoder.forward({
+        ids,
+        batch: B,
+        t: T,
+        save: true,
+        checkpoint: o.checkpoint,
+        extras: ex.forward,
+      });
+      const lossT = backward(
+        m.decoder,
+        saved!,
+        normed,
+        { targets, mask, scale: 1, allRows: o.allRows },
+        ex.backward,
+      );
+      disposeSaved(saved!);
+      const [loss, g0, g3, grads] = await Tensor.readMany(gpu, [
+        lossT,
+        ex.grads.get(0)!,
+        ex.grads.get(3)!,
+        Tensor.view(lora.store.g, 0, [lora.store.total]),
+      ]);
+      lossT.dispose();
+      for (const t of ex.grads.values()) t.dispose();
+      ex.dispose();
+      lora.store.destroy();
+      return { loss, g0, g3, grads };
+    };
+    const all = await run({ allRows: true }), sel = await run({}), ck = await run({ checkpoint: true });
+    for (const k of ["loss", "g0", "g3", "grads"] as const) {
+      assertClose(sel[k], all[k], { atol: 1e-6 }, `loss rows only: ${k}`);
+      assert.deepEqual([...ck[k]], [...sel[k]], `checkpointing: ${k} bit for bit`);
+    }
+    assert.ok(sel.loss.some((x) => x > 0) && sel.loss.filter((_, i) => mask[i] === 0).every((x) => x === 0));
   },
 });

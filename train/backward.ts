@@ -6,7 +6,7 @@
 
 import type { Gpu } from "../lib/gpu/context.ts";
 import { Tensor } from "../lib/tensor.ts";
-import { linear, type LoraPhase, matmul } from "../lib/ops/matmul.ts";
+import { type LoraPhase, matmul } from "../lib/ops/matmul.ts";
 import { rmsnormBackward, rmsnormWeightGrad } from "../lib/ops/rmsnorm.ts";
 import { swigluBackward } from "../lib/ops/swiglu.ts";
 import { attentionBackward } from "../lib/ops/attention.ts";
@@ -54,6 +54,8 @@ export interface LossTargets {
   mask: Float32Array;
   /** multiplies every token's loss in the gradient (e.g. 1 / loss tokens in the optimizer batch) */
   scale: number;
+  /** compute the logits of every row, not only the loss rows (tests compare both ways) */
+  allRows?: boolean;
 }
 
 /** dW += dy^T x for a weight W [out, in] given its output gradient and input. */
@@ -88,34 +90,64 @@ export function backward(
   const qDim = cfg.numHeads * cfg.headDim, kvDim = cfg.numKvHeads * cfg.headDim;
   const e = (shape: number[], name: string) => Tensor.empty(gpu, shape, "f32", name);
 
-  // ---- loss + d normed, in row blocks (multiples of 64 rows keep views 256-byte aligned)
+  // ---- loss + d normed, in row blocks (multiples of 64 rows keep views 256-byte aligned). Only the rows whose
+  // next token is a loss target need logits: on chat data the prompt's rows are most of a batch, so their
+  // logits (rows x vocab: the largest product of a step) are skipped, read and written through a row index.
+  // Their loss and gradient are zero either way (mask 0), so the result is the same. Full-parameter training
+  // (the LM head's weight gradient) keeps every row.
   const lossT = e([rows], "loss");
-  const lse = e([rows], "lse_loss");
-  const targets = Tensor.uploadPooled(gpu, loss.targets, [rows], "u32", "targets");
-  const mask = Tensor.uploadPooled(gpu, loss.mask, [rows], "f32", "loss_mask");
   const dNormed = e([rows, d], "d_normed");
-  const block = Math.max(64, Math.floor(dec.maxLogitRows() / 64) * 64);
-  for (let r0 = 0; r0 < rows; r0 += block) {
-    const n = Math.min(block, rows - r0);
-    const view = (t: Tensor, name: string) =>
-      Tensor.view(t.raw.buffer, t.raw.offset + r0 * 4, [n], "f32", name);
-    const sel = Tensor.view(normed.raw.buffer, normed.raw.offset + r0 * d * 4, [n, d], "f32", "normed_block");
-    const logits = e([n, V], "logits");
-    linear(gpu, sel, w.lmHead, logits);
-    crossEntropyBackward(
-      gpu,
-      logits,
-      view(targets, "t"),
-      view(mask, "m"),
-      view(lossT, "l"),
-      view(lse, "lse"),
-      loss.scale,
-    );
-    matmul(gpu, { a: logits, w: w.lmHead, wLayout: "kn", M: n, out: dNormed, rowOffset: r0 });
-    if (grads) weightGrad(gpu, logits, sel, grads.lmHead ?? grads.embed);
-    logits.dispose();
+  const lossRows: number[] = [];
+  loss.mask.forEach((x, r) => x !== 0 && lossRows.push(r));
+  const select = !grads && !loss.allRows && lossRows.length < rows;
+  const n = select ? lossRows.length : rows;
+  const pick = <T extends Uint32Array | Float32Array>(x: T): T =>
+    (select ? x.slice(0, n).map((_, i) => x[lossRows[i]]) : x.slice()) as T;
+  if (select) {
+    gpu.clear(lossT.raw.buffer, lossT.raw.offset, rows * 4);
+    gpu.clear(dNormed.raw.buffer, dNormed.raw.offset, rows * d * 4);
   }
-  for (const t of [lse, targets, mask]) t.dispose();
+  if (n > 0) {
+    const lse = e([n], "lse_loss");
+    const targets = Tensor.uploadPooled(gpu, pick(loss.targets), [n], "u32", "targets");
+    const mask = Tensor.uploadPooled(gpu, pick(loss.mask), [n], "f32", "loss_mask");
+    const index = select
+      ? Tensor.uploadPooled(gpu, Uint32Array.from(lossRows), [n], "u32", "loss_rows")
+      : null;
+    const block = Math.max(64, Math.floor(dec.maxLogitRows() / 64) * 64);
+    for (let r0 = 0; r0 < n; r0 += block) {
+      const nb = Math.min(block, n - r0);
+      const view = (t: Tensor, name: string, dtype: "f32" | "u32" = "f32") =>
+        Tensor.view(t.raw.buffer, t.raw.offset + r0 * 4, [nb], dtype, name);
+      const rowsOf = index ? view(index, "loss_rows", "u32") : null;
+      const sel = index
+        ? normed
+        : Tensor.view(normed.raw.buffer, normed.raw.offset + r0 * d * 4, [nb, d], "f32", "normed_block");
+      const logits = e([nb, V], "logits");
+      matmul(gpu, { a: sel, w: w.lmHead, M: nb, out: logits, aRows: rowsOf ?? undefined });
+      crossEntropyBackward(
+        gpu,
+        logits,
+        view(targets, "t", "u32"),
+        view(mask, "m"),
+        index ? lossT : view(lossT, "l"),
+        view(lse, "lse"),
+        loss.scale,
+        { rowIndex: rowsOf ?? undefined },
+      );
+      matmul(gpu, {
+        a: logits,
+        w: w.lmHead,
+        wLayout: "kn",
+        M: nb,
+        out: dNormed,
+        ...(rowsOf ? { cRows: rowsOf } : { rowOffset: r0 }),
+      });
+      if (grads) weightGrad(gpu, logits, sel, grads.lmHead ?? grads.embed);
+      logits.dispose();
+    }
+    for (const t of [lse, targets, mask, index]) t?.dispose();
+  }
 
   // ---- final norm
   const last = cfg.numLayers;

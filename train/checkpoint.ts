@@ -12,6 +12,8 @@ export interface TrainState {
   total_steps: number;
   tokens_seen: number;
   config_hash: string;
+  /** the parameter store's layout (ParamStore.layoutHash): the flat optimizer state means nothing in another */
+  param_layout?: string;
 }
 
 export async function saveCheckpoint(
@@ -34,7 +36,7 @@ export async function saveCheckpoint(
     adam_v: { dtype: "F32", shape, data: v },
   });
   await saveWeights(tmp);
-  await atomicWriteJson(join(tmp, "state.json"), state);
+  await atomicWriteJson(join(tmp, "state.json"), { ...state, param_layout: store.layoutHash() });
   const final = join(root, name);
   await Deno.remove(final, { recursive: true }).catch(() => {});
   await Deno.rename(tmp, final);
@@ -56,6 +58,13 @@ export async function listCheckpoints(dir: string): Promise<string[]> {
 
 export async function loadCheckpoint(path: string, store: ParamStore): Promise<TrainState> {
   const state = await readJson(join(path, "state.json"), "checkpoint state") as unknown as TrainState;
+  if (state.param_layout !== store.layoutHash()) {
+    throw new Error(
+      `${path}: the optimizer state was written for another parameter layout (${
+        state.param_layout ?? "none recorded: an older inoculum"
+      }, this run's ${store.layoutHash()}); it cannot be resumed here — start the run again or resume with the inoculum that wrote it`,
+    );
+  }
   const f = await SafetensorsFile.open(join(path, "optimizer.safetensors"));
   try {
     const get = async (n: string) => toF32(await f.read(n), f.info(n).dtype, n);

@@ -102,7 +102,10 @@ export interface TrainResult {
 }
 
 function configHash(c: TrainConfig): string {
-  const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, ...rest } = c;
+  // settings that change neither the run's numbers nor its data order (recomputing a layer gives the same
+  // activations bit for bit) may differ on resume
+  const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, gradient_checkpointing: _d, ...rest } =
+    c;
   return hashInts(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
 }
 
@@ -226,6 +229,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
           batch: b.batch,
           t: b.t,
           save: true,
+          checkpoint: c.gradient_checkpointing,
           extras: ex.forward,
         });
         const lossT = backward(

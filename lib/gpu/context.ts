@@ -23,6 +23,10 @@ export interface Kernel {
   layout: GPUBindGroupLayout;
   /** layouts with the same bindings share a key (and so their bind groups) */
   layoutKey: number;
+  /** dispatches whose bindings were checked for extras */
+  checked: number;
+  /** the WGSL it was compiled from (tests read it) */
+  code: string;
   /** the shader's `struct Params` (4-byte scalars, in order): the contract a dispatch's params fill by
    * name; fields named `_…` are padding */
   paramFields: ParamField[];
@@ -199,6 +203,11 @@ export class Gpu {
     return new Gpu(dryDevice(c), c, profiler);
   }
 
+  /** Every kernel variant compiled so far (name and WGSL). */
+  compiledKernels(): { name: string; code: string }[] {
+    return [...this.kernels.values()].map((k) => ({ name: k.name, code: k.code }));
+  }
+
   /** Start keeping a record of every dispatch (returned; also at `trace`). */
   startTrace(): DispatchRecord[] {
     return this.trace = [];
@@ -260,11 +269,35 @@ export class Gpu {
     }`;
   }
 
-  /** The compute pipeline for `file`'s `entry` under `defines`, compiled once and cached. */
+  /** The compute pipeline for `file`'s `entry` under `defines`, compiled once and cached. Looked up first by
+   * the defines in the caller's order (no sort: this runs for every dispatch), then by the sorted name. */
   kernel(file: string, entry: string, defines: Defines = {}): Kernel {
+    let fast = file + ":" + entry;
+    for (const k in defines) {
+      const v = defines[k];
+      if (v !== false) fast += "," + k + "=" + v;
+    }
+    const hit = this.fastKernels.get(fast);
+    if (hit) return hit;
     const name = Gpu.kernelName(file, entry, defines);
-    return this.kernels.get(name) ?? this.compile(name, () => this.wgsl(file, defines), entry);
+    const k = this.kernels.get(name) ?? this.compile(name, () => this.wgsl(file, defines), entry);
+    this.fastKernels.set(fast, k);
+    return k;
   }
+  private fastKernels = new Map<string, Kernel>();
+
+  /**
+   * kernel() for the hot op wrappers: looked up by a compact key the caller derives from its typed pipeline
+   * key (a few characters), the defines only built when the variant is new.
+   */
+  kernelByKey(key: string, file: string, entry: string, defines: () => Defines): Kernel {
+    const hit = this.keyedKernels.get(key);
+    if (hit) return hit;
+    const k = this.kernel(file, entry, defines());
+    this.keyedKernels.set(key, k);
+    return k;
+  }
+  private keyedKernels = new Map<string, Kernel>();
 
   /**
    * A kernel from WGSL text rather than kernels/ (the bench's baseline of an earlier kernel); `name`
@@ -300,7 +333,17 @@ export class Gpu {
     if (bindings.some((b) => (b.binding === 0) !== (b.kind === "uniform"))) {
       throw new Error(`${name}: binding 0 must be the params uniform and the only uniform`);
     }
-    const k: Kernel = { name, pipeline, usesParams, paramFields, bindings, layout, layoutKey: key };
+    const k: Kernel = {
+      name,
+      pipeline,
+      usesParams,
+      paramFields,
+      bindings,
+      layout,
+      layoutKey: key,
+      checked: 0,
+      code,
+    };
     this.kernels.set(name, k);
     if (this.profiler) {
       this.profiler.wall.compiles++;
@@ -366,8 +409,14 @@ export class Gpu {
       numbers.push(d.binding);
       given++;
     }
-    let offered = 0;
-    for (const n in bindings) if (bindings[n as unknown as number]) offered++;
+    // a binding the entry point does not use is a call site's bug: looked for in a kernel's first dispatches
+    // (each call site passes the same bindings every time), not in every one (this runs per dispatch)
+    let offered = given;
+    if (k.checked < 8) {
+      k.checked++;
+      offered = 0;
+      for (const n in bindings) if (bindings[n as unknown as number]) offered++;
+    }
     if (offered !== given) {
       const extra = Object.keys(bindings).find((n) =>
         bindings[Number(n)] && !k.bindings.some((d) => d.binding === Number(n))
@@ -768,15 +817,13 @@ export function packParams(
       }
       for (let i = 0; i < f.words; i++) {
         const x = i < v.length ? v[i] : 0;
-        if (!(Number.isInteger(x) && x >= 0 && x <= 0xffffffff)) {
-          throw new Error(`${k.name}: param '${f.name}[${i}]' must be a u32, got ${x}`);
-        }
+        if (x >>> 0 !== x) throw new Error(`${k.name}: param '${f.name}[${i}]' must be a u32, got ${x}`);
         out[at + i] = x;
       }
     } else if (typeof v !== "number") {
       throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);
     } else if (f.type === "f32") out[at] = f32bits(v);
-    else if (f.type === "u32" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff) out[at] = v;
+    else if (f.type === "u32" && v >>> 0 === v) out[at] = v;
     else if (f.type === "i32" && Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31) {
       out[at] = v >>> 0;
     } else throw new Error(`${k.name}: param '${f.name}' must be a ${f.type}, got ${v}`);

@@ -41,17 +41,26 @@ export class MemoryMeter {
  * the bind groups recorded with it are found again instead of created (a LIFO free list shared by tensors of
  * the same size permutes them from step to step).
  */
+/** A pooled buffer's bookkeeping, kept on the buffer (no Map lookups per acquire and release). */
+interface Slot {
+  /** index in its size's free list, or -1 when handed out */
+  at: number;
+  /** the epoch (trimIdle count) it was released in */
+  released: number;
+}
+const SLOT = Symbol("inoculum.poolSlot");
+const slotOf = (b: GPUBuffer): Slot | undefined => (b as unknown as Record<symbol, Slot>)[SLOT];
+
 export class BufferPool {
-  /** free buffers by size; `sizes` lists the sizes that have any, ascending */
+  /** free buffers by size; `sizes` lists the sizes that have (or had since the last trim) any, ascending */
   private free = new Map<number, GPUBuffer[]>();
   private sizes: number[] = [];
-  private live = new Set<GPUBuffer>();
-  private releasedIn = new Map<GPUBuffer, number>();
+  private liveCount = 0;
   private epoch = 0;
   /** buffers handed out this step, in request order, and the previous step's */
   private handed: GPUBuffer[] = [];
   private previous: GPUBuffer[] = [];
-  private freeSet = new Set<GPUBuffer>();
+  private owned = new Set<GPUBuffer>();
   bytesLive = 0;
   bytesFree = 0;
 
@@ -75,42 +84,50 @@ export class BufferPool {
     const limit = Math.min(2 * want, this.maxBytes);
     let buf: GPUBuffer | undefined;
     const again = this.previous[this.handed.length];
-    if (again && this.freeSet.has(again) && again.size >= want && again.size <= limit) {
+    if (again !== undefined && slotOf(again)?.at! >= 0 && again.size >= want && again.size <= limit) {
       buf = this.takeThis(again);
+    } else {
+      for (const size of this.sizes) {
+        if (size < want) continue;
+        if (size > limit) break;
+        const list = this.free.get(size)!;
+        if (list.length) {
+          buf = this.takeThis(list[list.length - 1]);
+          break;
+        }
+      }
     }
-    for (const size of buf ? [] : this.sizes) {
-      if (size < want) continue;
-      if (size > limit) break;
-      buf = this.take(size);
-      break;
+    if (!buf) {
+      buf = this.create(want, label);
+      (buf as unknown as Record<symbol, Slot>)[SLOT] = { at: -1, released: 0 };
+      this.owned.add(buf);
     }
-    buf ??= this.create(want, label);
     if (this.handed.length < 1 << 20) this.handed.push(buf); // a caller that never trims must not grow it forever
-    this.live.add(buf);
+    this.liveCount++;
     this.bytesLive += buf.size;
     return buf;
   }
 
-  private take(size: number): GPUBuffer {
-    return this.takeThis(this.free.get(size)!.at(-1)!);
-  }
-
+  /** Take a free buffer out of its size's list (swap with the last: O(1)). */
   private takeThis(buf: GPUBuffer): GPUBuffer {
-    const size = buf.size, list = this.free.get(size)!;
-    list.splice(list.lastIndexOf(buf), 1);
-    if (!list.length) {
-      this.free.delete(size);
-      this.sizes.splice(this.sizes.indexOf(size), 1);
+    const slot = slotOf(buf)!, list = this.free.get(buf.size)!;
+    const last = list.pop()!;
+    if (last !== buf) {
+      list[slot.at] = last;
+      slotOf(last)!.at = slot.at;
     }
-    this.freeSet.delete(buf);
-    this.releasedIn.delete(buf);
-    this.bytesFree -= size;
+    slot.at = -1;
+    this.bytesFree -= buf.size;
     return buf;
   }
 
   /** Return a buffer for reuse. Safe right after recording: the queue orders later uses after earlier ones. */
   release(buf: GPUBuffer): void {
-    if (!this.live.delete(buf)) throw new Error(`buffer '${buf.label}' released twice or not from this pool`);
+    const slot = slotOf(buf);
+    if (!slot || slot.at >= 0 || !this.owned.has(buf)) {
+      throw new Error(`buffer '${buf.label}' released twice or not from this pool`);
+    }
+    this.liveCount--;
     this.bytesLive -= buf.size;
     this.bytesFree += buf.size;
     let list = this.free.get(buf.size);
@@ -119,9 +136,9 @@ export class BufferPool {
       const i = this.sizes.findIndex((x) => x > buf.size);
       this.sizes.splice(i < 0 ? this.sizes.length : i, 0, buf.size);
     }
+    slot.at = list.length;
+    slot.released = this.epoch;
     list.push(buf);
-    this.freeSet.add(buf);
-    this.releasedIn.set(buf, this.epoch);
   }
 
   /**
@@ -132,15 +149,15 @@ export class BufferPool {
   trimIdle(destroy: (b: GPUBuffer) => void = (b) => b.destroy()): void {
     for (const size of [...this.sizes]) {
       const list = this.free.get(size)!;
-      const keep = list.filter((b) => (this.releasedIn.get(b) ?? 0) >= this.epoch);
+      const keep = list.filter((b) => slotOf(b)!.released >= this.epoch);
       for (const b of list) {
-        if (!keep.includes(b)) {
-          this.releasedIn.delete(b);
-          this.freeSet.delete(b);
+        if (slotOf(b)!.released < this.epoch) {
+          this.owned.delete(b);
           this.bytesFree -= b.size;
           destroy(b);
         }
       }
+      keep.forEach((b, i) => slotOf(b)!.at = i);
       if (keep.length) this.free.set(size, keep);
       else {
         this.free.delete(size);
@@ -154,11 +171,14 @@ export class BufferPool {
 
   /** Destroy free buffers (e.g. after a large one-off job). */
   trim(): void {
-    for (const list of this.free.values()) for (const b of list) b.destroy();
+    for (const list of this.free.values()) {
+      for (const b of list) {
+        this.owned.delete(b);
+        b.destroy();
+      }
+    }
     this.free.clear();
-    this.freeSet.clear();
     this.sizes = [];
-    this.releasedIn.clear();
     this.bytesFree = 0;
     this.previous = [];
     this.handed = [];
@@ -166,8 +186,9 @@ export class BufferPool {
 
   destroy(): void {
     this.trim();
-    for (const b of this.live) b.destroy();
-    this.live.clear();
+    for (const b of this.owned) b.destroy();
+    this.owned.clear();
+    this.liveCount = 0;
     this.bytesLive = 0;
   }
 }

@@ -40,11 +40,16 @@ export function flashTile(gpu: Gpu, headDim: number): FlashTile {
   );
 }
 
+/** The defines every attention variant takes: the head dim and the rows kernels' dims per invocation. */
+function headDefines(headDim: number): Defines {
+  return { HEAD_DIM: headDim, DPT: Math.ceil(headDim / DEFAULT_WG) };
+}
+
 function flashDefines(gpu: Gpu, s: QkvShape) {
   const t = flashTile(gpu, s.headDim);
   // CPT: the vec4 chunks of a row each of its TPR invocations accumulates
   const CPT = Math.ceil(Math.ceil(s.headDim / 4) / t.tpr);
-  return { HEAD_DIM: s.headDim, FLASH: true, BQ: t.bq, BKV: t.bkv, TPR: t.tpr, CPT, tile: t };
+  return { ...headDefines(s.headDim), FLASH: true, BQ: t.bq, BKV: t.bkv, TPR: t.tpr, CPT, tile: t };
 }
 
 /**
@@ -97,7 +102,7 @@ export function attention(
     ], cost);
     return;
   }
-  const k = gpu.kernel("attention", kind === "rows" ? "forward_rows" : "forward", { HEAD_DIM: s.headDim });
+  const k = gpu.kernel("attention", kind === "rows" ? "forward_rows" : "forward", headDefines(s.headDim));
   gpu.dispatch(
     k,
     attentionParams(s),
@@ -134,8 +139,8 @@ export function attentionBackward(
   const kind = kernelFor(gpu, s, opts);
   const flash = kind === "flash" ? flashDefines(gpu, s) : null;
   const defs: Defines = flash
-    ? { HEAD_DIM: flash.HEAD_DIM, FLASH: true, BQ: flash.BQ, BKV: flash.BKV, TPR: flash.TPR, CPT: flash.CPT }
-    : { HEAD_DIM: s.headDim };
+    ? { ...headDefines(s.headDim), FLASH: true, BQ: flash.BQ, BKV: flash.BKV, TPR: flash.TPR, CPT: flash.CPT }
+    : headDefines(s.headDim);
   const params = attentionParams(s);
   // rows of a pass: tiles (flash), rows or invocation blocks
   const grid = (n: number) =>
@@ -198,7 +203,7 @@ export function attentionBackward(
     },
   );
   if (perHead) {
-    const ks = gpu.kernel("attention", "group_sum", { HEAD_DIM: s.headDim });
+    const ks = gpu.kernel("attention", "group_sum", headDefines(s.headDim));
     const n = s.batch * s.t * s.kvHeads * s.headDim;
     gpu.dispatch(
       ks,

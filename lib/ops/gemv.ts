@@ -118,7 +118,16 @@ export function gemv(gpu: Gpu, s: GemvSpec): number {
     lora: !!s.lora,
     unit,
   };
-  const k = gpu.kernel("gemv", tiling === "workgroup" ? "gemv_wg" : "gemv_row", gemvDefines(key));
+  const flags = [key.norm, key.bias, key.residual, key.accumulate, key.lora].reduce(
+    (a, f, i) => a | (f ? 1 << i : 0),
+    0,
+  );
+  const k = gpu.kernelByKey(
+    `gv${key.tiling[0]}${key.cols}${key.wDtype}${flags}${key.unit}`,
+    "gemv",
+    tiling === "workgroup" ? "gemv_wg" : "gemv_row",
+    () => gemvDefines(key),
+  );
   let groups = 0;
   for (const c of s.w.chunks) {
     const n = c.rows;

@@ -45,15 +45,20 @@ export function crossEntropyBackward(
   loss: Tensor,
   lse: Tensor,
   scale: number,
-  opts: { wg?: 64 | 256 } = {},
+  /** rowIndex: the rows are a selection; row r's loss goes to loss[rowIndex[r]] */
+  opts: { wg?: 64 | 256; rowIndex?: Tensor } = {},
 ): void {
   const rows = targets.numel, vocab = logits.numel / rows;
-  const k = gpu.kernel("loss", "forward_backward", { WG: rowWorkgroup(gpu, opts.wg) });
+  const k = gpu.kernel("loss", "forward_backward", {
+    WG: rowWorkgroup(gpu, opts.wg),
+    ROW_INDEX: !!opts.rowIndex,
+  });
   gpu.dispatch(k, { rows, vocab, scale }, {
     2: targets.buffer,
     3: mask.buffer,
     4: loss.buffer,
     5: lse.buffer,
     6: logits.buffer,
+    7: opts.rowIndex?.buffer,
   }, gridRows(gpu, rows));
 }

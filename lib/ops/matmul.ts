@@ -32,6 +32,16 @@ export interface MatmulKey {
   splitK: boolean;
   /** the LoRA product fused after the base product: forward (B), backward into dx (A), with dropout */
   lora: "b" | "a" | "a_drop" | null;
+  /** A's rows / C's rows through an index (the loss rows of a step) */
+  aRows: boolean;
+  cRows: boolean;
+}
+
+/** A few characters that name a MatmulKey (Gpu.kernelByKey's cache key). */
+export function matmulKeyString(k: MatmulKey): string {
+  const flags = [k.aKM, k.wKN, k.bias, k.residual, k.accumulate, k.splitK, k.aRows, k.cRows]
+    .reduce((a, f, i) => a | (f ? 1 << i : 0), 0);
+  return `mm${k.tile.tm}${k.tile.tn}${k.wDtype}${flags}${k.drop ?? "-"}${k.sum ?? "-"}${k.lora ?? "-"}`;
 }
 
 export function matmulDefines(k: MatmulKey): Defines {
@@ -54,6 +64,8 @@ export function matmulDefines(k: MatmulKey): Defines {
     LORA_B: k.lora === "b",
     LORA_A: k.lora === "a" || k.lora === "a_drop",
     LORA_DROP: k.lora === "a_drop",
+    A_ROWS: k.aRows,
+    C_ROWS: k.cRows,
   };
 }
 
@@ -127,6 +139,9 @@ export interface MatmulSpec {
    * caller sums them where it reads them, or with reduceSlices) instead of one result */
   slices?: { count: number; stride: number };
   lora?: LoraPhase;
+  /** row m of A ([M, K] layout) is row aRows[m] of `a`; row m of C is row cRows[m] (u32 index tensors) */
+  aRows?: Tensor;
+  cRows?: Tensor;
   /** Override the tile (tests) */
   tile?: Tile;
   /** Override the k-split of a plain product (1 = none) */
@@ -269,6 +284,16 @@ function checkShapes(s: MatmulSpec, r: Resolved): void {
     }
   }
   if (s.residual) check(s.residual.numel >= s.out.numel, () => `${name}: residual smaller than the output`);
+  check(!(s.aRows && s.cRows), () => `${name}: rows of A and C through an index at once`);
+  check(!s.aRows || s.aLayout !== "km", () => `${name}: indexed rows of A need its [M, K] layout`);
+  for (const idx of [s.aRows, s.cRows]) {
+    if (idx) {
+      check(
+        idx.dtype === "u32" && idx.numel >= s.M,
+        () => `${name}: a row index of ${idx.numel} for ${s.M} rows`,
+      );
+    }
+  }
   const l = s.lora;
   if (l) {
     check(
@@ -318,7 +343,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   checkShapes(s, r);
   const wKN = s.wLayout === "kn", aKM = s.aLayout === "km";
   const name = s.w.name || "matmul";
-  const special = !!(s.groups || s.dropout || s.sum || s.slices || s.lora);
+  const special = !!(s.groups || s.dropout || s.sum || s.slices || s.lora || s.aRows || s.cRows);
   // M <= 8 rows against [N, K] weights (decode steps): a matrix-vector kernel
   if (
     !special && !wKN && !aKM && s.M <= 8 && r.K % 4 === 0 && r.lda % 4 === 0 && (s.aOff ?? 0) % 4 === 0 &&
@@ -350,7 +375,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
   const rows = r.groups.map((g) => g.m);
   const maxK = Math.max(...r.groups.map((g) => g.k));
   // an explicit output split is the caller's; an automatic one (a plain product, no LoRA) adds a reduction
-  const autoSplit = !s.slices && !s.lora && !s.dropout && !s.sum && r.groups.length === 1;
+  const autoSplit = !s.slices && !s.lora && !s.dropout && !s.sum && !s.cRows && r.groups.length === 1;
   const plan = planMatmul(gpu, rows, r.N, maxK, autoSplit || !!s.slices);
   const tile = s.tile ?? plan.tile;
   const outSplit = s.slices?.count ?? 1;
@@ -388,6 +413,8 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       sum: s.sum?.operand ?? null,
       splitK: split > 1,
       lora: s.lora ? (s.lora.kind === "b" ? "b" : s.lora.p > 0 ? "a_drop" : "a") : null,
+      aRows: !!s.aRows,
+      cRows: !!s.cRows,
     };
     const kChunk = split > 1 ? sliceDepth(kk, split) : 0;
     const slices = split > 1 ? Math.ceil(kk / kChunk) : 1;
@@ -409,11 +436,8 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
       scratch = Tensor.empty(gpu, [slices * r.M * n], "f32", "matmul_k_slices");
       out = scratch;
     }
-    const k = gpu.kernel(
-      "matmul",
-      "tile",
-      matmulDefines(plainSplit ? { ...key, bias: false, residual: false, accumulate: false } : key),
-    );
+    const tileKey = plainSplit ? { ...key, bias: false, residual: false, accumulate: false } : key;
+    const k = gpu.kernelByKey(matmulKeyString(tileKey), "matmul", "tile", () => matmulDefines(tileKey));
     const bm = 16 * tile.tm;
     let tile0 = 0;
     const grp: number[] = [];
@@ -464,6 +488,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
         5: residual && !plainSplit ? residual.buffer : undefined,
         6: l?.input.buffer,
         7: l?.w.buffer,
+        9: (s.aRows ?? s.cRows)?.buffer,
       },
       [Math.ceil(n / (16 * tile.tn)), tile0, slices],
       cost,

@@ -3,7 +3,7 @@
 
 import type { Gpu } from "../gpu/context.ts";
 import type { Tensor } from "../tensor.ts";
-import { check, gridRows } from "./common.ts";
+import { check, gridRows, weightDtype } from "./common.ts";
 
 /** Workgroup size of sample.wgsl's kernels (passed to the shader as WG). */
 const WG = 256;
@@ -27,7 +27,7 @@ export function argmax(gpu: Gpu, logits: Tensor, next: Tensor, hist: Tensor, his
   const k = gpu.kernel("sample", "argmax", { WG });
   gpu.dispatch(
     k,
-    { rows, vocab: V, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0 },
+    { rows, vocab: V, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0, dim: 0 },
     { 1: logits.buffer, 2: next.buffer, 3: hist.buffer },
     gridRows(gpu, rows),
     {
@@ -50,20 +50,37 @@ export function argmaxFinal(
   next: Tensor,
   hist: Tensor,
   histOffset: number,
+  /** also write each chosen token's embedding row into `out` [rows, d] (a table in one binding) */
+  embed?: { table: Tensor; out: Tensor },
 ): void {
   check(
     partials.numel >= rows * groups * 2,
     () => `argmax: ${partials.numel / 2} partials for ${rows} x ${groups}`,
   );
   check(next.numel >= rows && hist.numel >= histOffset + rows, () => "argmax: next or history too small");
-  const k = gpu.kernel("sample", "argmax_final", { WG });
+  const dim = embed?.table.rowElems ?? 0;
+  if (embed) {
+    check(embed.table.chunks.length === 1, () => "argmax: an embedding table split across bindings");
+    check(embed.out.numel >= rows * dim, () => "argmax: embedding output too small");
+  }
+  const k = gpu.kernel("sample", "argmax_final", {
+    WG,
+    EMBED: !!embed,
+    ...(embed ? { W_DTYPE: weightDtype(gpu, embed.table), W_BINDING: 5 } : {}),
+  });
   gpu.dispatch(
     k,
-    { rows, vocab: groups, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0 },
-    { 2: next.buffer, 3: hist.buffer, 4: partials.buffer },
+    { rows, vocab: groups, hist_off: histOffset, seed: 0, step: 0, inv_temp: 0, top_p: 0, dim },
+    {
+      2: next.buffer,
+      3: hist.buffer,
+      4: partials.buffer,
+      5: embed?.table.chunkBinding(embed.table.chunks[0]),
+      6: embed?.out.buffer,
+    },
     gridRows(gpu, rows),
     {
-      bytes: rows * groups * 8 + rows * 8,
+      bytes: rows * groups * 8 + rows * 8 + 4 * rows * dim,
       narrow: "a row's last stage: the LM head's workgroups did the first",
     },
   );
@@ -112,6 +129,7 @@ export function sampleTokens(
       step: d.step >>> 0,
       inv_temp: 1 / d.temperature,
       top_p: d.topP,
+      dim: 0,
     },
     { 1: logits.buffer, 2: next.buffer, 3: hist.buffer },
     gridRows(gpu, rows),
