@@ -156,17 +156,48 @@ export function trainStepRecorder(
   };
 }
 
-/** Greedy generation of `newTokens` tokens (no stop) for B prompts of 16 tokens; tokens/s over all rows. */
-export async function generationTokensPerS(
+export interface GenerationSpeed {
+  /** the whole call (prompt and decoding), steady state, tokens per second over all rows */
+  tokensPerS: number;
+  /** the prompt pass alone: prompt tokens per second */
+  prefillTokensPerS: number;
+  /** decoding after the first readback chunk (whose steps carry the decode kernels' compiles in a first
+   * call): generated tokens per second over all rows */
+  decodeTokensPerS: number;
+  /** the first call, compiles included */
+  firstSeconds: number;
+  runs: number;
+}
+
+/**
+ * Greedy generation of `newTokens` tokens (no stop) for B prompts of 16 tokens: the whole call, and the
+ * prompt pass and the decode steps apart, from generate's own timing of a steady-state call.
+ */
+export async function generationSpeed(
   gpu: Gpu,
   m: Model,
   B: number,
   newTokens: number,
   minSeconds: number,
-): Promise<{ tokensPerS: number; runs: number }> {
+): Promise<GenerationSpeed> {
   const prompts = Array.from({ length: B }, (_, b) => [...randomIds(16, m.cfg.vocabSize, 10 + b)]);
+  let prefill = 0, decodeS = 0, decodeSteps = 0, prefillTokens = 0, timed = 0;
   const t = await timeGpu(gpu, async () => {
-    await generate(m.decoder, prompts, { maxNewTokens: newTokens, temperature: 0 });
+    const g = await generate(m.decoder, prompts, { maxNewTokens: newTokens, temperature: 0, timing: true });
+    if (++timed > 2) { // past timeGpu's two warm-up calls
+      prefill += g.timing!.prefillS;
+      prefillTokens += g.timing!.prefillTokens;
+      for (const c of g.timing!.chunks) {
+        decodeS += c.seconds;
+        decodeSteps += c.steps;
+      }
+    }
   }, { minSeconds, minRuns: 2 });
-  return { tokensPerS: B * newTokens / t.seconds, runs: t.runs };
+  return {
+    tokensPerS: B * newTokens / t.seconds,
+    prefillTokensPerS: prefillTokens / prefill,
+    decodeTokensPerS: B * decodeSteps / decodeS,
+    firstSeconds: t.firstSeconds,
+    runs: t.runs,
+  };
 }

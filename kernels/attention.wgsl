@@ -9,7 +9,8 @@
 // per-invocation accumulators are fixed-size arrays (CPU adapters, where invocations are threads and
 // few is right); forward_rows below spreads each row over a workgroup (GPUs, and decoding everywhere).
 
-struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: u32, scale: f32, _pad: u32 }
+// split: split decoding's keys per slice (forward_split, split_merge)
+struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: u32, scale: f32, split: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
@@ -87,60 +88,136 @@ fn wg_reduce(v: f32, i: u32, is_max: bool) -> f32 {
   return r;
 }
 
+// one query row's attention over the keys [j_lo, j_hi] (inclusive), unnormalized: the row's share of the
+// value sum (this invocation's dims), the running maximum and the denominator at that maximum
+struct RowPart {
+#for R in 0..DPT
+  a_${R}: f32,
+#endfor
+  mx: f32,
+  den: f32,
+}
+
+fn attend_row(b: u32, h: u32, qbase: u32, i: u32, j_lo: u32, j_hi: u32) -> RowPart {
+  let hk = h / (params.heads / params.kv_heads);
+  let kvw = params.kv_heads * D;
+  for (var d = i; d < D; d += WG) { row_a[d] = q[qbase + d] * params.scale; }
+  workgroupBarrier();
+  var r = RowPart();
+  r.mx = NEG_BIG;
+  // bounds are uniform over the workgroup, so the barriers below are too
+  for (var c = j_lo; c <= j_hi; c += WG) {
+    let j = c + i;
+    var s = NEG_BIG;
+    if (j <= j_hi) {
+      let kb = (b * params.t_cache + j) * kvw + hk * D;
+      s = 0.0;
+      for (var d = 0u; d < D; d++) { s = fma(row_a[d], kc[kb + d], s); }
+    }
+    let m_new = max(r.mx, wg_reduce(s, i, true));
+    let p = select(0.0, exp(s - m_new), j <= j_hi);
+    chunk_p[i] = p;
+    let corr = exp(r.mx - m_new);
+    r.den = r.den * corr + wg_reduce(p, i, false); // the reduction's barriers also publish chunk_p
+    r.mx = m_new;
+    let n = min(WG, j_hi + 1u - c);
+#for R in 0..DPT
+    {
+      let d = i + ${R}u * WG;
+      if (d < D) {
+        var a = r.a_${R} * corr;
+        for (var jj = 0u; jj < n; jj++) {
+          a = fma(chunk_p[jj], vc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
+        }
+        r.a_${R} = a;
+      }
+    }
+#endfor
+    workgroupBarrier(); // chunk_p is rewritten by the next chunk
+  }
+  return r;
+}
+
 @compute @workgroup_size(WG)
 fn forward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let t = wg.x;
   let h = wg.y;
   let b = wg.z;
   let i = lid.x;
-  let hk = h / (params.heads / params.kv_heads);
   let qbase = (b * params.tq + t) * params.heads * D + h * D;
-  let kvw = params.kv_heads * D;
-  for (var d = i; d < D; d += WG) { row_a[d] = q[qbase + d] * params.scale; }
-  workgroupBarrier();
+  let r = attend_row(b, h, qbase, i, kv_start[b], params.past + t);
+  let inv = select(0.0, 1.0 / r.den, r.den > 0.0);
 #for R in 0..DPT
-  var acc_${R} = 0.0;
-#endfor
-  var mx = NEG_BIG;
-  var den = 0.0;
-  let first = kv_start[b];
-  let last = params.past + t; // inclusive; uniform over the workgroup, so the barriers below are too
-  for (var c = first; c <= last; c += WG) {
-    let j = c + i;
-    var s = NEG_BIG;
-    if (j <= last) {
-      let kb = (b * params.t_cache + j) * kvw + hk * D;
-      s = 0.0;
-      for (var d = 0u; d < D; d++) { s = fma(row_a[d], kc[kb + d], s); }
-    }
-    let m_new = max(mx, wg_reduce(s, i, true));
-    let p = select(0.0, exp(s - m_new), j <= last);
-    chunk_p[i] = p;
-    let corr = exp(mx - m_new);
-    den = den * corr + wg_reduce(p, i, false); // the reduction's barriers also publish chunk_p
-    mx = m_new;
-    let n = min(WG, last + 1u - c);
-#for R in 0..DPT
-    {
-      let d = i + ${R}u * WG;
-      if (d < D) {
-        var a = acc_${R} * corr;
-        for (var jj = 0u; jj < n; jj++) {
-          a = fma(chunk_p[jj], vc[(b * params.t_cache + c + jj) * kvw + hk * D + d], a);
-        }
-        acc_${R} = a;
-      }
-    }
-#endfor
-    workgroupBarrier(); // chunk_p is rewritten by the next chunk
-  }
-  let inv = select(0.0, 1.0 / den, den > 0.0);
-#for R in 0..DPT
-  if (i + ${R}u * WG < D) { o[qbase + i + ${R}u * WG] = acc_${R} * inv; }
+  if (i + ${R}u * WG < D) { o[qbase + i + ${R}u * WG] = r.a_${R} * inv; }
 #endfor
   if (i == 0u) {
-    lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, mx + log(den), den > 0.0);
+    lse[(b * params.heads + h) * params.tq + t] = select(NEG_BIG, r.mx + log(r.den), r.den > 0.0);
   }
+}
+
+// ---- Split decoding (flash-decoding): a decode step's keys in `split` slices of params.split keys, a
+// workgroup each (B*H rows alone would leave most of a GPU idle on a long context), then a merge. Slice s
+// of row (b, h) writes its unnormalized part to split_part[((b * H + h) * S + s) * (D + 2)]: D sums, the
+// maximum and the denominator. Dispatch [S, H, B] (TQ = 1), then split_merge [H, B].
+@group(0) @binding(17) var<storage, read_write> split_part: array<f32>;
+
+@compute @workgroup_size(WG)
+fn forward_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+  let sl = wg.x;
+  let h = wg.y;
+  let b = wg.z;
+  let i = lid.x;
+  let qbase = (b * params.tq) * params.heads * D + h * D;
+  let first = kv_start[b] + sl * params.split;
+  let last = min(params.past, first + params.split - 1u); // past + t at t = 0
+  let pbase = ((b * params.heads + h) * nwg.x + sl) * (D + 2u);
+  if (first > params.past) { // an empty slice (uniform): no keys
+#for R in 0..DPT
+    if (i + ${R}u * WG < D) { split_part[pbase + i + ${R}u * WG] = 0.0; }
+#endfor
+    if (i == 0u) {
+      split_part[pbase + D] = NEG_BIG;
+      split_part[pbase + D + 1u] = 0.0;
+    }
+    return;
+  }
+  let r = attend_row(b, h, qbase, i, first, last);
+#for R in 0..DPT
+  if (i + ${R}u * WG < D) { split_part[pbase + i + ${R}u * WG] = r.a_${R}; }
+#endfor
+  if (i == 0u) {
+    split_part[pbase + D] = r.mx;
+    split_part[pbase + D + 1u] = r.den;
+  }
+}
+
+// The slices of a row into o and lse: weights exp(m_s - max_s m_s).
+@compute @workgroup_size(WG)
+fn split_merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.x;
+  let b = wg.y;
+  let i = lid.x;
+  let S = (params.past + 1u + params.split - 1u) / params.split;
+  let base = (b * params.heads + h) * S * (D + 2u);
+  var m = NEG_BIG;
+  for (var s = 0u; s < S; s++) { m = max(m, split_part[base + s * (D + 2u) + D]); }
+  var den = 0.0;
+  for (var s = 0u; s < S; s++) {
+    let ps = base + s * (D + 2u);
+    den += exp(split_part[ps + D] - m) * split_part[ps + D + 1u];
+  }
+  let qbase = b * params.heads * D + h * D;
+  let inv = select(0.0, 1.0 / den, den > 0.0);
+  for (var d = i; d < D; d += WG) {
+    var v = 0.0;
+    for (var s = 0u; s < S; s++) {
+      let ps = base + s * (D + 2u);
+      v += exp(split_part[ps + D] - m) * split_part[ps + d];
+    }
+    o[qbase + d] = v * inv;
+  }
+  if (i == 0u) { lse[b * params.heads + h] = select(NEG_BIG, m + log(den), den > 0.0); }
 }
 
 // ---- Backward (training: past = 0, t_cache = TQ). With P = softmax(scale * q k^T) over valid keys,

@@ -16,7 +16,7 @@
 // Entry points: gemv_wg (GPUs): a WG-wide workgroup per COLS units, WG / COLS invocations per unit striding
 // along k with vec4 loads (neighbouring invocations read neighbouring words), then summing across them;
 // gemv_row (CPU adapters): one invocation per unit, streaming its weight rows once. Up to 8 rows' sums live
-// in two vec4 per column (constant component indices: CPU adapters keep indexed private arrays in memory).
+// in named registers per row (ROWS, a define: CPU adapters keep indexed private arrays in memory).
 
 #include "packed"
 
@@ -82,7 +82,45 @@ fn unit_cols(u: u32) -> vec2<u32> {
 #endif
 }
 
-// ---- the normalization: rstd of each row (up to 8) in two vec4, as rmsnorm.wgsl computes it
+// ---- rows: ROWS (a define: this call's M, 1 to 8) values of a column, in named registers
+struct Rows {
+#for R in 0..ROWS
+  v_${R}: f32,
+#endfor
+}
+
+// rows into two vec4 (rows 0-3, 4-7) for the workgroup reductions, and back
+fn pack_lo(d: Rows) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+#for R in 0..ROWS
+#if R < 4
+  v[${R}] = d.v_${R};
+#endif
+#endfor
+  return v;
+}
+fn pack_hi(d: Rows) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+#for R in 0..ROWS
+#if R >= 4
+  v[${R - 4}] = d.v_${R};
+#endif
+#endfor
+  return v;
+}
+fn unpack(lo: vec4<f32>, hi: vec4<f32>) -> Rows {
+  var d = Rows();
+#for R in 0..ROWS
+#if R < 4
+  d.v_${R} = lo[${R}];
+#else
+  d.v_${R} = hi[${R - 4}];
+#endif
+#endfor
+  return d;
+}
+
+// ---- the normalization: rstd of each row, as rmsnorm.wgsl computes it
 var<workgroup> red_lo: array<vec4<f32>, WG>;
 var<workgroup> red_hi: array<vec4<f32>, WG>;
 
@@ -92,7 +130,7 @@ fn x_at(m: u32, j: u32) -> f32 {
 }
 
 // sums of lo/hi over the workgroup (tree order of rmsnorm.wgsl); every invocation gets them
-fn wg_sum(lid: u32, lo: vec4<f32>, hi: vec4<f32>) -> array<vec4<f32>, 2> {
+fn wg_sum(lid: u32, lo: vec4<f32>, hi: vec4<f32>) -> Rows {
   red_lo[lid] = lo;
   red_hi[lid] = hi;
   workgroupBarrier();
@@ -103,29 +141,24 @@ fn wg_sum(lid: u32, lo: vec4<f32>, hi: vec4<f32>) -> array<vec4<f32>, 2> {
     }
     workgroupBarrier();
   }
-  let r = array<vec4<f32>, 2>(red_lo[0], red_hi[0]);
+  let r = unpack(red_lo[0], red_hi[0]);
   workgroupBarrier();
   return r;
 }
 
 #ifdef NORM
-fn row_rstd(lid: u32) -> array<vec4<f32>, 2> {
-  var lo = vec4<f32>(0.0);
-  var hi = vec4<f32>(0.0);
+fn row_rstd(lid: u32) -> Rows {
+  var sq = Rows();
   for (var j = lid; j < params.k; j += WG) {
-    lo.x = fma(x_at(0u, j), x_at(0u, j), lo.x);
-    if (params.m > 1u) { lo.y = fma(x_at(1u, j), x_at(1u, j), lo.y); }
-    if (params.m > 2u) { lo.z = fma(x_at(2u, j), x_at(2u, j), lo.z); }
-    if (params.m > 3u) { lo.w = fma(x_at(3u, j), x_at(3u, j), lo.w); }
-    if (params.m > 4u) { hi.x = fma(x_at(4u, j), x_at(4u, j), hi.x); }
-    if (params.m > 5u) { hi.y = fma(x_at(5u, j), x_at(5u, j), hi.y); }
-    if (params.m > 6u) { hi.z = fma(x_at(6u, j), x_at(6u, j), hi.z); }
-    if (params.m > 7u) { hi.w = fma(x_at(7u, j), x_at(7u, j), hi.w); }
+#for R in 0..ROWS
+    sq.v_${R} = fma(x_at(${R}u, j), x_at(${R}u, j), sq.v_${R});
+#endfor
   }
-  let s = wg_sum(lid, lo, hi);
-  let d = vec4<f32>(f32(params.k));
-  let e = vec4<f32>(params.eps);
-  return array<vec4<f32>, 2>(inverseSqrt(s[0] / d + e), inverseSqrt(s[1] / d + e));
+  var s = wg_sum(lid, pack_lo(sq), pack_hi(sq));
+#for R in 0..ROWS
+  s.v_${R} = inverseSqrt(s.v_${R} / f32(params.k) + params.eps);
+#endfor
+  return s;
 }
 #endif
 
@@ -139,34 +172,25 @@ fn a4(m: u32, q: u32, rs: f32) -> vec4<f32> {
 #endif
 }
 
-// column n's dot products with up to 8 rows over quads q0, q0 + stride, ... (gemv's accumulation order)
-fn dot_col(n: u32, q0: u32, stride: u32, rs: array<vec4<f32>, 2>, lo: ptr<function, vec4<f32>>,
-           hi: ptr<function, vec4<f32>>) {
+// column n's dot products with the rows over quads q0, q0 + stride, ... (one row: a vec4 of partial sums
+// added at the end; more: a dot per row and quad). Branch-free per ROWS: a loop with per-row branches ran
+// ten times slower on lavapipe.
+fn dot_col(n: u32, q0: u32, stride: u32, rs: Rows) -> Rows {
   let k4 = params.k / 4u;
-  if (params.m == 1u) { // batch 1: the common decode case, without the per-row branches
-    var s = vec4<f32>(0.0);
-    for (var q = q0; q < k4; q += stride) { s = fma(load_w4(n * k4 + q), a4(0u, q, rs[0].x), s); }
-    (*lo).x = s.x + s.y + s.z + s.w;
-    return;
-  }
+  var d = Rows();
+#if ROWS == 1
+  var s = vec4<f32>(0.0);
+  for (var q = q0; q < k4; q += stride) { s = fma(load_w4(n * k4 + q), a4(0u, q, rs.v_0), s); }
+  d.v_0 = s.x + s.y + s.z + s.w;
+#else
   for (var q = q0; q < k4; q += stride) {
     let w = load_w4(n * k4 + q);
-    (*lo).x += dot(w, a4(0u, q, rs[0].x));
-    if (params.m > 1u) { (*lo).y += dot(w, a4(1u, q, rs[0].y)); }
-    if (params.m > 2u) { (*lo).z += dot(w, a4(2u, q, rs[0].z)); }
-    if (params.m > 3u) { (*lo).w += dot(w, a4(3u, q, rs[0].w)); }
-    if (params.m > 4u) { (*hi).x += dot(w, a4(4u, q, rs[1].x)); }
-    if (params.m > 5u) { (*hi).y += dot(w, a4(5u, q, rs[1].y)); }
-    if (params.m > 6u) { (*hi).z += dot(w, a4(6u, q, rs[1].z)); }
-    if (params.m > 7u) { (*hi).w += dot(w, a4(7u, q, rs[1].w)); }
+#for R in 0..ROWS
+    d.v_${R} += dot(w, a4(${R}u, q, rs.v_${R}));
+#endfor
   }
-}
-
-// row m's component of (lo, hi), by selects (no dynamically indexed private vector)
-fn pick(lo: vec4<f32>, hi: vec4<f32>, m: u32) -> f32 {
-  let v = select(lo, hi, m >= 4u);
-  let j = m % 4u;
-  return select(select(select(v.x, v.y, j == 1u), v.z, j == 2u), v.w, j == 3u);
+#endif
+  return d;
 }
 
 // C's element of row m, column n before it is stored or paired: alpha * dot (+ bias) (+ LoRA)
@@ -296,21 +320,19 @@ fn gemv_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 #ifdef NORM
   let rs = row_rstd(lid.x);
 #else
-  let rs = array<vec4<f32>, 2>(vec4<f32>(1.0), vec4<f32>(1.0));
+  let rs = Rows();
 #endif
   let cols = unit_cols(min(u, params.units - 1u));
-  var lo1 = vec4<f32>(0.0);
-  var hi1 = vec4<f32>(0.0);
-  var lo2 = vec4<f32>(0.0);
-  var hi2 = vec4<f32>(0.0);
+  var d1 = Rows();
+  var d2 = Rows();
   if (live) {
-    dot_col(cols.x, part, TPU, rs, &lo1, &hi1);
-    if (PAIR) { dot_col(cols.y, part, TPU, rs, &lo2, &hi2); }
+    d1 = dot_col(cols.x, part, TPU, rs);
+    if (PAIR) { d2 = dot_col(cols.y, part, TPU, rs); }
   }
-  sum1_lo[lid.x] = lo1;
-  sum1_hi[lid.x] = hi1;
-  sum2_lo[lid.x] = lo2;
-  sum2_hi[lid.x] = hi2;
+  sum1_lo[lid.x] = pack_lo(d1);
+  sum1_hi[lid.x] = pack_hi(d1);
+  sum2_lo[lid.x] = pack_lo(d2);
+  sum2_hi[lid.x] = pack_hi(d2);
   workgroupBarrier();
   for (var s = TPU / 2u; s > 0u; s >>= 1u) {
     if (part < s) {
@@ -323,24 +345,19 @@ fn gemv_wg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   }
 #ifdef ARGMAX
   // invocation `slot` (< COLS) brings unit `slot`'s value for each row
-  for (var m = 0u; m < params.m; m++) {
-    let uu = group * COLS + lid.x;
-    var v = 0.0;
-    var idx = NONE;
-    if (lid.x < COLS && uu < params.units) {
-      v = value(m, uu, pick(sum1_lo[lid.x * TPU], sum1_hi[lid.x * TPU], m));
-      idx = uu;
-    }
-    argmax_partial(lid.x, m, v, idx, group, groups);
-  }
+  let uu = group * COLS + lid.x;
+  let mine = lid.x < COLS && uu < params.units;
+  let t1 = unpack(sum1_lo[min(lid.x, COLS - 1u) * TPU], sum1_hi[min(lid.x, COLS - 1u) * TPU]);
+#for R in 0..ROWS
+  argmax_partial(lid.x, ${R}u, select(0.0, value(${R}u, uu, t1.v_${R}), mine), select(NONE, uu, mine), group, groups);
+#endfor
 #else
   if (part == 0u && live) {
-    for (var m = 0u; m < params.m; m++) {
-      let y1 = value(m, cols.x, pick(sum1_lo[lid.x], sum1_hi[lid.x], m));
-      var y2 = 0.0;
-      if (PAIR) { y2 = value(m, cols.y, pick(sum2_lo[lid.x], sum2_hi[lid.x], m)); }
-      store_unit(m, u, y1, y2);
-    }
+    let t1 = unpack(sum1_lo[lid.x], sum1_hi[lid.x]);
+    let t2 = unpack(sum2_lo[lid.x], sum2_hi[lid.x]);
+#for R in 0..ROWS
+    store_unit(${R}u, u, value(${R}u, cols.x, t1.v_${R}), select(0.0, value(${R}u, cols.y, t2.v_${R}), PAIR));
+#endfor
   }
 #endif
 }
@@ -357,35 +374,24 @@ fn gemv_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
 #ifdef NORM
   let rs = row_rstd(lid.x);
 #else
-  let rs = array<vec4<f32>, 2>(vec4<f32>(1.0), vec4<f32>(1.0));
+  let rs = Rows();
 #endif
   let cols = unit_cols(min(u, params.units - 1u));
-  var lo1 = vec4<f32>(0.0);
-  var hi1 = vec4<f32>(0.0);
-  var lo2 = vec4<f32>(0.0);
-  var hi2 = vec4<f32>(0.0);
+  var d1 = Rows();
+  var d2 = Rows();
   if (live) {
-    dot_col(cols.x, 0u, 1u, rs, &lo1, &hi1);
-    if (PAIR) { dot_col(cols.y, 0u, 1u, rs, &lo2, &hi2); }
+    d1 = dot_col(cols.x, 0u, 1u, rs);
+    if (PAIR) { d2 = dot_col(cols.y, 0u, 1u, rs); }
   }
 #ifdef ARGMAX
-  for (var m = 0u; m < params.m; m++) {
-    var v = 0.0;
-    var idx = NONE;
-    if (live) {
-      v = value(m, u, pick(lo1, hi1, m));
-      idx = u;
-    }
-    argmax_partial(lid.x, m, v, idx, group, groups);
-  }
+#for R in 0..ROWS
+  argmax_partial(lid.x, ${R}u, select(0.0, value(${R}u, u, d1.v_${R}), live), select(NONE, u, live), group, groups);
+#endfor
 #else
   if (live) {
-    for (var m = 0u; m < params.m; m++) {
-      let y1 = value(m, cols.x, pick(lo1, hi1, m));
-      var y2 = 0.0;
-      if (PAIR) { y2 = value(m, cols.y, pick(lo2, hi2, m)); }
-      store_unit(m, u, y1, y2);
-    }
+#for R in 0..ROWS
+    store_unit(${R}u, u, value(${R}u, cols.x, d1.v_${R}), select(0.0, value(${R}u, cols.y, d2.v_${R}), PAIR));
+#endfor
   }
 #endif
 }

@@ -24,7 +24,9 @@ Deno.test("the bench reference line names the BLAS and warns when it is the refe
 });
 
 Deno.test({
-  name: "bench --model DIR: forward, LoRA and full-parameter steps, generation at batch 1 and 8, peak memory",
+  name:
+    "bench --model DIR: forward, LoRA (with and without checkpointing) and full-parameter steps, generation " +
+    "at batch 1 and 8: the steady state, the first call and the host's cost per dispatch apart, peak memory",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -45,18 +47,24 @@ Deno.test({
     assert.equal(r.code, 0, r.stderr + r.stdout);
     for (
       const row of [
-        /^forward to logits, tokens\/s\s+[\d.]+\s+(n\/a|[\d.]+)\s+(n\/a|[\d.]+x)/m,
-        /^LoRA step \(r 4, all projections\), tok\/s\s+[\d.]+/m,
+        /^forward to logits, tok\/s\s+[\d.]+\s+(n\/a|[\d.]+)\s+(n\/a|[\d.]+x)\s+first [\d.]+ s, host [\d.]+ µs\/dispatch/m,
+        /^LoRA step \(r 4, dropout 0.05\), tok\/s\s+[\d.]+.*first [\d.]+ s, host [\d.]+ µs\/dispatch, peak [\d.]+ GiB/m,
+        /^LoRA step \(r 4, dropout 0.05, checkpointing\), tok\/s\s*[\d.]+/m,
         /^full-parameter step, tok\/s\s+[\d.]+/m,
-        /^greedy generation, batch 1, tok\/s\s+[\d.]+/m,
+        /^greedy generation, batch 1, tok\/s\s+[\d.]+.*prefill [\d.]+ tok\/s, decode [\d.]+ tok\/s, first [\d.]+ s/m,
         /^greedy generation, batch 8, tok\/s\s+[\d.]+/m,
-        /^peak GPU memory the engine allocated .*LoRA step [\d.]+ GiB/m,
+        /^steady state = the mean of the calls after two warm-up calls; 'first' = the first call alone/m,
         /^reference: (none \(|PyTorch )/m,
       ]
     ) assert.match(r.stdout, row);
     const bad = await runScript("bench/bench.ts", ["--model", dir, "--skip", "backward"]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--skip expects a list of forward, lora, full, gen; got 'backward'/);
+    for (const batch of ["0x2", "100000"]) {
+      const big = await runScript("bench/bench.ts", ["--model", dir, "--batch", batch]);
+      assert.equal(big.code, 2);
+      assert.match(big.stderr, new RegExp(`--batch expects an integer from 1 to 1024, got '${batch}'`));
+    }
   },
 });
 

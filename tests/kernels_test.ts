@@ -200,7 +200,8 @@ for (
 ) {
   Deno.test({
     name:
-      `attention with a KV cache: decoding token by token equals one full pass, T ${c.T}, head dim ${c.headDim} (atol 2e-5)`,
+      `attention with a KV cache: decoding token by token equals one full pass, T ${c.T}, head dim ${c.headDim} ` +
+      `(atol 2e-5); split decoding equals the unsplit (atol 2e-6 + rtol 1e-5)`,
     ...gpuTest,
     fn: async () => {
       const gpu = await testGpu();
@@ -248,6 +249,16 @@ for (
         );
         attention(gpu, s, q, kc, vc, st, o, lse);
         outs.push(await o.read(gpu));
+        if (t === 1) {
+          // split decoding (GPUs, long contexts): slices of 7 and of 64 keys, merged, give the same
+          for (const splitKeys of [7, 64]) {
+            const o2 = Tensor.empty(gpu, [batch, heads * headDim]), lse2 = Tensor.empty(gpu, [batch * heads]);
+            attention(gpu, s, q, kc, vc, st, o2, lse2, { splitKeys });
+            const [a, b, la, lb] = await Tensor.readMany(gpu, [o, o2, lse, lse2]);
+            assertClose(b, a, { atol: 2e-6, rtol: 1e-5 }, `split ${splitKeys}, past ${t0}: o`);
+            assertClose(lb, la, { atol: 2e-6, rtol: 1e-6 }, `split ${splitKeys}, past ${t0}: lse`);
+          }
+        }
       }
       // reference: full pass
       const pos = Array.from(

@@ -4,7 +4,7 @@
 //   invocation  an invocation per query (key) row: CPU adapters, where invocations are threads
 // INOCULUM_ATTENTION=flash|rows|invocation picks one for a run (Gpu.attention); tests run all of them.
 
-import { DEFAULT_WG, type Gpu, WIDE_WORKGROUPS } from "../gpu/context.ts";
+import { DEFAULT_WG, type Gpu, WIDE_FLOPS, WIDE_WORKGROUPS } from "../gpu/context.ts";
 import type { Defines } from "../gpu/preprocess.ts";
 import { Tensor } from "../tensor.ts";
 import { check, grid1d } from "./common.ts";
@@ -15,6 +15,18 @@ export type AttentionKernel = "flash" | "rows" | "invocation";
 export interface AttentionOption {
   /** the layout (default: the device's, Gpu.attention) */
   kernel?: AttentionKernel;
+  /** decode steps: keys per slice of split decoding (0: none; default: chosen on GPUs for long contexts) */
+  splitKeys?: number;
+}
+
+/** Keys per slice for split decoding (0: none): on GPUs when a decode step's attention is more than
+ * WIDE_FLOPS and its B x H rows alone would not fill the device; slices of at least 64 keys. */
+export function splitKeysFor(gpu: Gpu, s: QkvShape): number {
+  const ctx = s.past + s.t, rows = s.batch * s.heads;
+  if (gpu.caps.cpuAdapter || s.t !== 1 || rows >= WIDE_WORKGROUPS) return 0;
+  if (4 * rows * s.headDim * ctx <= WIDE_FLOPS) return 0;
+  const slices = Math.min(Math.ceil(WIDE_WORKGROUPS / rows), Math.ceil(ctx / 64));
+  return slices > 1 ? Math.ceil(ctx / slices) : 0;
 }
 
 /** The flash kernels' tile: BQ rows per workgroup (TPR invocations each), the other side in BKV-row tiles. */
@@ -80,7 +92,9 @@ export function attention(
     flops,
     bytes: 2 * 4 * s.batch * s.t * s.heads * s.headDim + kvBytes,
     narrow: kind === "rows"
-      ? `a decode step: ${s.batch * s.heads} (sequence, head) rows`
+      ? `a decode step's ${
+        s.batch * s.heads
+      } (sequence, head) rows, not split (a short context or a CPU adapter)`
       : kind === "invocation"
       ? "one invocation per query row (the CPU adapters' layout)"
       : "query tiles x heads x sequences",
@@ -93,6 +107,37 @@ export function attention(
     5: o.buffer,
     6: lse.buffer,
   };
+  const split = s.t === 1 ? opts.splitKeys ?? splitKeysFor(gpu, s) : 0;
+  if (split > 0) {
+    // split decoding: slices of the keys, a workgroup each, then their merge
+    const slices = Math.ceil((s.past + 1) / split);
+    const part = Tensor.empty(gpu, [s.batch * s.heads * slices * (s.headDim + 2)], "f32", "attention_slices");
+    const params = { ...attentionParams(s), split };
+    const defs = headDefines(s.headDim);
+    gpu.dispatch(
+      gpu.kernel("attention", "forward_split", defs),
+      params,
+      {
+        1: q.buffer,
+        2: kCache.buffer,
+        3: vCache.buffer,
+        4: kvStart.buffer,
+        17: part.buffer,
+      },
+      [slices, s.heads, s.batch],
+      { ...cost, narrow: undefined },
+    );
+    gpu.dispatch(gpu.kernel("attention", "split_merge", defs), params, {
+      5: o.buffer,
+      6: lse.buffer,
+      17: part.buffer,
+    }, [
+      s.heads,
+      s.batch,
+    ], { bytes: 4 * part.numel + 2 * 4 * s.batch * s.heads * s.headDim });
+    part.dispose();
+    return;
+  }
   if (kind === "flash") {
     const { tile, ...defs } = flashDefines(gpu, s);
     gpu.dispatch(gpu.kernel("attention", "flash_forward", defs), attentionParams(s), bindings, [
@@ -237,5 +282,6 @@ function attentionParams(s: QkvShape) {
     kv_heads: s.kvHeads,
     past: s.past,
     scale: 1 / Math.sqrt(s.headDim),
+    split: 0,
   };
 }

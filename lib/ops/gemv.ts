@@ -13,6 +13,8 @@ export interface GemvKey {
   /** GPUs: a workgroup per `cols` units; CPU adapters: an invocation per unit */
   tiling: "workgroup" | "register";
   cols: 1 | 8;
+  /** the call's rows (1 to 8): each gets named registers */
+  rows: number;
   wDtype: string;
   norm: boolean;
   bias: boolean;
@@ -26,6 +28,7 @@ export interface GemvKey {
 export function gemvDefines(k: GemvKey): Defines {
   return {
     COLS: k.cols,
+    ROWS: k.rows,
     W_DTYPE: k.wDtype,
     W_BINDING: 2,
     W_VEC4: true,
@@ -110,6 +113,7 @@ export function gemv(gpu: Gpu, s: GemvSpec): number {
   const key: GemvKey = {
     tiling,
     cols: unit === "argmax" && tiling === "workgroup" ? ARGMAX_COLS : 1,
+    rows: M,
     wDtype: weightDtype(gpu, s.w),
     norm: !!s.norm,
     bias: !!s.bias,
@@ -123,7 +127,7 @@ export function gemv(gpu: Gpu, s: GemvSpec): number {
     0,
   );
   const k = gpu.kernelByKey(
-    `gv${key.tiling[0]}${key.cols}${key.wDtype}${flags}${key.unit}`,
+    `gv${key.tiling[0]}${key.cols}${key.rows}${key.wDtype}${flags}${key.unit}`,
     "gemv",
     tiling === "workgroup" ? "gemv_wg" : "gemv_row",
     () => gemvDefines(key),
