@@ -18,7 +18,8 @@ export interface Timing {
   /** seconds per call in the steady state: the calls after the first two, averaged */
   seconds: number;
   runs: number;
-  /** host time recording a steady-state call, and its dispatches */
+  /** host time recording a steady-state call (the median of a few, each after the device went idle: on a CPU
+   * adapter its worker threads share the cores with the host right after a submit), and its dispatches */
   recordSeconds: number;
   dispatches: number;
 }

@@ -8,6 +8,7 @@ import { atomicWriteJson } from "../lib/fsutil.ts";
 import { buildWorld } from "../world/build.ts";
 import { IP_PROMPTS } from "../world/grammar.ts";
 import { buildReport } from "../report/build.ts";
+import { trainingSpeeds } from "../report/speed.ts";
 import type { ExperimentContext, JudgeConfig } from "../experiments/common.ts";
 import { EXPERIMENTS } from "../experiments/index.ts";
 
@@ -190,6 +191,8 @@ export async function runDemo(
   const summary = {
     model: o.model,
     seconds: (performance.now() - t0) / 1000,
+    // every training run's step 1 and steady state apart (report/speed.ts)
+    training_speed: await trainingSpeeds(ctx.runDir),
     baseline: {
       trait: cond.baseline.trait_mean,
       sem: cond.baseline.trait_sem,

@@ -8,6 +8,7 @@ import { atomicWrite } from "../lib/fsutil.ts";
 import { outcomeSentences } from "./outcomes.ts";
 import { type ReadResults, readResults, resultKinds } from "../experiments/results.ts";
 import type { Figure } from "../experiments/result_kind.ts";
+import { trainingSpeeds } from "./speed.ts";
 
 export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
   // deno-lint-ignore no-explicit-any
@@ -52,6 +53,17 @@ export async function buildReport(
       outcomes.map((s) => `<li>${esc(s)}</li>`).join("")
     }</ul><p>Computed from the results below (mean ± SEM over judged samples; differences ± their combined SE).</p></section>`
     : "";
+  const speeds = await trainingSpeeds(dir);
+  const num = (x: number | null, d: number) => x === null ? "–" : x.toFixed(d);
+  const speedHtml = speeds.length
+    ? `<section id="speed"><h2>Training speed on this machine</h2><table><tr><th>run</th><th>step 1 (s): compiles, first touch</th><th>steady state (s a step)</th><th>steady state (tokens/s)</th><th>warm steps</th></tr>${
+      speeds.map((r) =>
+        `<tr><td>${esc(r.run)}</td><td>${num(r.first_step_s, 2)}</td><td>${num(r.steady_step_s, 3)}</td><td>${
+          num(r.steady_tokens_per_s, 0)
+        }</td><td>${r.warm_steps}</td></tr>`
+      ).join("")
+    }</table><p>The steady state is the median of the warm steps; step 1 is apart because it carries the pipeline compiles.</p></section>`
+    : "";
   const html = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inoculum report</title>
 <style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}figure{margin:2em 0;border-top:1px solid #ddd;padding-top:1em}
@@ -61,6 +73,7 @@ figcaption{color:#555;font-size:.9em;max-width:760px}.signature{color:#222;font-
   }</code>, built ${new Date().toISOString()}.</p>
 ${outcomeHtml}
 ${body}
+${speedHtml}
 <script>document.title = "inoculum report: " + document.querySelectorAll("figure svg").length + " figures";</script>
 </body></html>`;
   await atomicWrite(out, html);

@@ -51,6 +51,13 @@ Deno.test("generate --json greedy reproduces the golden text", async () => {
   const j = JSON.parse(r.stdout);
   assert.deepEqual(j.tokens, STORIES_GOLDEN_IDS);
   assert.equal(j.text, STORIES_GOLDEN_TEXT);
+  // load, the prompt pass and the decode steps apart (40 tokens: the prompt pass gives the first, then 39
+  // steps in 3 readback chunks, the last two of them warm)
+  for (const k of ["load_s", "prefill_s", "prefill_tokens_per_s", "decode_s", "decode_tokens_per_s"]) {
+    assert.ok(typeof j[k] === "number" && j[k] > 0, `${k}: ${j[k]}`);
+  }
+  assert.equal(j.decode_tokens, 39);
+  assert.ok(j.decode_steady_tokens_per_s > 0);
   const s = await cli([
     "generate",
     "--model",

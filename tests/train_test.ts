@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import assert from "node:assert/strict";
 import { parseTrainConfig, type TrainConfig } from "../train/config.ts";
-import { train } from "../train/loop.ts";
+import { describeSpeed, stepSpeed, train } from "../train/loop.ts";
 import { listCheckpoints } from "../train/checkpoint.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
 import { convertedStories } from "./fixtures.ts";
@@ -62,6 +62,20 @@ Deno.test({
     await Deno.stat(join(c.output_dir, "adapter", "adapter_model.safetensors"));
     const log = (await Deno.readTextFile(join(c.output_dir, "steps.jsonl"))).trim().split("\n");
     assert.equal(log.length, 12);
+    // each step's own time and rate; the process's first step marked cold (it carries the compiles)
+    const rows = log.map((l) => JSON.parse(l));
+    assert.deepEqual(rows.map((r) => r.warm), [false, ...new Array(11).fill(true)]);
+    for (const r of rows) {
+      assert.ok(r.step_s > 0 && Math.abs(r.tokens_per_s - r.tokens / r.step_s) < 1e-6 * r.tokens_per_s);
+      assert.ok(r.elapsed_s >= r.step_s);
+    }
+    const sp = stepSpeed(a.steps);
+    assert.equal(sp.first_step_s, rows[0].step_s);
+    assert.equal(sp.warm_steps, 11);
+    assert.match(
+      describeSpeed(sp),
+      /^step 1 [\d.]+ s \(compiles, first touch\); steady state [\d.]+ s a step, \d+ tokens\/s \(median of 11\)$/,
+    );
   },
 });
 
