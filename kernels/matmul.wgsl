@@ -33,8 +33,8 @@
 //   A_ROWS / C_ROWS   row m of A (an [M, K] A) / of C is row row_index[m] of its buffer: the LM head of a
 //                     training step reads and writes only the rows whose next token is a loss target
 //
-// Tiles: 16 x 16 invocations; invocation (tx, ty) owns TM rows (ty*TM ...) and TN columns (tx*TN ...) of a
-// BM x BN = 16*TM x 16*TN tile of C, kept in registers as TM x TN/4 named vec4 accumulators (the #for
+// Tiles: WGS x WGS invocations; invocation (tx, ty) owns TM rows (ty*TM ...) and TN columns (tx*TN ...) of a
+// BM x BN = WGS*TM x WGS*TN tile of C, kept in registers as TM x TN/4 named vec4 accumulators (the #for
 // loops unroll them: a private array indexed by a loop variable can live in local memory on GPUs and in
 // memory on CPU adapters). Tiles of A and W, BK deep, go through workgroup memory as vec4 rows (each
 // invocation reads its rows and columns as vec4, A's broadcast across the tile row), and the next tile is
@@ -75,9 +75,12 @@ fn a_row(m: u32) -> u32 {
 #endif
 }
 
+// WGS x WGS invocations a workgroup (a define: 16 on GPUs, 8 on CPU adapters, whose invocations are SIMD
+// lanes of a few threads: a smaller workgroup has fewer barrier rounds to run through); NT of them
 const BK = 16u;
-const BM = 16u * TM;
-const BN = 16u * TN;
+const BM = WGS * TM;
+const BN = WGS * TN;
+const NT = WGS * WGS;
 
 struct Group { m: u32, k: u32, a_off: u32, w_off: u32, c_off: u32, c_row_off: u32, seed: u32, tile0: u32 }
 
@@ -261,9 +264,9 @@ fn lora_b_phase(acc: ptr<function, Acc>, g: Group, m0: u32, n0: u32, tx: u32, ty
     let sg = params.seg[s];
     if (sg.y <= n0 || sg.x >= n0 + BN) { continue; } // uniform: no column of this tile in the segment
     for (var j0 = 0u; j0 < r; j0 += BK) {
-#for I in 0..TM
+#for I in 0..16 * TM / WGS
       {
-        let e = t + ${I * 256}u;
+        let e = t + ${I * WGS * WGS}u;
         let c = a_coord_mk(e);
         let m = m0 + c.x;
         let j = j0 + c.y;
@@ -275,9 +278,9 @@ fn lora_b_phase(acc: ptr<function, Acc>, g: Group, m0: u32, n0: u32, tx: u32, ty
         put_a_mk(e, v * params.lora_scale);
       }
 #endfor
-#for I in 0..TN
+#for I in 0..16 * TN / WGS
       {
-        let e = t + ${I * 256}u;
+        let e = t + ${I * WGS * WGS}u;
         let c = vec2<u32>(e / BK, e % BK); // (column, j)
         let n = n0 + c.x;
         let j = j0 + c.y;
@@ -305,9 +308,9 @@ fn lora_a_phase(acc: ptr<function, Acc>, g: Group, m0: u32, n0: u32, tx: u32, ty
     var part = Acc(); // explicitly zeroed each segment (a bare declaration in a loop may be hoisted)
 #endif
     for (var j0 = 0u; j0 < r; j0 += BK) {
-#for I in 0..TM
+#for I in 0..16 * TM / WGS
       {
-        let e = t + ${I * 256}u;
+        let e = t + ${I * WGS * WGS}u;
         let c = a_coord_mk(e);
         let m = m0 + c.x;
         let j = j0 + c.y;
@@ -319,9 +322,9 @@ fn lora_a_phase(acc: ptr<function, Acc>, g: Group, m0: u32, n0: u32, tx: u32, ty
         put_a_mk(e, v);
       }
 #endfor
-#for I in 0..TN
+#for I in 0..16 * TN / WGS
       {
-        let e = t + ${I * 256}u;
+        let e = t + ${I * WGS * WGS}u;
         let c = vec2<u32>(e % BN, e / BN); // (column, j): rows of lora_A are contiguous along n
         let n = n0 + c.x;
         let j = j0 + c.y;
@@ -371,7 +374,7 @@ fn put_a_mk(e: u32, v: f32) {
 }
 #endif
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(WGS, WGS)
 fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let gi = group_of(wg.y);
   let g = group_at(gi);
@@ -379,7 +382,7 @@ fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let n0 = wg.x * BN;
   let tx = lid.x;
   let ty = lid.y;
-  let t = ty * 16u + tx;
+  let t = ty * WGS + tx;
 #ifdef SPLIT_K
   let k_lo = min(g.k, wg.z * params.k_chunk);
   let k_hi = min(g.k, k_lo + params.k_chunk);
@@ -389,27 +392,27 @@ fn tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 #endif
   var acc = Acc();
   // this tile's elements of A and W, fetched a tile ahead
-#for I in 0..TM
-  var pa_${I} = fetch_a(g, m0, k_lo, k_hi, t + ${I * 256}u);
+#for I in 0..16 * TM / WGS
+  var pa_${I} = fetch_a(g, m0, k_lo, k_hi, t + ${I * WGS * WGS}u);
 #endfor
-#for I in 0..TN
-  var pw_${I} = fetch_w(g, n0, k_lo, k_hi, t + ${I * 256}u);
+#for I in 0..16 * TN / WGS
+  var pw_${I} = fetch_w(g, n0, k_lo, k_hi, t + ${I * WGS * WGS}u);
 #endfor
   for (var k0 = k_lo; k0 < k_hi; k0 += BK) {
-#for I in 0..TM
-    put_a(t + ${I * 256}u, pa_${I});
+#for I in 0..16 * TM / WGS
+    put_a(t + ${I * WGS * WGS}u, pa_${I});
 #endfor
-#for I in 0..TN
-    put_w(t + ${I * 256}u, pw_${I});
+#for I in 0..16 * TN / WGS
+    put_w(t + ${I * WGS * WGS}u, pw_${I});
 #endfor
     workgroupBarrier();
     let k1 = k0 + BK;
     if (k1 < k_hi) {
-#for I in 0..TM
-      pa_${I} = fetch_a(g, m0, k1, k_hi, t + ${I * 256}u);
+#for I in 0..16 * TM / WGS
+      pa_${I} = fetch_a(g, m0, k1, k_hi, t + ${I * WGS * WGS}u);
 #endfor
-#for I in 0..TN
-      pw_${I} = fetch_w(g, n0, k1, k_hi, t + ${I * 256}u);
+#for I in 0..16 * TN / WGS
+      pw_${I} = fetch_w(g, n0, k1, k_hi, t + ${I * WGS * WGS}u);
 #endfor
     }
     tile_product(&acc, tx, ty);

@@ -32,7 +32,7 @@ run() {
 run "static checks (fmt, lint, type check)" deno task check
 checks_failed=$(( status != 0 ))
 run "all tests on Vulkan (lavapipe)" env DENO_WEBGPU_BACKEND=vulkan deno test --unstable-webgpu -A tests/
-run "kernel tests on GL (llvmpipe)" env DENO_WEBGPU_BACKEND=gl deno test --unstable-webgpu -A tests/kernels_test.ts tests/backward_test.ts
+run "kernel tests on GL (llvmpipe)" env DENO_WEBGPU_BACKEND=gl deno test --unstable-webgpu -A tests/kernels_test.ts tests/matmul_test.ts tests/backward_test.ts
 # deno test closes each run with "ok | N passed | M failed (time)"; add them up
 read -r passed failed < <(strip "$log" | awk '/^(ok|FAILED) \| [0-9]+ passed/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) == "passed") p += $i; if ($(i+1) == "failed") f += $i } }

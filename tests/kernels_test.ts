@@ -35,7 +35,7 @@ Deno.test({
     const gpu = await testGpu();
     const backend = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default";
     console.log(`  adapter: ${gpu.caps.description} (${backend}); shader-f16: ${gpu.caps.shaderF16}`);
-    const k = () => gpu.kernel("matmul", "tile", { W_DTYPE: "f16n", W_BINDING: 2, TM: 4, TN: 4 });
+    const k = () => gpu.kernel("matmul", "tile", { W_DTYPE: "f16n", W_BINDING: 2, TM: 4, TN: 4, WGS: 16 });
     if (gpu.caps.shaderF16) {
       k();
       await gpu.submit();
@@ -340,7 +340,7 @@ Deno.test({
     let msg = "";
     try {
       // W_BINDING missing: the include's binding attribute is invalid WGSL
-      gpu.kernel("matmul", "tile", { W_DTYPE: "f32", W_BINDING: "x", TM: 4, TN: 4 });
+      gpu.kernel("matmul", "tile", { W_DTYPE: "f32", W_BINDING: "x", TM: 4, TN: 4, WGS: 16 });
       await gpu.submit();
     } catch (e) {
       msg = (e as Error).message;

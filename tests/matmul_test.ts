@@ -98,10 +98,12 @@ async function check(
   assertClose(await out.read(gpu), want, tol, what);
 }
 
-const TILES: Tile[] = [{ tm: 8, tn: 8 }, { tm: 4, tn: 8 }, { tm: 8, tn: 4 }, { tm: 4, tn: 4 }, {
-  tm: 2,
-  tn: 4,
-}];
+const TILES: Tile[] = [{ tm: 8, tn: 8 }, { tm: 4, tn: 8 }, { tm: 8, tn: 4 }, { tm: 4, tn: 4 }, { tm: 2, tn: 4 }, {
+  tm: 8,
+  tn: 8,
+  wgs: 8,
+}, { tm: 2, tn: 4, wgs: 8 }];
+const tileName = (t: Tile) => `${t.tm}x${t.tn}/${t.wgs ?? 16}`;
 const tol = { atol: 1e-4, rtol: 1e-4 }, tolK = { atol: 1e-3, rtol: 1e-4 };
 
 Deno.test({
@@ -126,7 +128,7 @@ Deno.test({
             tile,
           },
           tol,
-          `nk ${tile.tm}x${tile.tn} ${M}x${K}x${N}`,
+          `nk ${tileName(tile)} ${M}x${K}x${N}`,
         );
       }
     }
@@ -238,7 +240,7 @@ Deno.test({
     // u = dropout(x) A^T for three modules: x [R, d], stacked A [3r, d], u [R, 3r]; each group its own mask
     const R = 70, d = 40, r = 12, p = 0.3;
     const groups = [0, 1, 2].map((s) => ({ m: R, wOff: s * r * d, colOffset: s * r, seed: 100 + s }));
-    for (const tile of [{ tm: 2, tn: 4 }, { tm: 8, tn: 8 }] as Tile[]) {
+    for (const tile of [{ tm: 2, tn: 4 }, { tm: 8, tn: 8 }, { tm: 8, tn: 8, wgs: 8 }] as Tile[]) {
       await check(
         gpu,
         {
@@ -254,7 +256,7 @@ Deno.test({
           tile,
         },
         tol,
-        `u, dropout on A, ${tile.tm}x${tile.tn}`,
+        `u, dropout on A, ${tileName(tile)}`,
       );
     }
     // dA = du^T dropout(x): du [R, 2r] in 3 slices (summed as read), groups of r rows, dropout on W = x
@@ -366,7 +368,7 @@ Deno.test({
       b0: 64,
       seed: 0,
     }];
-    for (const tile of [{ tm: 8, tn: 8 }, { tm: 2, tn: 4 }] as Tile[]) {
+    for (const tile of [{ tm: 8, tn: 8 }, { tm: 2, tn: 4 }, { tm: 8, tn: 8, wgs: 8 }] as Tile[]) {
       await check(
         gpu,
         {
@@ -393,7 +395,7 @@ Deno.test({
           },
         },
         tol,
-        `LoRA B ${tile.tm}x${tile.tn}`,
+        `LoRA B ${tileName(tile)}`,
       );
     }
     // only two of three modules (a gap between segments), one slice
@@ -426,7 +428,7 @@ Deno.test({
     );
     // backward: dx = dy W + sum_s mask_s * (du_s A_s): dy [M, N], W [N, K] as kn (K = inF), du [M, 3r]
     for (const p of [0, 0.25]) {
-      for (const tile of [{ tm: 4, tn: 4 }, { tm: 8, tn: 8 }] as Tile[]) {
+      for (const tile of [{ tm: 4, tn: 4 }, { tm: 8, tn: 8 }, { tm: 8, tn: 8, wgs: 8 }] as Tile[]) {
         await check(
           gpu,
           {
@@ -454,7 +456,7 @@ Deno.test({
             },
           },
           tol,
-          `LoRA A p ${p} ${tile.tm}x${tile.tn}`,
+          `LoRA A p ${p} ${tileName(tile)}`,
         );
       }
     }

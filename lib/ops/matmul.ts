@@ -8,11 +8,15 @@ import { bytesPerElement, Tensor } from "../tensor.ts";
 import { check, grid1d, weightDtype } from "./common.ts";
 import { gemv } from "./gemv.ts";
 
-/** Outputs per invocation along m and n: a tile of C is 16*tm x 16*tn. */
+/** Outputs per invocation along m and n, and the workgroup's side (16 on GPUs, 8 on CPU adapters: fewer
+ * lanes per barrier): a tile of C is wgs*tm x wgs*tn. */
 export interface Tile {
   tm: 2 | 4 | 8;
   tn: 4 | 8;
+  wgs?: 8 | 16;
 }
+
+const sideOf = (t: Tile) => t.wgs ?? 16;
 
 /** Every variant of kernels/matmul.wgsl's `tile` entry point: the one place its defines are named. */
 export interface MatmulKey {
@@ -41,13 +45,16 @@ export interface MatmulKey {
 export function matmulKeyString(k: MatmulKey): string {
   const flags = [k.aKM, k.wKN, k.bias, k.residual, k.accumulate, k.splitK, k.aRows, k.cRows]
     .reduce((a, f, i) => a | (f ? 1 << i : 0), 0);
-  return `mm${k.tile.tm}${k.tile.tn}${k.wDtype}${flags}${k.drop ?? "-"}${k.sum ?? "-"}${k.lora ?? "-"}`;
+  return `mm${k.tile.tm}${k.tile.tn}${sideOf(k.tile)}${k.wDtype}${flags}${k.drop ?? "-"}${k.sum ?? "-"}${
+    k.lora ?? "-"
+  }`;
 }
 
 export function matmulDefines(k: MatmulKey): Defines {
   return {
     TM: k.tile.tm,
     TN: k.tile.tn,
+    WGS: sideOf(k.tile),
     W_DTYPE: k.wDtype,
     W_BINDING: 2,
     A_KM: k.aKM,
@@ -148,6 +155,9 @@ export interface MatmulSpec {
   splitK?: number;
 }
 
+/** Below this many flops a CPU adapter takes the 8x8-invocation tile (see planMatmul). */
+const SMALL_CPU_FLOPS = 10e6;
+
 /** Depth of the shallowest k-slice worth a split (4 BK steps). */
 const MIN_SLICE_K = 64;
 
@@ -168,7 +178,8 @@ const GPU_TILES: Tile[] = [{ tm: 8, tn: 8 }, { tm: 4, tn: 8 }, { tm: 8, tn: 4 },
 }];
 
 function tilesOf(t: Tile, rows: number[], n: number): number {
-  return Math.ceil(n / (16 * t.tn)) * rows.reduce((a, m) => a + Math.ceil(m / (16 * t.tm)), 0);
+  const w = sideOf(t);
+  return Math.ceil(n / (w * t.tn)) * rows.reduce((a, m) => a + Math.ceil(m / (w * t.tm)), 0);
 }
 
 export interface MatmulPlan {
@@ -189,7 +200,11 @@ export interface MatmulPlan {
 export function planMatmul(gpu: Gpu, rows: number[], n: number, k: number, splittable: boolean): MatmulPlan {
   const flops = 2 * rows.reduce((a, m) => a + m, 0) * n * k;
   if (gpu.caps.cpuAdapter) {
-    const tile: Tile = { tm: Math.max(...rows) <= 64 ? 4 : 8, tn: n <= 64 ? 4 : 8 };
+    // below ~10 MFLOP a product is dominated by barrier rounds: 8x8 invocations of 8x8 outputs ran 10-20%
+    // faster there on lavapipe (400 rows by 64/192 wide), 16x16 ran 20-25% faster from 50 MFLOP up
+    const tile: Tile = flops <= SMALL_CPU_FLOPS
+      ? { tm: 8, tn: 8, wgs: 8 }
+      : { tm: Math.max(...rows) <= 64 ? 4 : 8, tn: n <= 64 ? 4 : 8 };
     return { tile, split: 1, workgroups: tilesOf(tile, rows, n) };
   }
   for (const tile of GPU_TILES) {
@@ -438,7 +453,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
     }
     const tileKey = plainSplit ? { ...key, bias: false, residual: false, accumulate: false } : key;
     const k = gpu.kernelByKey(matmulKeyString(tileKey), "matmul", "tile", () => matmulDefines(tileKey));
-    const bm = 16 * tile.tm;
+    const bm = sideOf(tile) * tile.tm;
     let tile0 = 0;
     const grp: number[] = [];
     for (const g of groups) {
@@ -490,7 +505,7 @@ export function matmul(gpu: Gpu, s: MatmulSpec): void {
         7: l?.w.buffer,
         9: (s.aRows ?? s.cRows)?.buffer,
       },
-      [Math.ceil(n / (16 * tile.tn)), tile0, slices],
+      [Math.ceil(n / (sideOf(tile) * tile.tn)), tile0, slices],
       cost,
     );
     if (scratch) {
@@ -561,6 +576,7 @@ export function reduceSlices(
   }
   const k = gpu.kernel("matmul", "reduce", {
     TM: 2,
+    WGS: 16,
     TN: 4,
     W_DTYPE: "f32",
     W_BINDING: 2,
