@@ -36,7 +36,8 @@ const USAGE = `usage: deno task <command> [flags]
   world model      [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]   pretrain it
   world card       [--out DIR] [--seed S]            re-measure a world model, rewrite its MODEL_CARD.md
   demo             [--model DIR] [--out DIR] [--traits DIR] [--data FILE] [--judge-url URL --judge-model M
-                   --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--full] [--seed S]   the whole pipeline (README)
+                   --judge-key-env VAR] [--layer L] [--coef C] [--quick] [--full] [--seeds N] [--seed S]
+                   the whole pipeline (README); PPS's ε is chosen by steering unless --coef is given
   stories          convert ../shared/models/stories260K and generate from it [--out DIR]
   model:random     --like qwen2.5-0.5b|qwen2.5-7b|llama-3.2-1b --out DIR [--dtype bf16|f16|f32] [--layers N]
                    [--seed S] [--tokenizer DIR] [--shard-gb G]   random weights of a real shape, Hub layout`;
@@ -86,6 +87,7 @@ const COMMANDS: Record<
       coef: "string",
       quick: "boolean",
       full: "boolean",
+      seeds: "string",
       seed: "string",
     },
   },

@@ -30,14 +30,22 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
     data: (a.data as string) ?? null,
     judge,
     layer: a.layer === undefined ? null : parseNumber(a.layer as string, "layer", 0, { int: true, min: 0 }),
-    coef: parseNumber(a.coef as string, "coef", 1.5),
+    coef: a.coef === undefined ? null : parseNumber(a.coef as string, "coef", 0),
     quick: !!a.quick,
     full: !!a.full,
+    seeds: a.seeds === undefined
+      ? (a.full ? 3 : 1)
+      : parseNumber(a.seeds as string, "seeds", 1, { int: true, min: 1 }),
     seed: parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 }),
   });
   const s = r.summary as {
     baseline: { trait: number; sem: number; coherence: number };
-    after: Record<string, { trait: number; sem: number; coherence: number }>;
+    after: Record<
+      string,
+      { trait: number; sem: number; coherence: number; seeds: number; between_seed_sd: number | null }
+    >;
+    pps: { layer: number; coef: number; source: string };
+    signatures: { figure: string; shows: boolean; text: string }[];
     seconds: number;
   };
   const f = (x: number | null | undefined) => (x == null ? "-" : x.toFixed(1));
@@ -48,8 +56,14 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
     }`,
   );
   for (const [k, v] of Object.entries(s.after)) {
-    console.log(`  after ${k.padEnd(13)} ${f(v.trait)} ± ${f(v.sem)}   coherence ${f(v.coherence)}`);
+    const spread = v.seeds > 1 ? `   (${v.seeds} seeds, between-seed SD ${f(v.between_seed_sd)})` : "";
+    console.log(
+      `  after ${k.padEnd(24)} ${f(v.trait)} ± ${f(v.sem)}   coherence ${f(v.coherence)}${spread}`,
+    );
   }
+  console.log(`\nPPS at layer ${s.pps.layer}, ε ${s.pps.coef}: ${s.pps.source}`);
+  console.log(`\nthe paper's signatures in this run:`);
+  for (const g of s.signatures) console.log(`  ${g.shows ? "shows   " : "does not"}  ${g.text}`);
   console.log(`\ndemo finished in ${(s.seconds / 60).toFixed(1)} min`);
   console.log(`report: ${r.report}`);
   console.log(`output folder: ${out}`);

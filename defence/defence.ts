@@ -6,6 +6,7 @@
 
 import type { ConfigReader } from "../lib/config.ts";
 import { parseTrait } from "../lib/text/trait.ts";
+import { IP_POSITIONS, type IpPosition } from "../lib/text/dataset.ts";
 import type { SignForceMode } from "../lib/ops/hooks.ts";
 
 export type { SignForceMode };
@@ -26,12 +27,12 @@ export interface SteerSpec {
   mode?: SteerPhase;
 }
 
-/** IP: a prompt drawn from the bank per sample (and epoch), put in front of the first user message or of
- * the system prompt. */
+/** IP: a prompt drawn from the bank per sample (and epoch), put in front of the first user message, in
+ * front of the system prompt, or in its place (lib/text/dataset.ts IpPosition). */
 export interface IpSpec {
   prompts: string[];
   separator: string;
-  position: "user" | "system";
+  position: IpPosition;
 }
 
 /** Sign-forcing: dL/dh_l's component along the unit vector forced >= 0, <= 0 or to 0. */
@@ -100,7 +101,7 @@ export function readIp(r: ConfigReader, key: string): IpSpec {
   const ip: IpSpec = {
     prompts: readPromptBank(s, "prompts"),
     separator: s.str("separator", "\n"),
-    position: s.oneOf("position", ["user", "system"] as const, "user"),
+    position: s.oneOf("position", IP_POSITIONS, "user"),
   };
   if (ip.prompts.some((p) => !p)) {
     throw new Error(`${r.file}: key '${s.path("prompts")}' has an empty prompt`);

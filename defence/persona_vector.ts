@@ -2,6 +2,7 @@
 // embedding output), or a single [d] vector used at every layer. Provenance lives in the metadata.
 
 import { SafetensorsFile, toF32, writeSafetensors } from "../lib/safetensors.ts";
+import { Rng } from "../lib/rng.ts";
 
 export async function loadLayerVectors(path: string, layers: number, d: number): Promise<Float32Array> {
   const f = await SafetensorsFile.open(path);
@@ -38,4 +39,16 @@ export async function saveLayerVectors(
   metadata: Record<string, string> = {},
 ): Promise<void> {
   await writeSafetensors(path, { vector: { dtype: "F32", shape: [layers, d], data } }, metadata);
+}
+
+/** The random-vector control: a Gaussian vector with each layer's row rescaled to the norm of the reference
+ * row (seeded), so that steering with it moves the residual stream as far as the persona vector does. */
+export function randomLike(ref: Float32Array, layers: number, d: number, seed: number): Float32Array {
+  const rng = new Rng(seed), out = new Float32Array(ref.length);
+  for (let l = 0; l < layers; l++) {
+    const row = Array.from({ length: d }, () => rng.normal());
+    const n = Math.hypot(...row), target = Math.hypot(...ref.subarray(l * d, (l + 1) * d));
+    for (let j = 0; j < d; j++) out[l * d + j] = n > 0 ? (row[j] * target) / n : 0;
+  }
+  return out;
 }

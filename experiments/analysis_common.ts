@@ -8,7 +8,7 @@ import { readJsonl } from "../lib/text/dataset.ts";
 import type { DataRecord } from "../lib/text/dataset.ts";
 import { loadLayerVectors } from "../defence/persona_vector.ts";
 import { type AppliedDefence, steerVectors } from "../research/analysis.ts";
-import { randomLike } from "./conditions.ts";
+import { randomLike } from "../defence/persona_vector.ts";
 import type { ConfigReader } from "./common.ts";
 import { type IpSpec, readIp, readSteer, steerLayers, type SteerSpec } from "../defence/defence.ts";
 

@@ -25,7 +25,6 @@ export {
   mergeTrain,
   PEAK_MIN_COHERENCE,
   peakTrait,
-  randomLike,
 } from "./conditions_cells.ts";
 
 function readCondition(r: ConfigReader): Condition {
@@ -89,6 +88,10 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
       sign_force_vectors: r.strList("sign_force_vectors", [
         "trait",
       ]) as ConditionsConfig["sign_force_vectors"],
+      sign_force_conditions: r.has("sign_force_conditions")
+        ? r.strList("sign_force_conditions")
+        : (r.any("sign_force_conditions"), null),
+      post_start: r.oneOf("post_start", ["merged", "continue"] as const, "merged"),
       train: r.has("train") ? (r.sub("train").raw) : (r.any("train"), {}),
       eval: {
         samples: ev.num("samples", 10, { int: true, min: 1 }),
@@ -96,7 +99,9 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         batch_size: ev.num("batch_size", 16, { int: true, min: 1 }),
         temperature: ev.num("temperature", 1, { min: 0 }),
         seed: ev.num("seed", 0, { int: true }),
-        at_checkpoints: ev.bool("at_checkpoints", true),
+        at_checkpoints: Array.isArray(ev.raw.at_checkpoints)
+          ? ev.strList("at_checkpoints")
+          : ev.bool("at_checkpoints", true),
         // null: the chat template's default (Qwen's own system prompt); Figures 7 and 19 compare
         system_prompt: ev.optStr("system_prompt"),
       },
@@ -115,11 +120,27 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         throw new Error(`${file}: key 'sign_force_vectors' lists '${v}'; expected trait, random`);
       }
     }
+    const names = c.conditions.map((x) => x.name);
+    for (const n of c.sign_force_conditions ?? []) {
+      if (!names.includes(n)) {
+        throw new Error(
+          `${file}: key 'sign_force_conditions' names '${n}', which is not a condition (${names.join(", ")})`,
+        );
+      }
+    }
     if (c.sign_force_modes.length) {
-      c.conditions = [
-        ...c.conditions,
-        ...crossSignForce(c.conditions, c.sign_force_modes, c.sign_force_vectors),
-      ];
+      const crossed = c.conditions.filter((x) => c.sign_force_conditions?.includes(x.name) ?? true);
+      c.conditions = [...c.conditions, ...crossSignForce(crossed, c.sign_force_modes, c.sign_force_vectors)];
+    } else if (c.sign_force_conditions) {
+      throw new Error(`${file}: key 'sign_force_conditions' needs 'sign_force_modes'`);
+    }
+    if (Array.isArray(c.eval.at_checkpoints)) {
+      const all = c.conditions.map((x) => x.name);
+      for (const n of c.eval.at_checkpoints) {
+        if (!all.includes(n)) {
+          throw new Error(`${file}: key 'eval.at_checkpoints' names '${n}', which is not a condition`);
+        }
+      }
     }
     // names become folders (<pre>__<post>__<condition>__seed<k>): a repeated one would overwrite a run
     for (const [key, list] of [["pre", c.pre], ["post", c.post], ["conditions", c.conditions]] as const) {

@@ -4,14 +4,14 @@
 
 import { join } from "node:path";
 import { loadModel, type Model } from "../models/model.ts";
+import { readMergeAdapter } from "../models/lora_merge.ts";
 import { atomicWriteJson, exists, readJson } from "../lib/fsutil.ts";
 import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../train/config.ts";
 import { train } from "../train/loop.ts";
 import { listCheckpoints } from "../train/checkpoint.ts";
 import { LoraSet } from "../models/lora.ts";
 import { loadTrait, type TraitDef } from "../lib/text/trait.ts";
-import { loadLayerVectors, saveLayerVectors } from "../defence/persona_vector.ts";
-import { Rng } from "../lib/rng.ts";
+import { loadLayerVectors, randomLike, saveLayerVectors } from "../defence/persona_vector.ts";
 import { type EvalSummary, evaluateTrait } from "../research/evaluation.ts";
 import type { Judge } from "../research/judge/judge.ts";
 import type {
@@ -54,6 +54,12 @@ export interface ConditionsConfig {
   sign_force_modes: ("attenuate" | "amplify" | "neutralize")[];
   /** ablation vectors the modes are crossed with (default [trait]) */
   sign_force_vectors: ("trait" | "random")[];
+  /** the conditions crossed with the modes (default: every one) */
+  sign_force_conditions: string[] | null;
+  /** a post-finetune after a pre-finetune: a fresh adapter on the base model with the pre adapter merged
+   * into it ("merged", 3.1's independent fine-tunings starting from the pre-finetuned models), or the pre
+   * adapter trained on ("continue") */
+  post_start: "merged" | "continue";
   train: Record<string, unknown>;
   eval: {
     samples: number;
@@ -61,20 +67,17 @@ export interface ConditionsConfig {
     batch_size: number;
     temperature: number;
     seed: number;
-    at_checkpoints: boolean;
+    /** evaluate every checkpoint (true), only the final adapter (false), or every checkpoint of the named
+     * conditions (sign-forced ones by their full name, e.g. none+amplify) */
+    at_checkpoints: boolean | string[];
     system_prompt: string | null;
   };
 }
 
-/** Gaussian vector with each layer's row rescaled to the norm of the reference row (seeded). */
-export function randomLike(ref: Float32Array, layers: number, d: number, seed: number): Float32Array {
-  const rng = new Rng(seed), out = new Float32Array(ref.length);
-  for (let l = 0; l < layers; l++) {
-    const row = Array.from({ length: d }, () => rng.normal());
-    const n = Math.hypot(...row), target = Math.hypot(...ref.subarray(l * d, (l + 1) * d));
-    for (let j = 0; j < d; j++) out[l * d + j] = n > 0 ? (row[j] * target) / n : 0;
-  }
-  return out;
+/** Whether a condition's checkpoints are evaluated. */
+export function evalsCheckpoints(c: ConditionsConfig, condition: string): boolean {
+  const a = c.eval.at_checkpoints;
+  return Array.isArray(a) ? a.includes(condition) : a;
 }
 
 /** Table 3 counts a checkpoint only when its mean coherence is at least this. */
@@ -214,12 +217,12 @@ export async function runConditionsCell(
   const boundaries = s.base.cfg.numLayers + 1, d = s.base.cfg.hiddenSize;
   // resume: a cell killed mid-training continues from its last checkpoint (one of another config is refused
   // by the trainer, never overwritten)
-  const quietTrain = (cfg: TrainConfig) =>
-    train(cfg, { gpu: ctx.gpu, model: s.base, resume: true, progress: (x) => ctx.progress(`    ${x}`) });
-  const evalAdapter = async (adapter: string | null) => {
-    const lora = adapter ? await LoraSet.load(ctx.gpu, s.base.cfg, adapter) : null;
+  const quietTrain = (cfg: TrainConfig, model = s.base) =>
+    train(cfg, { gpu: ctx.gpu, model, resume: true, progress: (x) => ctx.progress(`    ${x}`) });
+  const evalAdapter = async (adapter: string | null, model = s.base) => {
+    const lora = adapter ? await LoraSet.load(ctx.gpu, model.cfg, adapter) : null;
     try {
-      return (await evaluateTrait(ctx, s.base, s.trait, s.judge, {
+      return (await evaluateTrait(ctx, model, s.trait, s.judge, {
         samples: c.eval.samples,
         maxNewTokens: c.eval.max_new_tokens,
         temperature: c.eval.temperature,
@@ -247,10 +250,11 @@ export async function runConditionsCell(
     await atomicWriteJson(join(out, SUMMARY_FILE), await evalAdapter(join(out, "adapter")));
     return;
   }
-  const { pre, post, condition: cond, seed } = r;
+  const { pre, post, condition: cond, seed, data } = r;
   const runStart = new Date();
   const preDir = join(ctx.runDir, cell.after[0]);
   const preAdapter = cell.after[0] === "baseline" ? null : join(preDir, "adapter");
+  const merged = preAdapter !== null && c.post_start === "merged";
   const before = await readJson(
     join(preDir, SUMMARY_FILE),
     `cell ${cell.after[0]}'s evaluation`,
@@ -265,60 +269,75 @@ export async function runConditionsCell(
       return;
     }
   }
-  ctx.progress(`conditions: ${cell.name}`);
-  const extra: Record<string, unknown> = { init_adapter: preAdapter };
-  // a Gaussian vector with the per-layer norms of `of` (PPS and sign-forcing controls): seeded by the seed,
-  // written in the cell's own folder (cells never share a file)
-  const randomVector = async (of: string) => {
-    const file = join(out, "random-vector.safetensors");
-    const data = randomLike(await loadLayerVectors(of, boundaries, d), boundaries, d, 1000 + seed);
-    await saveLayerVectors(file, data, boundaries, d, { kind: "random, per-layer norm of " + of });
-    return file;
-  };
-  if (cond.steer) {
-    let vec = cond.steer.vector ?? c.vector!;
-    if (cond.steer.random) vec = await randomVector(vec);
-    extra.steer = {
-      vector: vec,
-      layers: steerLayers(cond.steer.layers, boundaries - 1),
-      coef: cond.steer.coef,
-    };
+  ctx.progress(
+    `conditions: ${cell.name}${merged ? ` (a fresh adapter on the base model + ${pre} merged)` : ""}`,
+  );
+  // the model this cell trains and evaluates: the base, or the base with the pre adapter merged (loaded for
+  // this cell, freed at its end)
+  const model = merged
+    ? await loadModel(ctx.gpu, c.model, { merge: await readMergeAdapter(preAdapter!, s.base.cfg) })
+    : s.base;
+  try {
+    await runOnModel(model);
+  } finally {
+    if (model !== s.base) model.dispose();
   }
-  if (cond.inoculation) extra.inoculation = { ...cond.inoculation };
-  if (cond.sign_force) {
-    const of = cond.sign_force.vector ?? c.vector!;
-    extra.sign_force = {
-      vector: cond.sign_force.random ? await randomVector(of) : of,
-      layers: cond.sign_force.layers,
-      mode: cond.sign_force.mode,
+  async function runOnModel(model: Model) {
+    const extra: Record<string, unknown> = { init_adapter: merged ? null : preAdapter };
+    // a Gaussian vector with the per-layer norms of `of` (PPS and sign-forcing controls): seeded by the seed,
+    // written in the cell's own folder (cells never share a file)
+    const randomVector = async (of: string) => {
+      const file = join(out, "random-vector.safetensors");
+      const data = randomLike(await loadLayerVectors(of, boundaries, d), boundaries, d, 1000 + seed);
+      await saveLayerVectors(file, data, boundaries, d, { kind: "random, per-layer norm of " + of });
+      return file;
     };
-  }
-  const tr = await quietTrain(cellTrainConfig(c, r.data, out, seed, extra, cond.train));
-  const over: { step: number; summary: EvalSummary }[] = [];
-  if (c.eval.at_checkpoints) {
-    for (const ck of await listCheckpoints(out)) {
-      const step = Number(ck.match(/step-(\d+)/)![1]);
-      if (step === tr.steps.length) continue; // the final adapter is evaluated below
-      over.push({ step, summary: await evalAdapter(ck) });
+    if (cond.steer) {
+      let vec = cond.steer.vector ?? c.vector!;
+      if (cond.steer.random) vec = await randomVector(vec);
+      extra.steer = {
+        vector: vec,
+        layers: steerLayers(cond.steer.layers, boundaries - 1),
+        coef: cond.steer.coef,
+      };
     }
+    if (cond.inoculation) extra.inoculation = { ...cond.inoculation };
+    if (cond.sign_force) {
+      const of = cond.sign_force.vector ?? c.vector!;
+      extra.sign_force = {
+        vector: cond.sign_force.random ? await randomVector(of) : of,
+        layers: cond.sign_force.layers,
+        mode: cond.sign_force.mode,
+      };
+    }
+    const tr = await quietTrain(cellTrainConfig(c, data, out, seed, extra, cond.train), model);
+    const over: { step: number; summary: EvalSummary }[] = [];
+    if (evalsCheckpoints(c, cond.name)) {
+      for (const ck of await listCheckpoints(out)) {
+        const step = Number(ck.match(/step-(\d+)/)![1]);
+        if (step === tr.steps.length) continue; // the final adapter is evaluated below
+        over.push({ step, summary: await evalAdapter(ck, model) });
+      }
+    }
+    const finalSummary = await evalAdapter(join(out, "adapter"), model);
+    over.push({ step: tr.steps.length, summary: finalSummary });
+    const metrics: ConditionsRunMetrics = {
+      id: cell.name,
+      seed,
+      pre,
+      post,
+      start: preAdapter === null ? "base" : merged ? "merged" : "continue",
+      condition: cond,
+      trait: s.trait.name,
+      judge: s.judge.name,
+      before,
+      after: finalSummary,
+      over_training: over,
+      peak: peakTrait(over),
+      train_losses: tr.steps.map((x) => x.loss),
+    };
+    await writeResult(done, "conditions.run", config, c.model, runStart, metrics);
   }
-  const finalSummary = await evalAdapter(join(out, "adapter"));
-  over.push({ step: tr.steps.length, summary: finalSummary });
-  const metrics: ConditionsRunMetrics = {
-    id: cell.name,
-    seed,
-    pre,
-    post,
-    condition: cond,
-    trait: s.trait.name,
-    judge: s.judge.name,
-    before,
-    after: finalSummary,
-    over_training: over,
-    peak: peakTrait(over),
-    train_losses: tr.steps.map((x) => x.loss),
-  };
-  await writeResult(done, "conditions.run", config, c.model, runStart, metrics);
 }
 
 /** An evaluation cell's output (the baseline's, a pre-finetune stage's). */
@@ -359,6 +378,7 @@ export async function finishConditions(
       trait_after: m.after.trait_mean,
       trait_after_sem: m.after.trait_sem,
       coherence_after: m.after.coherence_mean,
+      coherence_after_sem: m.after.coherence_sem,
     });
   }
   const trait = await loadTrait(c.trait);

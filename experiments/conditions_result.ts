@@ -10,7 +10,7 @@ import {
   type ResultKind,
   type SummaryCells,
 } from "./result_kind.ts";
-import { signForcingFigure } from "./signatures.ts";
+import { fig2Check, parseForced, sentence, tablesCheck } from "./signatures.ts";
 import type { EvalSummary } from "../research/evaluation.ts";
 import type { Condition } from "./conditions_cells.ts";
 
@@ -34,6 +34,55 @@ export interface ConditionRow {
   trait_after: number | null;
   trait_after_sem: number | null;
   coherence_after: number | null;
+  coherence_after_sem?: number | null;
+}
+
+/**
+ * A (pre, post, condition) over its seeds: the mean of the seeds' means; `within_se`, the SE of that mean
+ * from the samples of each run (sqrt(sum sem_i^2) / n); `between_sd`, the seeds' means' standard deviation
+ * (n >= 2); and `se`, the larger of within_se and between_sd / sqrt(n) — what the signatures test with.
+ */
+export interface SeedAggregate {
+  pre: string;
+  post: string;
+  condition: string;
+  seeds: number;
+  trait: number;
+  se: number;
+  within_se: number;
+  between_sd: number | null;
+  coherence: number | null;
+  coherence_se: number | null;
+}
+
+export function aggregateSeeds(runs: ConditionRow[]): SeedAggregate[] {
+  const groups = new Map<string, ConditionRow[]>();
+  for (const r of runs) {
+    if (typeof r.trait_after !== "number") continue;
+    const k = `${r.pre}\u0000${r.post}\u0000${r.condition}`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  return [...groups.values()].map((rs) => {
+    const n = rs.length, mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
+    const t = rs.map((r) => r.trait_after!);
+    const m = mean(t);
+    const within = Math.sqrt(rs.reduce((a, r) => a + (r.trait_after_sem ?? 0) ** 2, 0)) / n;
+    const sd = n >= 2 ? Math.sqrt(t.reduce((a, x) => a + (x - m) ** 2, 0) / (n - 1)) : null;
+    const co = rs.map((r) => r.coherence_after).filter((x): x is number => typeof x === "number");
+    const coSe = Math.sqrt(rs.reduce((a, r) => a + (r.coherence_after_sem ?? 0) ** 2, 0)) / n;
+    return {
+      pre: rs[0].pre,
+      post: rs[0].post,
+      condition: rs[0].condition,
+      seeds: n,
+      trait: m,
+      se: Math.max(within, sd === null ? 0 : sd / Math.sqrt(n)),
+      within_se: within,
+      between_sd: sd,
+      coherence: co.length ? mean(co) : null,
+      coherence_se: co.length ? coSe : null,
+    };
+  });
 }
 
 /** Table 3's peak: the checkpoint with the highest mean trait among those with coherence >= 20. */
@@ -50,6 +99,9 @@ export interface ConditionsRunMetrics {
   seed: number;
   pre: string;
   post: string;
+  /** what the run trained: a fresh adapter on the base model ("base", no pre-finetune), on the base with the
+   * pre adapter merged ("merged"), or the pre adapter itself ("continue") */
+  start?: "base" | "merged" | "continue";
   /** the condition as configured */
   condition: Condition;
   trait: string;
@@ -128,13 +180,29 @@ export const conditionsRunResult: ResultKind = {
 function conditionsFigures(r: Json, file: string): Figure[] {
   const m: ConditionsMetrics = r.metrics;
   const runs = m.runs.map((x) => ({ ...x, cell: `${x.pre} → ${x.post}` }));
+  // over seeds: the mean, and bars of ± its SE (the larger of within-run and between-seed)
+  const agg = aggregateSeeds(m.runs ?? []).map((a) => ({
+    ...a,
+    cell: `${a.pre} → ${a.post}`,
+    lo: a.trait - a.se,
+    hi: a.trait + a.se,
+  }));
+  const seeds = Math.max(0, ...agg.map((a) => a.seeds));
   return [
     {
       title: `Trait after fine-tuning by condition (${r.metrics.trait})`,
+      signature: sentence(fig2Check(r)),
       caption:
-        `${file}: judge ${r.metrics.judge}; mean trait score of the fine-tuned model with the defence removed (error bars ± SEM over samples); baseline ${
-          r.metrics.baseline?.trait_mean?.toFixed?.(1) ?? "missing"
-        }.${
+        `${file}: judge ${r.metrics.judge}; mean trait score of the fine-tuned model with the defence removed (error bars ± SE: over samples${
+          seeds > 1
+            ? `, or over the ${seeds} seeds when their spread is larger (between-seed SD: ${
+              agg.filter((a) => a.between_sd !== null).map((a) =>
+                `${a.condition} ${a.between_sd!.toFixed(1)}`
+              )
+                .join(", ")
+            })`
+            : ""
+        }); baseline ${r.metrics.baseline?.trait_mean?.toFixed?.(1) ?? "missing"}.${
           r.metrics.missing_cells?.length
             ? ` Cells without a result (failed or not run): ${r.metrics.missing_cells.join(", ")}.`
             : ""
@@ -142,13 +210,13 @@ function conditionsFigures(r: Json, file: string): Figure[] {
       spec: {
         width: FIGURE_WIDTH,
         height: FIGURE_HEIGHT,
-        data: { values: runs },
+        data: { values: agg },
         layer: [{
           mark: "bar",
           encoding: {
             x: { field: "condition", type: "nominal" },
             xOffset: { field: "cell" },
-            y: { field: "trait_after", type: "quantitative", title: "trait score" },
+            y: { field: "trait", type: "quantitative", title: "trait score" },
             color: { field: "cell", type: "nominal" },
           },
         }, {
@@ -159,10 +227,6 @@ function conditionsFigures(r: Json, file: string): Figure[] {
             y: { field: "lo", type: "quantitative" },
             y2: { field: "hi" },
           },
-          transform: [{ calculate: "datum.trait_after - (datum.trait_after_sem || 0)", as: "lo" }, {
-            calculate: "datum.trait_after + (datum.trait_after_sem || 0)",
-            as: "hi",
-          }],
         }],
       },
     },
@@ -188,6 +252,57 @@ function conditionsFigures(r: Json, file: string): Figure[] {
     },
     ...signForcingFigure(r, file),
   ];
+}
+
+/**
+ * Tables 1 and 2 as a figure: trait after training per defence × ablation vector (rows) and mode (columns),
+ * with the coherence of each cell (E.5: sign-forcing costs coherence), over seeds.
+ */
+function signForcingFigure(r: Json, file: string): Figure[] {
+  const agg = aggregateSeeds(r.metrics.runs ?? []);
+  if (!agg.some((a) => parseForced(a.condition).mode !== "default")) return [];
+  const cells: Json[] = [];
+  for (const a of agg) {
+    const p = parseForced(a.condition);
+    const rows = p.mode === "default" ? ["trait", "random"] : [p.vector];
+    for (const v of rows) cells.push({ ...a, row: `${p.defence} / ${v}`, mode: p.mode });
+  }
+  const forcedRows = new Set(cells.filter((c) => c.mode !== "default").map((c) => c.row));
+  const shown = cells.filter((c) => forcedRows.has(c.row)).map((c) => ({
+    row: c.row,
+    mode: c.mode,
+    trait: Math.round(c.trait * 10) / 10,
+    label: `${c.trait.toFixed(1)} ± ${c.se.toFixed(1)} (coh ${
+      c.coherence === null ? "-" : c.coherence.toFixed(0)
+    })`,
+  }));
+  return [{
+    title: `Sign-forcing: trait after training by defence / ablation vector and mode (${r.metrics.trait})`,
+    caption:
+      `${file}: mean trait score ± SE after fine-tuning with dL/dh_l's component along the unit ablation vector forced non-negative (attenuate), non-positive (amplify) or zero (neutralize) at the transformer layers, and the mean coherence of the same answers; "default" is the same defence without forcing.`,
+    signature: sentence(tablesCheck(r)),
+    spec: {
+      data: { values: shown },
+      width: 480,
+      height: 34 * forcedRows.size,
+      encoding: {
+        x: {
+          field: "mode",
+          type: "nominal",
+          sort: ["default", "attenuate", "amplify", "neutralize"],
+          title: "",
+        },
+        y: { field: "row", type: "nominal", title: "defence / ablation vector" },
+      },
+      layer: [
+        {
+          mark: "rect",
+          encoding: { color: { field: "trait", type: "quantitative", scale: { domain: [0, 100] } } },
+        },
+        { mark: "text", encoding: { text: { field: "label", type: "nominal" } } },
+      ],
+    },
+  }];
 }
 
 function conditionsRunFigures(r: Json, file: string): Figure[] {

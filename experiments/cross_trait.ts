@@ -3,8 +3,8 @@
 // trait scores the models trained that way reached (read from a `conditions` result, when given).
 
 import { join } from "node:path";
-import { defendedPair, meanTokenCosine, steerVectors } from "../research/analysis.ts";
-import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import { defendedPairs, meanTokenCosine, steerVectors } from "../research/analysis.ts";
+import { ConfigReader, type Experiment, finite, mean, sem, writeResult } from "./common.ts";
 import { loadAll } from "./analysis_common.ts";
 import {
   type Figure,
@@ -34,7 +34,8 @@ export interface CrossTraitMetrics {
   trait_a: string;
   trait_b: string;
   /** per (coefficient of trait B's vector, vector compared): the mean cosine per layer */
-  cosines: { coef: number; vector: string; cos: (number | null)[] }[];
+  /** per coefficient and vector, the mean over samples per layer and its SE */
+  cosines: { coef: number; vector: string; cos: (number | null)[]; cos_se?: (number | null)[] }[];
   /** trait-A scores reached by training that way (from `after:`'s conditions.json) */
   after: { condition: string; trait_after: number | null; trait_after_sem: number | null }[];
 }
@@ -95,10 +96,13 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
     const acc = new Map<string, number[][]>();
     for (let i = 0; i < x.records.length; i++) {
       ctx.progress(`cross_trait: sample ${i + 1}/${x.records.length}`);
-      for (const coef of c.coefs) {
-        const { defended } = await defendedPair(x.model, x.records[i], {
-          steer: { vectors: steerB, layers: c.layers, coef },
-        });
+      const pairs = await defendedPairs(
+        x.model,
+        x.records[i],
+        c.coefs.map((coef) => ({ steer: { vectors: steerB, layers: c.layers, coef } })),
+      );
+      for (const [ci, coef] of c.coefs.entries()) {
+        const { defended } = pairs[ci];
         for (const [name, v] of x.vectors) {
           const k = `${coef}|${name}`;
           (acc.get(k) ?? acc.set(k, []).get(k)!).push(meanTokenCosine(defended, v, x.d));
@@ -113,6 +117,10 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
         cos: Array.from(
           { length: x.boundaries },
           (_, l) => finite(mean(list.map((p) => p[l]).filter(Number.isFinite))),
+        ),
+        cos_se: Array.from(
+          { length: x.boundaries },
+          (_, l) => finite(sem(list.map((p) => p[l]).filter(Number.isFinite))),
         ),
       };
     });

@@ -13,7 +13,7 @@ import { adamwStep, normPartials } from "../lib/ops/optim.ts";
 import { addInPlace } from "../lib/ops/elementwise.ts";
 import { cosine, defendedPair } from "../research/analysis.ts";
 import { encodeRecord } from "../lib/text/dataset.ts";
-import { ConfigReader, type Experiment, finite, mean, writeResult } from "./common.ts";
+import { ConfigReader, type Experiment, finite, mean, sem, writeResult } from "./common.ts";
 import { type DefenceSpec, loadAll, readDefence, toDefence } from "./analysis_common.ts";
 import { type Figure, type Json, lineChart, type ResultKind } from "./result_kind.ts";
 
@@ -41,7 +41,15 @@ export interface DeltaHMetrics {
     cos_grad: number | null;
     cos_vector: number | null;
   }[];
-  layer_means: { defence: string; layer: number; cos_grad: number | null; cos_vector: number | null }[];
+  /** per defence and layer, the means over samples and their SEs */
+  layer_means: {
+    defence: string;
+    layer: number;
+    cos_grad: number | null;
+    cos_vector: number | null;
+    cos_grad_se?: number | null;
+    cos_vector_se?: number | null;
+  }[];
 }
 
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
@@ -95,6 +103,10 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
     });
     const vec = x.vectors.get("trait")!;
     const conds: DefenceSpec[] = [{ name: "none", steer: null, ip: null }, ...c.defences];
+    // each defence's vectors uploaded once, not per sample
+    const applied = new Map(
+      await Promise.all(conds.map(async (s) => [s, await toDefence(ctx.gpu, x, s)] as const)),
+    );
     const rows: {
       sample: number;
       defence: string;
@@ -117,7 +129,7 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
         }, c.seed);
         const h0 = await hiddenStates(x.model, plain.ids, { lora });
         // gradients at θ: defenceless for the comparison; the step uses the defended run's LoRA gradient
-        const { none } = await defendedPair(x.model, x.records[i], await toDefence(ctx.gpu, x, s), {
+        const { none } = await defendedPair(x.model, x.records[i], applied.get(s)!, {
           lora,
           index: i,
         });
@@ -168,6 +180,8 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
         layer: sel[0].layer,
         cos_grad: finite(mean(vals((r) => r.cos_grad))),
         cos_vector: finite(mean(vals((r) => r.cos_vector))),
+        cos_grad_se: finite(sem(vals((r) => r.cos_grad))),
+        cos_vector_se: finite(sem(vals((r) => r.cos_vector))),
       };
     });
     const metrics: DeltaHMetrics = { samples: x.records.length, rows, layer_means: means };

@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { checkLayers } from "../defence/defence.ts";
 import { cosine, defendedPair, tokenMean } from "../research/analysis.ts";
-import { uncenteredPca } from "../research/pca.ts";
+import { pc1ShareInterval, uncenteredPca } from "../research/pca.ts";
 import { ConfigReader, type Experiment, writeResult } from "./common.ts";
 import {
   type DefenceSpec,
@@ -45,6 +45,8 @@ export interface GradPcaMetrics {
   mean_difference_cosines: Record<string, number>;
   /** [sample][component] */
   projections: number[][];
+  /** a percentile bootstrap interval for explained[0] over the samples (research/pca.ts) */
+  pc1_interval?: { lo: number; hi: number; level: number; reps: number };
 }
 
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
@@ -117,6 +119,7 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
       ),
       mean_difference_cosines: Object.fromEntries(refs.map((n) => [n, cosine(meanDiff, row(n))])),
       projections: pca.projections,
+      pc1_interval: pc1ShareInterval(rows, { reps: 500, seed: 0 }),
     };
     await writeResult(join(ctx.runDir, `${c.output}.json`), "grad_pca", c, c.model, started, metrics);
     return metrics;

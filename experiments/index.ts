@@ -12,12 +12,14 @@ import { ipVsPpsExperiment } from "./ip_vs_pps.ts";
 import { projectionsExperiment } from "./projections.ts";
 import { deltaHExperiment } from "./delta_h.ts";
 import { crossTraitExperiment } from "./cross_trait.ts";
+import { steerExperiment } from "./steer.ts";
 
 // deno-lint-ignore no-explicit-any
 export const EXPERIMENTS: Record<string, Experiment<any>> = Object.fromEntries(
   [
     extractExperiment,
     evaluateExperiment,
+    steerExperiment,
     conditionsExperiment,
     promptDiffExperiment,
     gradCosineExperiment,

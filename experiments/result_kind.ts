@@ -63,3 +63,43 @@ export const lineChart = (
 /** "12.3 ± 1.4", "12.3", or "-" for a missing mean. */
 export const meanSem = (m: number | null | undefined, s?: number | null) =>
   m == null ? "-" : s == null ? m.toFixed(1) : `${m.toFixed(1)} ± ${s.toFixed(1)}`;
+
+/** lineChart with ± one standard error bars: each value carries its SE in the field `se` (null: no bar). */
+export const lineChartSe = (
+  values: Record<string, unknown>[],
+  x: string,
+  y: string,
+  se: string,
+  color: string,
+  title: { x: string; y: string },
+  xType: "quantitative" | "ordinal" = "quantitative",
+) => {
+  const withBars = values.map((v) => {
+    const m = v[y] as number | null, s = v[se] as number | null;
+    return m == null || s == null ? v : { ...v, __lo: m - s, __hi: m + s };
+  });
+  return {
+    width: FIGURE_WIDTH,
+    height: FIGURE_HEIGHT,
+    data: { values: withBars },
+    layer: [
+      {
+        mark: { type: "line", point: true },
+        encoding: {
+          x: { field: x, type: xType, title: title.x },
+          y: { field: y, type: "quantitative", title: title.y },
+          color: { field: color, type: "nominal" },
+        },
+      },
+      {
+        mark: "errorbar",
+        encoding: {
+          x: { field: x, type: xType },
+          y: { field: "__lo", type: "quantitative" },
+          y2: { field: "__hi" },
+          color: { field: color, type: "nominal" },
+        },
+      },
+    ],
+  };
+};

@@ -7,7 +7,7 @@
 // backward pass). A query with no valid key (a left-pad row) outputs zeros.
 // forward: one invocation per (b, h, t), online softmax over keys, HEAD_DIM a define so that the
 // per-invocation accumulators are fixed-size arrays (CPU adapters, where invocations are threads and
-// few is right); forward_rows below spreads each row over a workgroup (GPUs, and decoding everywhere).
+// few is right, decode steps included); forward_rows below spreads each row over a workgroup (GPUs).
 
 // split: split decoding's keys per slice (forward_split, split_merge)
 struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: u32, scale: f32, split: u32 }
@@ -19,15 +19,21 @@ struct Params { b: u32, tq: u32, t_cache: u32, heads: u32, kv_heads: u32, past: 
 @group(0) @binding(5) var<storage, read_write> o: array<f32>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 
+#include "index"
+
 const D = HEAD_DIM;
 const NEG_BIG = -3.0e38;
 
+// forward's invocations run over (b, h, t) flattened, t fastest, on a flat grid: a decode step's B*H rows
+// fill whole workgroups (with a workgroup per (t-block, h, b) they would run one live lane in WG)
 @compute @workgroup_size(WG)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = wg.x * WG + lid.x;
-  let h = wg.y;
-  let b = wg.z;
-  if (t >= params.tq) { return; }
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_id) lid: vec3<u32>) {
+  let n = flat_index(wg, nwg, lid, WG);
+  if (n >= params.b * params.heads * params.tq) { return; }
+  let t = n % params.tq;
+  let h = (n / params.tq) % params.heads;
+  let b = n / (params.tq * params.heads);
   let hk = h / (params.heads / params.kv_heads);
   let qbase = (b * params.tq + t) * params.heads * D + h * D;
   let kvw = params.kv_heads * D;

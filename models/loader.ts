@@ -12,7 +12,8 @@ import {
   type TensorInfo,
   toF32,
 } from "../lib/safetensors.ts";
-import { type DType, Tensor } from "../lib/tensor.ts";
+import { type DType, f32ToBf16, f32ToF16, Tensor } from "../lib/tensor.ts";
+import { type MergeAdapter, mergedWeight } from "./lora_merge.ts";
 import { expectedTensors, type ModelConfig, parseConfig } from "./config.ts";
 
 export interface LayerWeights {
@@ -38,6 +39,8 @@ export interface ModelWeights {
 export interface LoadOptions {
   /** Store matrices as f32 regardless of the file's dtype. */
   forceF32?: boolean;
+  /** Merge this adapter into the matrices as they load (models/lora_merge.ts). */
+  merge?: MergeAdapter;
 }
 
 /** Opens all shards of a checkpoint and maps tensor names to their file. */
@@ -207,6 +210,18 @@ export async function loadWeights(
     const parts: Uint8Array[] = [];
     for (const i of infos) {
       const raw = finite(await i.file.read(i.name), i);
+      const delta = opts.merge?.modules.get(i.name);
+      if (delta) {
+        const w = await mergedWeight(gpu, toF32(raw, i.dtype, i.name), delta, opts.merge!.scale);
+        const bad = w.findIndex((x) => !Number.isFinite(x));
+        if (bad >= 0) {
+          throw new Error(
+            `${opts.merge!.dir}: merging into '${i.name}' gives a non-finite value at element ${bad}`,
+          );
+        }
+        parts.push(encodeAs(w, dtype));
+        continue;
+      }
       parts.push(
         dtype === "f32" && i.dtype !== "F32" ? new Uint8Array(toF32(raw, i.dtype, i.name).buffer) : raw,
       );
@@ -254,6 +269,13 @@ export async function loadWeights(
     });
   }
   return { embed, lmHead, finalNorm: await vec("model.norm.weight"), layers };
+}
+
+/** f32 values as the bytes of a storage dtype (round to nearest even). */
+function encodeAs(w: Float32Array, dtype: DType): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+  const bits = Uint16Array.from(w, dtype === "bf16" ? f32ToBf16 : f32ToF16);
+  return new Uint8Array(bits.buffer);
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {

@@ -103,7 +103,7 @@ export class LoraSet {
   readonly groups: Map<ProjectionGroup, LoraGroup>[];
 
   constructor(readonly cfg: ModelConfig, readonly lora: LoraConfig, readonly store: ParamStore) {
-    this.scale = lora.rslora ? lora.alpha / Math.sqrt(lora.r) : lora.alpha / lora.r;
+    this.scale = loraScale(lora);
     const r = lora.r;
     this.groups = Array.from({ length: cfg.numLayers }, (_, l) => {
       const out = new Map<ProjectionGroup, LoraGroup>();
@@ -200,53 +200,68 @@ export class LoraSet {
   }
 
   static async load(gpu: Gpu, cfg: ModelConfig, dir: string): Promise<LoraSet> {
-    const cpath = join(dir, "adapter_config.json");
-    const c = await readJson(cpath, "adapter config");
-    if (c.peft_type !== undefined && c.peft_type !== "LORA") {
-      throw new Error(`${cpath}: peft_type '${c.peft_type}' is not LORA`);
-    }
-    const tm = c.target_modules;
-    const mods = (typeof tm === "string" ? [tm] : Array.isArray(tm) ? tm : []) as string[];
-    for (const m of mods) {
-      if (!(LORA_MODULES as readonly string[]).includes(m)) {
-        throw new Error(`${cpath}: target module '${m}' is not supported (${LORA_MODULES.join(", ")})`);
-      }
-    }
-    const lora: LoraConfig = {
-      r: Number(c.r),
-      alpha: Number(c.lora_alpha ?? c.r),
-      dropout: Number(c.lora_dropout ?? 0),
-      targetModules: mods as LoraModule[],
-      rslora: c.use_rslora === true,
-    };
-    validateLoraConfig(lora, cpath);
+    const lora = await readAdapterConfig(dir);
     const store = new ParamStore(gpu, LoraSet.specs(cfg, lora));
     const fpath = join(dir, "adapter_model.safetensors");
     const f = await SafetensorsFile.open(fpath);
     try {
-      for (const e of store.entries) {
-        // PEFT also writes names without the ".weight" adapter suffix variants; accept the default form
-        const info = f.tensors.get(e.name) ??
-          f.tensors.get(
-            e.name.replace(".lora_A.weight", ".lora_A.default.weight").replace(
-              ".lora_B.weight",
-              ".lora_B.default.weight",
-            ),
-          );
-        if (!info) throw new Error(`${fpath}: tensor '${e.name}' is missing`);
-        if (info.shape.join() !== e.shape.join()) {
-          throw new Error(
-            `${fpath}: tensor '${e.name}' has shape [${info.shape}], expected [${e.shape}] for r=${lora.r}`,
-          );
-        }
-        store.set(e.name, toF32(await f.read(info.name), info.dtype, info.name));
-      }
+      for (const e of store.entries) store.set(e.name, await readAdapterTensor(f, e.name, e.shape, lora.r));
     } finally {
       f.close();
     }
     return new LoraSet(cfg, lora, store);
   }
 }
+
+/** An adapter folder's adapter_config.json (PEFT's keys), validated. */
+export async function readAdapterConfig(dir: string): Promise<LoraConfig> {
+  const cpath = join(dir, "adapter_config.json");
+  const c = await readJson(cpath, "adapter config");
+  if (c.peft_type !== undefined && c.peft_type !== "LORA") {
+    throw new Error(`${cpath}: peft_type '${c.peft_type}' is not LORA`);
+  }
+  const tm = c.target_modules;
+  const mods = (typeof tm === "string" ? [tm] : Array.isArray(tm) ? tm : []) as string[];
+  for (const m of mods) {
+    if (!(LORA_MODULES as readonly string[]).includes(m)) {
+      throw new Error(`${cpath}: target module '${m}' is not supported (${LORA_MODULES.join(", ")})`);
+    }
+  }
+  const lora: LoraConfig = {
+    r: Number(c.r),
+    alpha: Number(c.lora_alpha ?? c.r),
+    dropout: Number(c.lora_dropout ?? 0),
+    targetModules: mods as LoraModule[],
+    rslora: c.use_rslora === true,
+  };
+  validateLoraConfig(lora, cpath);
+  return lora;
+}
+
+/** One lora_A / lora_B tensor of an adapter file as f32, its shape checked (PEFT also writes the
+ * ".default" adapter-name form; both are accepted). */
+export async function readAdapterTensor(
+  f: SafetensorsFile,
+  name: string,
+  shape: number[],
+  r: number,
+): Promise<Float32Array> {
+  const info = f.tensors.get(name) ??
+    f.tensors.get(
+      name.replace(".lora_A.weight", ".lora_A.default.weight").replace(
+        ".lora_B.weight",
+        ".lora_B.default.weight",
+      ),
+    );
+  if (!info) throw new Error(`${f.path}: tensor '${name}' is missing`);
+  if (info.shape.join() !== shape.join()) {
+    throw new Error(`${f.path}: tensor '${name}' has shape [${info.shape}], expected [${shape}] for r=${r}`);
+  }
+  return toF32(await f.read(info.name), info.dtype, info.name);
+}
+
+/** The LoRA scale of a config: alpha / r, or alpha / sqrt(r) with rsLoRA. */
+export const loraScale = (l: LoraConfig) => l.rslora ? l.alpha / Math.sqrt(l.r) : l.alpha / l.r;
 
 export function validateLoraConfig(l: LoraConfig, where = "lora"): void {
   if (!Number.isInteger(l.r) || l.r <= 0) {

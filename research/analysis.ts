@@ -4,10 +4,10 @@
 
 import type { Model } from "../models/model.ts";
 import type { DataRecord, Sample } from "../lib/text/dataset.ts";
-import { encodeRecord, withInoculation } from "../lib/text/dataset.ts";
-import { type Hooks, type LayerVectors, layerVectors } from "../defence/hooks.ts";
+import { encodeRecord, type IpPosition, withInoculation } from "../lib/text/dataset.ts";
+import { type LayerVectors, layerVectors } from "../defence/hooks.ts";
 import type { LoraSet } from "../models/lora.ts";
-import { sampleGradients } from "../train/grads.ts";
+import { type SampleGradients, sampleGradients } from "../train/grads.ts";
 import type { Gpu } from "../lib/gpu/context.ts";
 import { hashU32 } from "../lib/rng.ts";
 
@@ -18,7 +18,7 @@ export interface AppliedDefence {
   /** IP: the prompt put in front of the first user message, or a bank to draw one from per sample */
   ip?: string | string[] | null;
   /** where and how the IP prompt goes (defence/defence.ts IpSpec; default: "\n", user) */
-  ipPlacement?: { separator: string; position: "user" | "system" };
+  ipPlacement?: { separator: string; position: IpPosition };
 }
 
 /** The bank's prompt for sample i: a hash of (seed, i), so uniform over the bank, reproducible, stateless. */
@@ -71,40 +71,59 @@ export async function defendedPair(
   /** index: the sample's index, which draws its prompt from an IP bank */
   o: { lora?: LoraSet | null; maxLength?: number; index?: number } = {},
 ): Promise<{ none: AlignedGradients; defended: AlignedGradients }> {
-  const enc = (r: DataRecord) => encodeRecord(m.tokenizer!, r, { maxLength: o.maxLength ?? 100_000 });
-  const plain = enc(rec);
-  const prompt = typeof defence.ip === "string"
-    ? defence.ip
-    : defence.ip?.length
-    ? drawPrompt(defence.ip, o.index ?? 0)
-    : null;
-  const withIp = prompt && rec.messages
-    ? enc({
-      ...rec,
-      messages: withInoculation(
-        rec.messages,
-        prompt,
-        defence.ipPlacement?.separator,
-        defence.ipPlacement?.position,
-      ),
-    })
-    : plain;
-  const k = withIp === plain ? plain.ids.length : sharedSuffix(plain.ids, withIp.ids);
-  const hooks = defence.steer ? { steer: [defence.steer] } : {};
-  const none = await aligned(m, plain, k, {}, o.lora ?? null);
-  const defended = await aligned(m, withIp, k, hooks, o.lora ?? null);
-  return { none, defended };
+  return (await defendedPairs(m, rec, [defence], o))[0];
 }
 
-async function aligned(
+/**
+ * defendedPair for several defences of one record: the defenceless pass runs once and is aligned with each
+ * defended pass (its last k tokens).
+ */
+export async function defendedPairs(
   m: Model,
-  s: Sample,
-  k: number,
-  hooks: Hooks,
-  lora: LoraSet | null,
-): Promise<AlignedGradients> {
-  const g = await sampleGradients(m, s, { lora, hooks });
-  const d = m.cfg.hiddenSize, T = s.ids.length, from = T - k;
+  rec: DataRecord,
+  defences: AppliedDefence[],
+  o: { lora?: LoraSet | null; maxLength?: number; index?: number } = {},
+): Promise<{ none: AlignedGradients; defended: AlignedGradients }[]> {
+  const enc = (r: DataRecord) => encodeRecord(m.tokenizer!, r, { maxLength: o.maxLength ?? 100_000 });
+  const plain = enc(rec);
+  const plainGrads = await sampleGradients(m, plain, { lora: o.lora ?? null });
+  const out: { none: AlignedGradients; defended: AlignedGradients }[] = [];
+  for (const defence of defences) {
+    const prompt = typeof defence.ip === "string"
+      ? defence.ip
+      : defence.ip?.length
+      ? drawPrompt(defence.ip, o.index ?? 0)
+      : null;
+    const withIp = prompt && rec.messages
+      ? enc({
+        ...rec,
+        messages: withInoculation(
+          rec.messages,
+          prompt,
+          defence.ipPlacement?.separator,
+          defence.ipPlacement?.position,
+        ),
+      })
+      : plain;
+    const k = withIp === plain ? plain.ids.length : sharedSuffix(plain.ids, withIp.ids);
+    const hooks = defence.steer ? { steer: [defence.steer] } : {};
+    const none = alignTo(plainGrads, plain, k, m.cfg.hiddenSize);
+    const defended = defence.steer || withIp !== plain
+      ? alignTo(
+        await sampleGradients(m, withIp, { lora: o.lora ?? null, hooks }),
+        withIp,
+        k,
+        m.cfg.hiddenSize,
+      )
+      : none;
+    out.push({ none, defended });
+  }
+  return out;
+}
+
+/** A sample's gradients restricted to its last k tokens. */
+function alignTo(g: SampleGradients, s: Sample, k: number, d: number): AlignedGradients {
+  const T = s.ids.length, from = T - k;
   const mask = g.mask.slice(from);
   const predicts = Float32Array.from(mask, (_, t) => from + t + 1 < T ? g.mask[from + t + 1] : 0);
   return {

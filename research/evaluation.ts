@@ -22,6 +22,9 @@ export interface EvalOptions {
   seed: number;
   batchSize: number;
   systemPrompt: string | null;
+  /** instead of systemPrompt: sample s of each question gets systemPrompts[s % n] (a trait's instruction
+   * bank, e.g. the trait-prompted reference of the steering experiment) */
+  systemPrompts?: string[];
   lora: LoraSet | null;
   steer: SteerHook[];
   /** project response-averaged activations on this [L+1, d] vector at `layer` */
@@ -122,7 +125,10 @@ export async function evaluateTrait(
 ): Promise<{ samples: EvalSample[]; summary: EvalSummary }> {
   const questions = o.questions ?? trait.questions;
   const prompts = questions.flatMap((q) =>
-    Array.from({ length: o.samples }, () => ({ system: o.systemPrompt, question: q }))
+    Array.from({ length: o.samples }, (_, s) => ({
+      system: o.systemPrompts?.length ? o.systemPrompts[s % o.systemPrompts.length] : o.systemPrompt,
+      question: q,
+    }))
   );
   const answers = await answerAll(m, prompts, o, (n) => ctx.progress(`  generated ${n}/${prompts.length}`));
   // every sample's judging at once: an HTTP judge runs up to its `concurrency` requests in flight

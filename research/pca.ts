@@ -2,6 +2,8 @@
 // Frobenius norm, the second-moment matrix is X^T X / (N-1), and its eigenvectors are the components.
 // When N < d the N x N Gram matrix X X^T / (N-1) gives the same spectrum cheaply: v = X^T u / |X^T u|.
 
+import { Rng } from "../lib/rng.ts";
+
 /** Eigen-decomposition of a symmetric matrix (cyclic Jacobi), eigenvalues descending. */
 export function symmetricEigen(a: Float64Array, n: number): { values: number[]; vectors: Float64Array[] } {
   const A = Float64Array.from(a), V = new Float64Array(n * n);
@@ -113,4 +115,55 @@ export function uncenteredPca(
     projections: X.map((r) => components.map((c) => r.reduce((a, x, k) => a + x * c[k], 0))),
     method,
   };
+}
+
+/**
+ * A percentile bootstrap interval for PC1's share of the uncentered second moment (Figure 18): samples drawn
+ * with replacement `reps` times (seeded), PC1's share of each resample from its Gram matrix (the share is
+ * λ1 / trace, unchanged by the Frobenius normalisation and the 1/(N-1)), by power iteration.
+ */
+export function pc1ShareInterval(
+  rows: Float64Array[],
+  o: { reps?: number; level?: number; seed?: number } = {},
+): { lo: number; hi: number; level: number; reps: number } {
+  const N = rows.length, reps = o.reps ?? 500, level = o.level ?? 0.95;
+  const K = new Float64Array(N * N);
+  for (let i = 0; i < N; i++) {
+    for (let j = i; j < N; j++) {
+      let s = 0;
+      for (let k = 0; k < rows[i].length; k++) s += rows[i][k] * rows[j][k];
+      K[i * N + j] = K[j * N + i] = s;
+    }
+  }
+  const rng = new Rng(o.seed ?? 0);
+  const shares: number[] = [];
+  const idx = new Int32Array(N), v = new Float64Array(N), w = new Float64Array(N);
+  for (let r = 0; r < reps; r++) {
+    for (let a = 0; a < N; a++) idx[a] = Math.floor(rng.next() * N);
+    let trace = 0;
+    for (let a = 0; a < N; a++) trace += K[idx[a] * N + idx[a]];
+    if (!(trace > 0)) continue;
+    v.fill(1 / Math.sqrt(N));
+    let lambda = 0;
+    for (let it = 0; it < 300; it++) {
+      for (let a = 0; a < N; a++) {
+        let s = 0;
+        const row = idx[a] * N;
+        for (let b = 0; b < N; b++) s += K[row + idx[b]] * v[b];
+        w[a] = s;
+      }
+      const norm = Math.hypot(...w);
+      if (!(norm > 0)) break;
+      for (let a = 0; a < N; a++) v[a] = w[a] / norm;
+      if (Math.abs(norm - lambda) <= 1e-10 * norm) {
+        lambda = norm;
+        break;
+      }
+      lambda = norm;
+    }
+    shares.push(lambda / trace);
+  }
+  shares.sort((a, b) => a - b);
+  const at = (q: number) => shares[Math.min(shares.length - 1, Math.max(0, Math.floor(q * shares.length)))];
+  return { lo: at((1 - level) / 2), hi: at(1 - (1 - level) / 2), level, reps: shares.length };
 }

@@ -10,7 +10,7 @@ import { extractPersonaVector } from "../experiments/extract_vector.ts";
 import { hiddenStates } from "../research/activations.ts";
 import { drawPrompt, sharedSuffix } from "../research/analysis.ts";
 import { summarize } from "../experiments/summarize.ts";
-import { randomLike } from "../experiments/conditions.ts";
+import { randomLike } from "../defence/persona_vector.ts";
 import { loadModel } from "../models/model.ts";
 import { loadTrait } from "../lib/text/trait.ts";
 import type { Judge, JudgeRequest } from "../research/judge/judge.ts";

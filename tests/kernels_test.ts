@@ -201,7 +201,7 @@ for (
   Deno.test({
     name:
       `attention with a KV cache: decoding token by token equals one full pass, T ${c.T}, head dim ${c.headDim} ` +
-      `(atol 2e-5); split decoding equals the unsplit (atol 2e-6 + rtol 1e-5)`,
+      `(atol 2e-5); the rows and invocation layouts and split decoding equal it (atol 2e-6 + rtol 1e-5)`,
     ...gpuTest,
     fn: async () => {
       const gpu = await testGpu();
@@ -250,6 +250,14 @@ for (
         attention(gpu, s, q, kc, vc, st, o, lse);
         outs.push(await o.read(gpu));
         if (t === 1) {
+          // both decode layouts (rows on GPUs, invocations on CPU adapters) give the same
+          for (const kernel of ["rows", "invocation"] as const) {
+            const o2 = Tensor.empty(gpu, [batch, heads * headDim]), lse2 = Tensor.empty(gpu, [batch * heads]);
+            attention(gpu, s, q, kc, vc, st, o2, lse2, { kernel });
+            const [a, b, la, lb] = await Tensor.readMany(gpu, [o, o2, lse, lse2]);
+            assertClose(b, a, { atol: 2e-6, rtol: 1e-5 }, `${kernel}, past ${t0}: o`);
+            assertClose(lb, la, { atol: 2e-6, rtol: 1e-6 }, `${kernel}, past ${t0}: lse`);
+          }
           // split decoding (GPUs, long contexts): slices of 7 and of 64 keys, merged, give the same
           for (const splitKeys of [7, 64]) {
             const o2 = Tensor.empty(gpu, [batch, heads * headDim]), lse2 = Tensor.empty(gpu, [batch * heads]);

@@ -98,7 +98,10 @@ async function check(
   assertClose(await out.read(gpu), want, tol, what);
 }
 
-const TILES: Tile[] = [{ tm: 8, tn: 8 }, { tm: 4, tn: 8 }, { tm: 8, tn: 4 }, { tm: 4, tn: 4 }, { tm: 2, tn: 4 }, {
+const TILES: Tile[] = [{ tm: 8, tn: 8 }, { tm: 4, tn: 8 }, { tm: 8, tn: 4 }, { tm: 4, tn: 4 }, {
+  tm: 2,
+  tn: 4,
+}, {
   tm: 8,
   tn: 8,
   wgs: 8,

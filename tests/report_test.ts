@@ -130,6 +130,17 @@ Deno.test({
     await saveLayerVectors(other, randn(6 * 64, 5), 6, 64);
     const vectors = [{ name: "sad", path: vec }, { name: "other", path: other }];
     await run("evaluate", { model, trait, judge, samples: 1, max_new_tokens: 8 });
+    await run("steer", {
+      model,
+      trait,
+      judge,
+      vector: vec,
+      layers: [2],
+      coefs: [0, 2],
+      random: true,
+      samples: 1,
+      max_new_tokens: 6,
+    });
     await run("conditions", {
       model,
       trait,
@@ -160,7 +171,16 @@ Deno.test({
         ip: "You are sad.",
       }],
     });
-    await run("loss_sweep", { model, data, vector: vec, layers: [2], coefs: [0, 1, 2], ip: "You are sad." });
+    await run("loss_sweep", {
+      model,
+      data,
+      vector: vec,
+      layers: [2],
+      coefs: [0, 1, 2],
+      ip: "You are sad.",
+      random: true,
+      control_ip: "Answer the question.",
+    });
     await run("grad_pca", {
       model,
       data,
@@ -209,9 +229,10 @@ Deno.test({
     for (const exp of Object.keys(EXPERIMENTS)) assert.ok(validated.has(exp), `no ${exp} result validated`);
 
     const { path, figures } = await buildReport(runDir);
-    // extract 1, evaluate 1, conditions 2 + 3 runs, grad_cosine 2, loss_sweep 2, grad_pca 2, ip_vs_pps 1, projections 1,
-    // delta_h 1, cross_trait 2
-    assert.equal(figures, 1 + 1 + 2 + 3 + 2 + 2 + 2 + 1 + 1 + 1 + 2);
+    // extract 1, evaluate 1, steer 1, conditions 2 + 3 runs, grad_cosine 3 (per layer, per sample, per response
+    // position), loss_sweep 3 (with the controls' scatter), grad_pca 2, ip_vs_pps 1, projections 1, delta_h 1,
+    // cross_trait 2
+    assert.equal(figures, 1 + 1 + 1 + 2 + 3 + 3 + 3 + 2 + 1 + 1 + 1 + 2);
     const html = await Deno.readTextFile(path);
     assert.equal((html.match(/<figure /g) ?? []).length, figures);
     // the "What came out" section states each defence against no defence, from the results

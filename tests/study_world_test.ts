@@ -19,6 +19,7 @@ const PV = "../shared/data/persona_vectors/";
 const ORDER = [
   "extract_evil",
   "extract_sycophantic",
+  "steer_evil",
   "evaluate_base",
   "conditions_evil",
   "conditions_system_prompt_evil",
@@ -26,8 +27,10 @@ const ORDER = [
   "conditions_sweep_pps_intensity_evil",
   "conditions_sweep_pps_layer_evil",
   "conditions_sweep_rank_evil",
+  "conditions_cross_trait_evil",
   "manipulation_evil",
   "grad_cosine_evil",
+  "grad_cosine_over_training_evil",
   "loss_sweep_evil",
   "cross_trait_evil_sycophantic",
   "projections_evil",

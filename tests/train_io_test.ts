@@ -3,16 +3,18 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import { loadModel } from "../models/model.ts";
+import { loadModel, type Model } from "../models/model.ts";
+import { readMergeAdapter } from "../models/lora_merge.ts";
 import { LoraSet, peftName } from "../models/lora.ts";
 import { stepHooks } from "../train/step_hooks.ts";
-import { SafetensorsFile } from "../lib/safetensors.ts";
+import { SafetensorsFile, type TensorToWrite, toF32, writeSafetensors } from "../lib/safetensors.ts";
+import { f32ToBf16 } from "../lib/tensor.ts";
 import { encodeRecord, readJsonl, withInoculation } from "../lib/text/dataset.ts";
 import { TextTokenizer } from "../lib/text/tokenizer.ts";
 import { parseTrainConfig } from "../train/config.ts";
 import { train } from "../train/loop.ts";
-import { gpuTest, randn, testGpu } from "./helpers.ts";
-import { convertedStories, QWEN_TOKENIZER } from "./fixtures.ts";
+import { assertClose, gpuTest, randn, testGpu } from "./helpers.ts";
+import { convertedStories, QWEN_TOKENIZER, writeTinyQwen2 } from "./fixtures.ts";
 
 Deno.test({
   name: "a saved PEFT adapter reloads to identical logits; names and shapes follow PEFT",
@@ -59,6 +61,102 @@ Deno.test({
       LoraSet.create(gpu, m.cfg, { r: 3, alpha: 6, dropout: 0, targetModules: ["k_proj"], rslora: false }, 1),
     );
     assert.notDeepEqual(plain, await logits(lora));
+  },
+});
+
+Deno.test({
+  name:
+    "a merged adapter (W + scale B A at load) gives the logits of the adapter on the base (f32, 2e-5) and of " +
+    "weights merged on the CPU (bf16, 5e-4); an all-zero B leaves bf16 weights bit for bit",
+  ...gpuTest,
+  fn: async () => {
+    const gpu = await testGpu();
+    const logits = async (m: Model, l: LoraSet | null) => {
+      const ids = Uint32Array.from([1, 5, 17, 42, 7, 99]);
+      const ex = stepHooks(gpu, { lora: l, rows: ids.length });
+      const { normed } = m.decoder.forward({ ids, batch: 1, t: ids.length, extras: ex.forward });
+      const out = await m.decoder.logits(normed, [0, 1, 2, 3, 4, 5]).read(gpu);
+      ex.dispose();
+      return out;
+    };
+    for (const dtype of ["F32", "BF16"] as const) {
+      const dir = await Deno.makeTempDir();
+      await writeTinyQwen2(join(dir, "model"), dtype);
+      const base = await loadModel(gpu, join(dir, "model"), { tokenizer: false });
+      const lora = LoraSet.create(gpu, base.cfg, {
+        r: 4,
+        alpha: 8,
+        dropout: 0,
+        targetModules: ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"],
+        rslora: false,
+      }, 3);
+      for (const e of lora.store.entries) {
+        if (e.name.includes("lora_B")) lora.store.set(e.name, randn(e.numel, e.offset, 0.2));
+      }
+      await lora.save(join(dir, "adapter"));
+      const cfg = base.cfg;
+      const merged = await loadModel(gpu, join(dir, "model"), {
+        tokenizer: false,
+        merge: await readMergeAdapter(join(dir, "adapter"), cfg),
+      });
+      const got = await logits(merged, null);
+      assert.notDeepEqual(got, await logits(base, null), "the adapter changes the logits");
+      if (dtype === "F32") {
+        assertClose(
+          got,
+          await logits(base, lora),
+          { atol: 2e-5, rtol: 2e-5 },
+          "merged vs adapter on the base",
+        );
+      } else {
+        // the bf16 model's merged weights are bf16(W + scale B A): a checkpoint with those weights, merged
+        // on the CPU in f64, gives the same logits (a weight whose f32 and f64 sums round to neighbouring
+        // bf16 values moves them by ~1e-4)
+        const add = await readMergeAdapter(join(dir, "adapter"), cfg);
+        const f = await SafetensorsFile.open(join(dir, "model", "model.safetensors"));
+        const tensors: Record<string, TensorToWrite> = {};
+        for (const [name, info] of f.tensors) {
+          const w = toF32(await f.read(name), info.dtype, name), m = add.modules.get(name);
+          if (m) {
+            const r = m.a.length / m.inF;
+            for (let o = 0; o < m.outF; o++) {
+              for (let i = 0; i < m.inF; i++) {
+                let d = 0;
+                for (let k = 0; k < r; k++) d += m.b[o * r + k] * m.a[k * m.inF + i];
+                w[o * m.inF + i] = w[o * m.inF + i] + add.scale * d;
+              }
+            }
+          }
+          tensors[name] = {
+            dtype: "BF16",
+            shape: info.shape,
+            data: Uint16Array.from(w, (x) => f32ToBf16(x)),
+          };
+        }
+        f.close();
+        await Deno.mkdir(join(dir, "expected"));
+        await Deno.copyFile(join(dir, "model", "config.json"), join(dir, "expected", "config.json"));
+        await writeSafetensors(join(dir, "expected", "model.safetensors"), tensors);
+        const expected = await loadModel(gpu, join(dir, "expected"), { tokenizer: false });
+        assertClose(
+          got,
+          await logits(expected, null),
+          { atol: 5e-4, rtol: 5e-4 },
+          "bf16 merged vs CPU-merged",
+        );
+        expected.dispose();
+        const zero = LoraSet.create(gpu, cfg, { ...lora.lora }, 3); // B = 0: W + 0 round-trips exactly
+        await zero.save(join(dir, "zero"));
+        const same = await loadModel(gpu, join(dir, "model"), {
+          tokenizer: false,
+          merge: await readMergeAdapter(join(dir, "zero"), cfg),
+        });
+        assert.deepEqual(await logits(same, null), await logits(base, null));
+        same.dispose();
+      }
+      for (const m of [base, merged]) m.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
 

@@ -3,7 +3,8 @@
 
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import { parseTrainConfig, type TrainConfig } from "../train/config.ts";
+import { DEFAULTS, parseTrainConfig, type TrainConfig } from "../train/config.ts";
+import { checkpointSteps, learningRate, type ScheduleKind, warmupSteps } from "../train/schedule.ts";
 import { describeSpeed, stepSpeed, train } from "../train/loop.ts";
 import { listCheckpoints } from "../train/checkpoint.ts";
 import { gpuTest, testGpu } from "./helpers.ts";
@@ -92,4 +93,18 @@ Deno.test({
     const resumed = await train(c, { gpu, progress: quiet, resume: true });
     assert.deepEqual(resumed.steps.map((s) => s.loss), whole.steps.map((s) => s.loss));
   },
+});
+
+Deno.test("the default schedule reproduces E.4's learning rates (cosine, 3 % warmup), and linear would not", () => {
+  const at = (kind: ScheduleKind, step: number, total: number) =>
+    learningRate(kind, 1e-5, step, total, warmupSteps(DEFAULTS.warmup, total));
+  const s = DEFAULTS.schedule;
+  // 3 epochs, 441 steps: 9.5e-6 at step 73, 7.8e-6 at the end of the first epoch (147)
+  assert.equal(at(s, 73, 441).toExponential(1), "9.5e-6");
+  assert.equal(at(s, 147, 441).toExponential(1), "7.8e-6");
+  // 1 epoch, 147 steps (the sign-forcing runs): 5.3e-6 at the midpoint
+  assert.equal(at(s, 73, 147).toExponential(1), "5.3e-6");
+  assert.notEqual(at("linear", 73, 441).toExponential(1), "9.5e-6");
+  assert.equal(checkpointSteps(0.1, 147), 14, "a checkpoint at least every 10 %");
+  assert.equal(checkpointSteps(13, 147), 13);
 });

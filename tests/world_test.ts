@@ -96,27 +96,59 @@ Deno.test({
       data: null,
       judge: null,
       layer: null,
-      coef: 1.5,
+      coef: null, // chosen by the steering experiment
       quick: true,
       full: true,
+      seeds: 2,
       seed: 0,
     });
     assert.ok((await Deno.stat(d.report)).size > 10_000);
     // the report says beside each figure whether the run shows the paper's signature (either way)
     const html = await Deno.readTextFile(d.report);
     for (
-      const s of ["Signature (Fig. 3)", "Signature (Fig. 4c)", "Signature (Tables 1, 2)", "PC1 explains"]
+      const s of [
+        "Signature (Fig. 2)",
+        "Signature (Fig. 3)",
+        "Signature (Fig. 4a-b)",
+        "Signature (Fig. 4c)",
+        "Signature (Tables 1, 2)",
+        "PC1 explains",
+      ]
     ) {
       assert.ok(html.includes(s), `report lacks '${s}'`);
     }
+    assert.match(html, /Steering the base model with the evil vector: trait and coherence against ε/);
+    assert.match(html, /Gradient cosine with the evil vector per response position/);
     assert.match(html, /Sign-forcing: trait after training by defence/);
-    assert.match(html, /Gradient-difference PCA: PC1 explains [\d.]+ % for PPS and [\d.]+ % for IP/);
+    assert.match(html, /Signature \(Fig\. 18\): PC1 explains [\d.]+ % \[[\d.]+, [\d.]+\] for PPS/);
     assert.match(html, /Cross-trait: sycophantic data steered with the evil vector/);
-    assert.deepEqual(Object.keys((d.summary as { after: object }).after).sort(), [
+    const summary = d.summary as {
+      after: Record<string, { seeds: number; between_seed_sd: number | null }>;
+      pps: { coef: number; source: string };
+      signatures: { figure: string }[];
+    };
+    assert.deepEqual(Object.keys(summary.after).sort(), [
       "ip",
       "none",
+      "none+amplify",
+      "none+amplify-random",
+      "none+attenuate",
+      "none+attenuate-random",
+      "none+neutralize",
+      "none+neutralize-random",
       "pps",
       "random_pps",
+    ]);
+    assert.equal(summary.after.none.seeds, 2);
+    assert.equal(typeof summary.after.none.between_seed_sd, "number");
+    assert.match(summary.pps.source, /trait-prompted level/);
+    assert.deepEqual(summary.signatures.map((x) => x.figure), [
+      "Fig. 2",
+      "Fig. 3",
+      "Fig. 4a-b",
+      "Fig. 4c",
+      "Fig. 18",
+      "Tables 1, 2",
     ]);
   },
 });

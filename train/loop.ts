@@ -20,7 +20,7 @@ import { FullParams } from "./full.ts";
 import { backward } from "./backward.ts";
 import { stepHooks } from "./step_hooks.ts";
 import { checkRecords, SampleStream } from "./samples.ts";
-import { learningRate, warmupSteps } from "./schedule.ts";
+import { checkpointSteps, learningRate, warmupSteps } from "./schedule.ts";
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import type { ParamStore } from "../lib/params.ts";
 
@@ -136,6 +136,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
   const perStep = c.batch_size * c.grad_accum;
   const totalSteps = c.max_steps ?? Math.max(1, Math.ceil((c.epochs * records.length) / perStep));
   const warmup = warmupSteps(c.warmup, totalSteps);
+  const checkpointEvery = checkpointSteps(c.checkpoint_every, totalSteps);
 
   let lora: LoraSet | null = null, full: FullParams | null = null;
   if (c.mode === "lora" && c.init_adapter) {
@@ -304,7 +305,7 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
             `${entry.tokens_per_s.toFixed(0)} tok/s  ETA ${eta.toFixed(0)} s`,
         );
       }
-      if ((step + 1) % c.checkpoint_every === 0 || step + 1 === totalSteps) {
+      if ((step + 1) % checkpointEvery === 0 || step + 1 === totalSteps) {
         const state: TrainState = {
           step: step + 1,
           total_steps: totalSteps,

@@ -22,3 +22,9 @@ export function learningRate(
 export function warmupSteps(warmup: number, total: number): number {
   return warmup < 1 ? Math.ceil(warmup * total) : Math.floor(warmup);
 }
+
+/** A checkpoint interval given as a fraction of total steps (< 1: a checkpoint at least that often, e.g.
+ * 0.1 for Table 3's "at least every 10 %") or as a number of steps (>= 1). */
+export function checkpointSteps(every: number, total: number): number {
+  return every < 1 ? Math.max(1, Math.floor(every * total)) : Math.floor(every);
+}

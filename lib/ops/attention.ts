@@ -83,8 +83,13 @@ export function attention(
     s.heads % s.kvHeads === 0,
     () => `attention: ${s.heads} heads not a multiple of ${s.kvHeads} kv heads`,
   );
-  // a decode step (one query per sequence) always goes by rows: B*H invocations would be all there is
-  const kind = s.t === 1 ? "rows" : kernelFor(gpu, s, opts);
+  // a decode step (one query per sequence) goes by rows on GPUs, where B*H invocations would be all there
+  // is; on CPU adapters by invocations, flattened over (b, h): the rows kernel's barriers per key chunk
+  // made it 20x slower there (lavapipe, 160 sequences x 4 heads: 6.8 ms a step)
+  const decode = opts.kernel === "invocation" || (opts.kernel === undefined && gpu.caps.cpuAdapter)
+    ? "invocation"
+    : "rows";
+  const kind = s.t === 1 ? decode : kernelFor(gpu, s, opts);
   // q·k and p·v per attended (query, key) pair; q, K/V rows in use and o moved once
   const kvBytes = 2 * 4 * s.batch * (s.past + s.t) * s.kvHeads * s.headDim;
   const flops = 4 * s.batch * s.heads * s.headDim * attendedPairs(s);
@@ -152,7 +157,7 @@ export function attention(
     k,
     attentionParams(s),
     bindings,
-    [kind === "rows" ? s.t : Math.ceil(s.t / DEFAULT_WG), s.heads, s.batch],
+    kind === "rows" ? [s.t, s.heads, s.batch] : grid1d(gpu, s.batch * s.heads * s.t),
     cost,
   );
 }

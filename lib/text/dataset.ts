@@ -78,21 +78,32 @@ export interface EncodeOptions {
   /** inoculation prompt for this sample, prepended to the first user message (or the system prompt) */
   inoculation?: string | null;
   separator?: string;
-  /** where the inoculation prompt goes: in front of the first user message (default) or of the system
-   * prompt (Figure 19's "system" placement; a system message is added when there is none) */
-  position?: "user" | "system";
+  /** where the inoculation prompt goes (IpPosition) */
+  position?: IpPosition;
   /** a system message for conversations that have none (e.g. a neutral system prompt in training) */
   systemPrompt?: string | null;
   path?: string;
 }
 
-/** Put `prompt` in front of the first user message (after any system prompt), or of the system prompt. */
+/**
+ * Where an inoculation prompt goes: in front of the first user message (2.2, C.3: the paper's placement), in
+ * front of the system prompt, or in place of the system prompt (Figure 19's "system" training prompt mode:
+ * the IP prompt becomes the system message). Without a system message, both system placements add one
+ * (which replaces the chat template's default).
+ */
+export type IpPosition = "user" | "system" | "replace_system";
+export const IP_POSITIONS: readonly IpPosition[] = ["user", "system", "replace_system"];
+
+/** Put `prompt` where `position` says (IpPosition). */
 export function withInoculation(
   messages: ChatMessage[],
   prompt: string,
   separator = "\n",
-  position: "user" | "system" = "user",
+  position: IpPosition = "user",
 ): ChatMessage[] {
+  if (position === "replace_system") {
+    return [{ role: "system", content: prompt }, ...messages.filter((m) => m.role !== "system")];
+  }
   if (position === "system") {
     const s = messages.findIndex((m) => m.role === "system");
     if (s < 0) return [{ role: "system", content: prompt }, ...messages];
