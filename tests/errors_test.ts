@@ -458,6 +458,60 @@ Deno.test("experiment names and outputs stay inside the run folder; condition na
   );
 });
 
+Deno.test("issue-20 config keys: each bad value is one line naming the file and the key", async () => {
+  const { EXPERIMENTS } = await import("../experiments/index.ts");
+  const { parseTrainConfig } = await import("../train/config.ts");
+  const base = { model: "m", trait: "t.json", judge: { type: "world" }, post: [{ name: "p", data: "d" }] };
+  const cond = (raw: Record<string, unknown>) => () =>
+    EXPERIMENTS.conditions.parseConfig({ ...base, conditions: [{ name: "none" }], ...raw }, "c.yaml");
+  assert.throws(
+    cond({ sign_force_modes: ["amplify"], sign_force_conditions: ["pps"] }),
+    /c\.yaml: key 'sign_force_conditions' names 'pps', which is not a condition \(none\)/,
+  );
+  assert.throws(cond({ sign_force_conditions: ["none"] }), /c\.yaml: key 'sign_force_conditions' needs/);
+  assert.throws(
+    cond({ eval: { at_checkpoints: ["nope"] } }),
+    /c\.yaml: key 'eval\.at_checkpoints' names 'nope', which is not a condition/,
+  );
+  assert.throws(cond({ post_start: "merge" }), /c\.yaml: key 'post_start'/);
+  const steer = (raw: Record<string, unknown>) => () =>
+    EXPERIMENTS.steer.parseConfig(
+      { model: "m", trait: "t", judge: { type: "world" }, vector: "v", layers: [1], coefs: [1, 2], ...raw },
+      "s.yaml",
+    );
+  assert.throws(steer({ coefs: [1, 1] }), /s\.yaml: key 'coefs' repeats a value/);
+  assert.throws(steer({ coefs: [] }), /s\.yaml: key 'coefs' must list at least one/);
+  assert.throws(steer({ reference_prompts: [" "] }), /s\.yaml: key 'reference_prompts' must list non-empty/);
+  assert.throws(steer({ layers: [-1] }), /s\.yaml: key 'layers'/);
+  assert.throws(
+    () =>
+      EXPERIMENTS.loss_sweep.parseConfig(
+        { model: "m", data: "d", vector: "v", layers: [1], coefs: [0, 1], pps_coef: 2 },
+        "l.yaml",
+      ),
+    /l\.yaml: key 'pps_coef' \(2\) must be one of 'coefs'/,
+  );
+  assert.throws(
+    () =>
+      EXPERIMENTS.grad_cosine.parseConfig({
+        model: "m",
+        data: "d",
+        vectors: [{ name: "v", path: "v" }],
+        defences: [{ name: "pps", steer: { vector: "v", layers: [1], coef: 1 } }],
+        over_training: [{ run: "r", defence: "ip" }],
+      }, "g.yaml"),
+    /g\.yaml: key 'over_training' names defence 'ip', which 'defences' does not define/,
+  );
+  assert.throws(
+    () => parseTrainConfig("model: m\ndata: d\noutput_dir: o\ncheckpoint_every: 1.5\n", "t.yaml"),
+    /t\.yaml: key 'checkpoint_every' must be an integer number of steps >= 1 or a fraction/,
+  );
+  assert.equal(
+    parseTrainConfig("model: m\ndata: d\noutput_dir: o\ncheckpoint_every: 0.1\n").checkpoint_every,
+    0.1,
+  );
+});
+
 Deno.test({
   name: "unbounded inputs: a chat template's range(1e8) and max_new_tokens past the model's positions",
   ...gpuTest,
