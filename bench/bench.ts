@@ -87,7 +87,7 @@ console.log(
 );
 console.log(
   "steady state = the mean of the calls after two warm-up calls; 'first' = the first call alone (compiles, " +
-    "first touch); host µs/dispatch = recording a call on the host (op wrappers included) over its dispatches, the median of 5 calls recorded with the device idle",
+    "first touch); host µs/dispatch = recording a call on the host (op wrappers included) over its dispatches, the median of the steady-state calls, each recorded with the device idle",
 );
 if (!noRef) {
   const info = await torchRef(["info"]);

@@ -40,12 +40,13 @@ export async function timeGpu(
   await record();
   await gpu.finish();
   const minRuns = o.minRuns ?? 3;
-  let n = 0, recordMs = 0, dispatches = 0;
+  let n = 0, dispatches = 0;
+  const recordMs: number[] = [];
   const t0 = performance.now();
   while (true) {
     const d0 = gpu.dispatchCount, r0 = performance.now();
     await record();
-    recordMs += performance.now() - r0;
+    recordMs.push(performance.now() - r0);
     dispatches += gpu.dispatchCount - d0;
     n++;
     await gpu.finish();
@@ -55,7 +56,7 @@ export async function timeGpu(
         firstSeconds,
         seconds: dt / n,
         runs: n,
-        recordSeconds: recordMs / 1000 / n,
+        recordSeconds: recordMs.sort((x, y) => x - y)[recordMs.length >> 1] / 1000,
         dispatches: dispatches / n,
       };
     }
