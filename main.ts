@@ -13,6 +13,7 @@ import { reportCommand } from "./cli/report.ts";
 import { worldCommand } from "./cli/world.ts";
 import { demoCommand } from "./cli/demo.ts";
 import { randomModelCommand } from "./cli/random_model.ts";
+import { studyCheckCommand } from "./cli/study_check.ts";
 
 const USAGE = `usage: deno task <command> [flags]
   forward          --model DIR (--text STR | --tokens 1,2,3) --out FILE.json
@@ -22,8 +23,9 @@ const USAGE = `usage: deno task <command> [flags]
   train            --config FILE.yaml [--resume | --overwrite]
   grads            --model DIR [--adapter DIR] (--data FILE.jsonl [--limit N] | --tokens 1,2,3)
                    [--steer FILE.safetensors --layer L --coef C] [--ip-prompt STR] --out FILE.safetensors
-  exp              <experiment> --config FILE.yaml [--run-dir DIR]   (extract, evaluate, conditions, prompt_diff,
-                   grad_cosine, loss_sweep, grad_pca, ip_vs_pps, projections, delta_h)
+  exp              <experiment> --config FILE.yaml [--run-dir DIR] [--overwrite]   (extract, evaluate, steer,
+                   conditions, prompt_diff, grad_cosine, loss_sweep, grad_pca, ip_vs_pps, projections, delta_h,
+                   cross_trait); a result already in DIR is refused, or moved aside (to NAME.old-TIME) by --overwrite
   exp summarize    DIR
   exp schema       the JSON schema of every result file
   exp plan         --config FILE.yaml --run-dir DIR [--emit slurm [--partition P] [--account A] [--time HH:MM:SS]
@@ -32,6 +34,7 @@ const USAGE = `usage: deno task <command> [flags]
   exp cell         --plan DIR/plan.json --index N      run one cell of a plan (what each array task runs)
   exp finish       --plan DIR/plan.json                the experiment's result from its cells, summary, report
   report           RUN_DIR [OUT.html]
+  study:check      [DIR]   every path the study configs read exists, with the paper's sample counts
   world build      [--out DIR] [--seed S]            the synthetic persona world's data, traits, tokenizer
   world model      [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]   pretrain it
   world card       [--out DIR] [--seed S]            re-measure a world model, rewrite its MODEL_CARD.md
@@ -46,6 +49,8 @@ const COMMANDS: Record<
   string,
   {
     run: (a: Record<string, string | boolean | undefined>, pos: string[]) => Promise<void>;
+    /** the most positional arguments it takes (default none): one more is an error, never ignored */
+    positionals?: number;
     flags: Record<string, "string" | "boolean">;
   }
 > = {
@@ -71,7 +76,7 @@ const COMMANDS: Record<
       "steer-mode": "string",
     },
   },
-  "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {} },
+  "convert-llama2c": { run: (_a, pos) => convertCommand(pos), flags: {}, positionals: 3 },
   stories: { run: mainJob, flags: { out: "string", shared: "string" } },
   demo: {
     run: demoCommand,
@@ -91,9 +96,11 @@ const COMMANDS: Record<
       seed: "string",
     },
   },
-  report: { run: reportCommand, flags: {} },
+  report: { run: reportCommand, flags: {}, positionals: 2 },
+  "study:check": { run: studyCheckCommand, flags: {}, positionals: 1 },
   world: {
     run: worldCommand,
+    positionals: 1,
     flags: {
       out: "string",
       seed: "string",
@@ -117,9 +124,11 @@ const COMMANDS: Record<
   },
   exp: {
     run: expCommand,
+    positionals: 2,
     flags: {
       config: "string",
       "run-dir": "string",
+      overwrite: "boolean",
       plan: "string",
       index: "string",
       emit: "string",
@@ -167,6 +176,13 @@ async function main(argv: string[]): Promise<number> {
   try {
     const options = Object.fromEntries(Object.entries(c.flags).map(([k, type]) => [k, { type }]));
     const { values, positionals } = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
+    if (positionals.length > (c.positionals ?? 0)) {
+      throw new UsageError(
+        `${cmd}: unexpected argument '${positionals[c.positionals ?? 0]}' (it takes ${
+          c.positionals ? `at most ${c.positionals}` : "none"
+        }; see main.ts help)`,
+      );
+    }
     await c.run(values as Record<string, string | boolean | undefined>, positionals);
     return 0;
   } catch (e) {

@@ -1,5 +1,6 @@
 // `demo`: the README's main job (the pipeline: cli/demo_pipeline.ts). Flags point every step at a real model.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { runDemo } from "./demo_pipeline.ts";
 import type { JudgeConfig } from "../experiments/common.ts";
 import { parseNumber, startGpu } from "./common.ts";
@@ -17,6 +18,7 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
       cache_dir: null,
       concurrency: 8,
       retries: 5,
+      max_missing: 0.5,
       coherence_prompt: null,
     }
     : null;
@@ -36,7 +38,7 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
     seeds: a.seeds === undefined
       ? (a.full ? 3 : 1)
       : parseNumber(a.seeds as string, "seeds", 1, { int: true, min: 1 }),
-    seed: parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 }),
+    seed: parseNumber(a.seed as string, "seed", 0, SEED_RANGE),
   });
   const s = r.summary as {
     baseline: { trait: number; sem: number; coherence: number };

@@ -17,7 +17,7 @@ import {
 } from "../experiments/plan.ts";
 import { SLURM_DEFAULTS, type SlurmOptions, slurmScripts } from "../experiments/slurm.ts";
 import { buildReport } from "../report/build.ts";
-import { atomicWrite } from "../lib/fsutil.ts";
+import { atomicWrite, checkRunFolderApart, danglingLink } from "../lib/fsutil.ts";
 import { need, parseNumber, startGpu, UsageError } from "./common.ts";
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -36,8 +36,10 @@ function experimentNamed(name: string | undefined, what: string): Experiment<unk
 }
 
 async function planOf(a: Flags, cmd: string): Promise<{ plan: Plan; e: Experiment<unknown> }> {
-  const plan = await readPlan(need(a.plan as string, "plan", cmd));
-  return { plan, e: experimentNamed(plan.sweep, `${a.plan}: experiment`) };
+  const path = need(a.plan as string, "plan", cmd);
+  const first = await readPlan(path);
+  const e = experimentNamed(first.sweep, `${path}: experiment`);
+  return { plan: await readPlan(path, e), e };
 }
 
 export async function expCommand(a: Flags, pos: string[]): Promise<void> {
@@ -69,14 +71,74 @@ export async function expCommand(a: Flags, pos: string[]): Promise<void> {
   }
   if (name === "finish") return await finishCommand(a);
   const e = experimentNamed(name, "exp");
+  if (pos.length > 1) throw new UsageError(`exp ${name}: unexpected argument '${pos[1]}'`);
   const file = need(a.config as string, "config", `exp ${name}`);
   const config = e.parseConfig(await readYaml(file), file);
   const runDir = (a["run-dir"] as string) ?? `runs/${name}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+  const dangling = danglingLink(runDir);
+  if (dangling) throw new UsageError(`--run-dir: ${dangling}`);
+  checkRunFolderApart(runDir, "--run-dir", configInputs(config), false);
+  if (!e.sweep) await claimResultFiles(runDir, config, !!a.overwrite);
+  else if (a.overwrite) {
+    throw new UsageError(
+      `exp ${name}: --overwrite is for single results; a sweep continues its plan (a new --run-dir starts again)`,
+    );
+  }
   await Deno.mkdir(runDir, { recursive: true });
   const ctx: ExperimentContext = { gpu: await startGpu(), runDir, progress };
   if (e.sweep) await runSweepLocally(ctx, e, config, file);
   else await e.run(ctx, config);
   console.error(`results in ${runDir}`);
+}
+
+/**
+ * The files a one-cell experiment writes (its `output`: NAME.json and NAME.safetensors, or the file named):
+ * an earlier run's are refused, or moved aside to NAME.old-TIME with --overwrite — never written over (later
+ * runs point at a vector file; a rerun must not change it under them).
+ */
+async function claimResultFiles(runDir: string, config: unknown, overwrite: boolean): Promise<void> {
+  const output = (config as { output?: unknown }).output;
+  if (typeof output !== "string") return;
+  const files = /\.(json|safetensors)$/.test(output) ? [output] : [`${output}.json`, `${output}.safetensors`];
+  const found = files.map((f) => join(runDir, f)).filter((p) => {
+    try {
+      Deno.lstatSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (!found.length) return;
+  if (!overwrite) {
+    throw new UsageError(
+      `${
+        found[0]
+      }: holds an earlier run's result; pass --overwrite to move it aside, or choose another --run-dir or output`,
+    );
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  for (const p of found) {
+    await Deno.rename(p, `${p}.old-${stamp}`);
+    console.error(`moved ${p} to ${p}.old-${stamp}`);
+  }
+}
+
+/** Every string in a config that names an existing file or folder: what the run reads. */
+function configInputs(config: unknown, key = ""): { key: string; path: string }[] {
+  if (typeof config === "string") {
+    if (key.endsWith("output") || key.endsWith("cache_dir")) return [];
+    try {
+      Deno.statSync(config);
+      return config.includes("/") || config.includes(".") ? [{ key, path: config }] : [];
+    } catch {
+      return [];
+    }
+  }
+  if (Array.isArray(config)) return config.flatMap((v, i) => configInputs(v, `${key}[${i}]`));
+  if (config && typeof config === "object") {
+    return Object.entries(config).flatMap(([k, v]) => configInputs(v, key ? `${key}.${k}` : k));
+  }
+  return [];
 }
 
 async function planCommand(a: Flags, pos: string[]): Promise<void> {

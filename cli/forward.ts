@@ -7,6 +7,9 @@ import { need, parseTokenList, startGpu, UsageError } from "./common.ts";
 export async function forwardCommand(a: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = need(a.model as string, "model", "forward");
   const outPath = need(a.out as string, "out", "forward");
+  if (a.text === "") {
+    throw new UsageError("forward: --text is empty; give the text to run (or --tokens 1,2,3)");
+  }
   if (!!a.text === !!a.tokens) throw new UsageError("forward: give exactly one of --text or --tokens");
   const given = a.tokens ? parseTokenList(a.tokens as string, "tokens") : null;
   const gpu = await startGpu();

@@ -1,5 +1,6 @@
 // `generate`: sample a continuation of a prompt (optionally through the chat template).
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { loadModel } from "../models/model.ts";
 import { generate } from "../models/generate.ts";
 import { need, parseNumber, startGpu, steerFromFlags, UsageError } from "./common.ts";
@@ -14,7 +15,7 @@ export async function generateCommand(a: Record<string, string | boolean | undef
   const temperature = parseNumber(a.temperature as string, "temperature", 0, { min: 0 });
   const topP = parseNumber(a["top-p"] as string, "top-p", 1, { min: 0, max: 1 });
   if (!(topP > 0)) throw new UsageError("--top-p: expected a number in (0, 1], got 0");
-  const seed = parseNumber(a.seed as string, "seed", 0, { int: true });
+  const seed = parseNumber(a.seed as string, "seed", 0, SEED_RANGE);
   const spec = steerFromFlags(a, "generate", true);
   const gpu = await startGpu();
   const tLoad = performance.now();

@@ -12,7 +12,7 @@ export async function mainJob(a: Record<string, string | boolean | undefined>): 
   const out = (a.out as string) ?? "runs/stories260K";
   const src = join(shared, "models", "stories260K");
   console.error(`[1/2] converting ${src} → ${out}`);
-  await convertLlama2c(join(src, "stories260K.bin"), join(src, "tok512.bin"), out);
+  await convertLlama2c(join(src, "stories260K.bin"), join(src, "tok512.bin"), out, { reuse: true });
   const gpu = await startGpu();
   console.error(`[2/2] generating on ${gpu.caps.description}`);
   const model = await loadModel(gpu, out);

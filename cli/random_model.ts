@@ -1,5 +1,6 @@
 // `model:random`: a random-weight model of a real checkpoint's shape in the Hub layout.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { fileURLToPath } from "node:url";
 import { PRESETS, type RandomDType, writeRandomModel } from "../models/random.ts";
 import { need, parseNumber, UsageError } from "./common.ts";
@@ -19,7 +20,7 @@ export async function randomModelCommand(a: Record<string, string | boolean | un
   const layers = a.layers === undefined
     ? undefined
     : parseNumber(a.layers as string, "layers", 0, { int: true, min: 1 });
-  const seed = parseNumber(a.seed as string | undefined, "seed", 0, { int: true, min: 0 });
+  const seed = parseNumber(a.seed as string | undefined, "seed", 0, SEED_RANGE);
   const shardGb = parseNumber(a["shard-gb"] as string | undefined, "shard-gb", 2, { min: 0.001 });
   const t0 = performance.now();
   const s = await writeRandomModel({

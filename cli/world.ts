@@ -1,5 +1,6 @@
 // `world build [--out DIR] [--seed S]` and `world model [--out DIR] [--seed S] [--epochs N] [--hidden N] [--layers N] [--reduced]`.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { buildWorld } from "../world/build.ts";
 import { FULL_SIZE, pretrainWorldModel, REDUCED_SIZE, writeCard } from "../world/model.ts";
 import { parseNumber, startGpu, UsageError } from "./common.ts";
@@ -8,7 +9,7 @@ export async function worldCommand(
   a: Record<string, string | boolean | undefined>,
   pos: string[],
 ): Promise<void> {
-  const seed = parseNumber(a.seed as string, "seed", 0, { int: true, min: 0 });
+  const seed = parseNumber(a.seed as string, "seed", 0, SEED_RANGE);
   if (pos[0] === "build") {
     const out = (a.out as string) ?? "runs/world";
     const r = await buildWorld(out, seed);

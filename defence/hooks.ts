@@ -102,6 +102,29 @@ export interface HookShape {
  * The steering hook of a spec whose vector is a file of [L+1, d] rows, its layers checked against the model
  * (`what` names the key in errors, e.g. "steer.layers").
  */
+/**
+ * coef · v is added to activations that RMSNorm then squares and sums in f32: past ~1e15 that overflows (to
+ * Inf, then NaN: empty answers scored 0 ± 0) at any hidden size this engine loads. Refused, naming both.
+ */
+export function checkSteerScale(
+  data: Float32Array,
+  layers: number[],
+  d: number,
+  coef: number,
+  what: string,
+  path: string,
+): void {
+  let maxAbs = 0;
+  for (const l of layers) for (let i = 0; i < d; i++) maxAbs = Math.max(maxAbs, Math.abs(data[l * d + i]));
+  if (!Number.isFinite(coef) || Math.abs(coef) * maxAbs > 1e15) {
+    throw new Error(
+      `${what}: coefficient ${coef} times the vector's largest element ${
+        maxAbs.toPrecision(3)
+      } (${path}) overflows f32 in the model's next normalization; use a coefficient whose product stays below 1e15`,
+    );
+  }
+}
+
 export async function steerHook(
   gpu: Gpu,
   shape: HookShape,
@@ -110,10 +133,12 @@ export async function steerHook(
 ): Promise<SteerHook> {
   const boundaries = shape.numLayers + 1, d = shape.hiddenSize;
   const layers = steerLayers(spec.layers, shape.numLayers, what);
+  const data = await loadLayerVectors(spec.vector!, boundaries, d);
+  checkSteerScale(data, layers, d, spec.coef, what, spec.vector!);
   return {
     vectors: layerVectors(
       gpu,
-      await loadLayerVectors(spec.vector!, boundaries, d),
+      data,
       boundaries,
       d,
       false,

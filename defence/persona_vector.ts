@@ -15,6 +15,16 @@ export async function loadLayerVectors(path: string, layers: number, d: number):
     }
     const info = f.info(name);
     const data = toF32(await f.read(name), info.dtype, `${path}: tensor '${name}'`);
+    // a NaN or Inf would turn every steered activation into NaN: empty answers, scores of 0 ± 0
+    const bad = data.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) {
+      const row = info.shape.length === 2 ? `row ${Math.floor(bad / info.shape[1])}, ` : "";
+      throw new Error(
+        `${path}: tensor '${name}' holds ${data[bad]} at ${row}element ${
+          info.shape.length === 2 ? bad % info.shape[1] : bad
+        }; a persona vector must be finite`,
+      );
+    }
     if (info.shape.length === 2 && info.shape[0] === layers && info.shape[1] === d) return data;
     if (info.shape.length === 1 && info.shape[0] === d) {
       const out = new Float32Array(layers * d);

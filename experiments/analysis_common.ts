@@ -31,9 +31,9 @@ export function readBase(
   limit = 64,
 ): { model: string; adapter: string | null; data: string; offset: number; limit: number } {
   return {
-    model: r.str("model"),
+    model: r.nonEmpty("model"),
     adapter: r.optStr("adapter"),
-    data: r.str("data"),
+    data: r.nonEmpty("data"),
     // records skipped first: a split held out from another analysis' first `limit` (E.6)
     offset: r.num("offset", 0, { int: true, min: 0 }),
     limit: r.num("limit", limit, { int: true, min: 1 }),

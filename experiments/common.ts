@@ -3,10 +3,9 @@
 // (config echo, git commit, model hash, timings), written atomically.
 
 import { join } from "node:path";
-import { createHash } from "node:crypto";
 import type { Gpu } from "../lib/gpu/context.ts";
 import { atomicWriteJson, exists } from "../lib/fsutil.ts";
-import { SafetensorsFile } from "../lib/safetensors.ts";
+import { modelHash } from "../lib/fingerprint.ts";
 import { HttpJudge } from "../research/judge/http.ts";
 import { LocalJudge } from "../research/judge/local.ts";
 import { RuleJudge } from "../research/judge/rule.ts";
@@ -87,6 +86,8 @@ export type JudgeConfig =
     cache_dir: string | null;
     concurrency: number;
     retries: number;
+    /** the share of failed calls above which a run stops */
+    max_missing: number;
     /** coherence rubric template ({question}, {answer}) read from `coherence_prompt: FILE`; null = ours */
     coherence_prompt: string | null;
   }
@@ -102,15 +103,16 @@ export function readJudgeConfig(r: ConfigReader): JudgeConfig {
     c = {
       type,
       base_url: r.str("base_url"),
-      model: r.str("model"),
+      model: r.nonEmpty("model"),
       api_key_env: r.optStr("api_key_env"),
       cache_dir: r.optStr("cache_dir"),
       concurrency: r.num("concurrency", 8, { int: true, min: 1 }),
-      retries: r.num("retries", 5, { int: true, min: 0 }),
+      retries: r.num("retries", 5, { int: true, min: 0, max: 10 }),
+      max_missing: r.num("max_missing", 0.5, { min: 0, max: 1 }),
       coherence_prompt: readRubric(r, "coherence_prompt"),
     };
   } else if (type === "local") {
-    c = { type, model: r.str("model"), coherence_prompt: readRubric(r, "coherence_prompt") };
+    c = { type, model: r.nonEmpty("model"), coherence_prompt: readRubric(r, "coherence_prompt") };
   } else if (type === "rule") {
     const m = r.any("markers");
     if (typeof m !== "object" || m === null) {
@@ -158,6 +160,7 @@ export async function makeJudge(ctx: ExperimentContext, c: JudgeConfig): Promise
     name: judge.name,
     coherencePrompt: template,
     score: (req) => judge.score(req),
+    checkHealth: judge.checkHealth && (() => judge.checkHealth!()),
     close: () => judge.close?.(),
   };
 }
@@ -175,6 +178,7 @@ async function makeJudgeOf(ctx: ExperimentContext, c: JudgeConfig): Promise<Judg
       cacheDir: c.cache_dir ?? join(ctx.runDir, "judge-cache"),
       concurrency: c.concurrency,
       retries: c.retries,
+      maxMissing: c.max_missing,
       log: ctx.progress,
     });
   }
@@ -200,23 +204,6 @@ export async function gitCommit(): Promise<string | null> {
     commit = null;
   }
   return commit;
-}
-
-/** A hash of a model folder's config and safetensors headers (cheap; no need to read 15 GB). */
-export async function modelHash(dir: string): Promise<string> {
-  const h = createHash("sha256");
-  h.update(await Deno.readTextFile(join(dir, "config.json")));
-  const names: string[] = [];
-  for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".safetensors")) names.push(e.name);
-  for (const n of names.sort()) {
-    const f = await SafetensorsFile.open(join(dir, n));
-    h.update(n);
-    for (const [k, t] of [...f.tensors].sort(([a], [b]) => (a < b ? -1 : 1))) {
-      h.update(`${k}:${t.dtype}:${t.shape}:${t.start}:${t.byteLength}`);
-    }
-    f.close();
-  }
-  return h.digest("hex").slice(0, 16);
 }
 
 export interface ResultEnvelope {

@@ -4,6 +4,7 @@
 // seed. The pre-finetune stage is defenceless; the condition's defence is applied while training on
 // the post-finetune data and removed at evaluation. The trait is evaluated at every checkpoint.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { conditionsResult, conditionsRunResult } from "./conditions_result.ts";
 import { parseTrainConfig } from "../train/config.ts";
 import { ConfigReader, type Experiment, readJudgeConfig } from "./common.ts";
@@ -64,8 +65,8 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
     const r = new ConfigReader(raw, file);
     const ev = r.has("eval") ? r.sub("eval") : new ConfigReader({}, file, "eval");
     const c: ConditionsConfig = {
-      model: r.str("model"),
-      trait: r.str("trait"),
+      model: r.nonEmpty("model"),
+      trait: r.nonEmpty("trait"),
       judge: readJudgeConfig(r.sub("judge")),
       vector: r.optStr("vector"),
       seeds: r.intList("seeds", [0]),
@@ -77,7 +78,7 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         })
         : (r.any("pre"), [{ name: "base", data: null }]),
       post: r.list("post").map((p) => {
-        const o = { name: p.name("name"), data: p.str("data") };
+        const o = { name: p.name("name"), data: p.nonEmpty("data") };
         p.done();
         return o;
       }),
@@ -98,7 +99,7 @@ export const conditionsExperiment: Experiment<ConditionsConfig> = {
         max_new_tokens: ev.num("max_new_tokens", 256, { int: true, min: 1 }),
         batch_size: ev.num("batch_size", 16, { int: true, min: 1 }),
         temperature: ev.num("temperature", 1, { min: 0 }),
-        seed: ev.num("seed", 0, { int: true }),
+        seed: ev.num("seed", 0, SEED_RANGE),
         at_checkpoints: Array.isArray(ev.raw.at_checkpoints)
           ? ev.strList("at_checkpoints")
           : ev.bool("at_checkpoints", true),

@@ -66,8 +66,8 @@ export const crossTraitExperiment: Experiment<CrossTraitConfig> = {
       return o;
     };
     const c = {
-      model: r.str("model"),
-      data: r.str("data"),
+      model: r.nonEmpty("model"),
+      data: r.nonEmpty("data"),
       limit: r.num("limit", 64, { int: true, min: 1 }),
       trait_a: t("trait_a"),
       trait_b: t("trait_b"),

@@ -5,6 +5,7 @@
 // (Δh ≈ −η J Jᵀ ∇h); adamw takes the study's optimizer's first step, which from fresh moments is close to
 // η·sign(∇θL) and so measures what one real training step does rather than the gradient relation.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { join } from "node:path";
 import { Tensor } from "../lib/tensor.ts";
 import { LORA_MODULES, LoraSet } from "../models/lora.ts";
@@ -75,16 +76,16 @@ export const deltaHExperiment: Experiment<DeltaHConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      model: r.str("model"),
-      data: r.str("data"),
+      model: r.nonEmpty("model"),
+      data: r.nonEmpty("data"),
       limit: r.num("limit", 16, { int: true, min: 1 }),
-      vector: r.str("vector"),
+      vector: r.nonEmpty("vector"),
       defences: r.has("defences") ? r.list("defences").map(readDefence) : (r.any("defences"), []),
       lr: r.num("lr", 1e-4, { min: 0 }),
       optimizer: r.str("optimizer", "sgd") as "sgd",
       r: r.num("r", 8, { int: true, min: 1 }),
       alpha: r.num("alpha", 16, { min: 0 }),
-      seed: r.num("seed", 0, { int: true }),
+      seed: r.num("seed", 0, SEED_RANGE),
       output: r.name("output", "delta_h"),
     };
     if (!["sgd", "adamw"].includes(c.optimizer)) {

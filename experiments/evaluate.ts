@@ -1,6 +1,7 @@
 // The evaluate experiment: research/evaluation.ts's trait evaluation of one model (with an optional system
 // prompt, adapter, steering and projection) from a YAML config, written as a result.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { join } from "node:path";
 import { loadModel } from "../models/model.ts";
 import { LoraSet } from "../models/lora.ts";
@@ -85,15 +86,15 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c: EvaluateConfig = {
-      model: r.str("model"),
+      model: r.nonEmpty("model"),
       adapter: r.optStr("adapter"),
-      trait: r.str("trait"),
+      trait: r.nonEmpty("trait"),
       judge: readJudgeConfig(r.sub("judge")),
       samples: r.num("samples", 10, { int: true, min: 1 }),
       max_new_tokens: r.num("max_new_tokens", 256, { int: true, min: 1 }),
       temperature: r.num("temperature", 1, { min: 0 }),
       top_p: r.num("top_p", 1, { min: 0, max: 1 }),
-      seed: r.num("seed", 0, { int: true }),
+      seed: r.num("seed", 0, SEED_RANGE),
       batch_size: r.num("batch_size", 16, { int: true, min: 1 }),
       system_prompt: r.optStr("system_prompt"),
       steer: null,
@@ -103,7 +104,10 @@ export const evaluateExperiment: Experiment<EvaluateConfig> = {
     c.steer = r.nullable("steer", (k) => readSteer(r.sub(k), { phase: true }));
     if (r.has("projection")) {
       const p = r.sub("projection");
-      c.projection = { vector: p.str("vector"), layer: p.num("layer", undefined, { int: true, min: 0 }) };
+      c.projection = {
+        vector: p.nonEmpty("vector"),
+        layer: p.num("layer", undefined, { int: true, min: 0 }),
+      };
       p.done();
     } else r.any("projection");
     r.done();

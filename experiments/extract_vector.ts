@@ -5,6 +5,7 @@
 // run prompt + answer through the model; vector = mean(pos) - mean(neg) of the response-averaged
 // hidden states, [L+1, d], row 0 the embedding output (also prompt-average and last-prompt-token).
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { loadModel } from "../models/model.ts";
@@ -221,13 +222,13 @@ export const extractExperiment: Experiment<ExtractConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c: ExtractConfig = {
-      model: r.str("model"),
-      trait: r.str("trait"),
+      model: r.nonEmpty("model"),
+      trait: r.nonEmpty("trait"),
       judge: readJudgeConfig(r.sub("judge")),
       samples: r.num("samples", 10, { int: true, min: 1 }),
       max_new_tokens: r.num("max_new_tokens", 256, { int: true, min: 1 }),
       temperature: r.num("temperature", 1, { min: 0 }),
-      seed: r.num("seed", 0, { int: true }),
+      seed: r.num("seed", 0, SEED_RANGE),
       batch_size: r.num("batch_size", 16, { int: true, min: 1 }),
       trait_threshold: r.num("trait_threshold", 50),
       coherence_threshold: r.num("coherence_threshold", 50),

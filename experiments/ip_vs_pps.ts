@@ -4,6 +4,7 @@
 // coefficient. The IP prompt is drawn per sample from the bank (seeded); the samples should be held out
 // from those the vector was built on (`offset`).
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { join } from "node:path";
 import { type IpSpec, readIp } from "../defence/defence.ts";
 import { cosine, defendedPairs, drawPrompt, steerVectors } from "../research/analysis.ts";
@@ -60,7 +61,7 @@ export const ipVsPpsExperiment: Experiment<IpVsPpsConfig> = {
       ip: readIp(r, "ip"),
       prompt_vector: r.str("prompt_vector"),
       coefs: r.numList("coefs", PAPER_COEFS),
-      seed: r.num("seed", 0, { int: true }),
+      seed: r.num("seed", 0, SEED_RANGE),
       output: r.name("output", "ip_vs_pps"),
     };
     r.done();

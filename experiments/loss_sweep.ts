@@ -107,7 +107,7 @@ export const lossSweepExperiment: Experiment<LossSweepConfig> = {
     const r = new ConfigReader(raw, file);
     const c = {
       ...readBase(r, 64),
-      vector: r.str("vector"),
+      vector: r.nonEmpty("vector"),
       layers: r.intList("layers"),
       coefs: r.numList("coefs", [0, 0.5, 1, 1.5, 2, 3, 5]),
       ip: r.nullable("ip", (k) => readIp(r, k)),

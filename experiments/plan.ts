@@ -4,11 +4,11 @@
 // Per cell, under DIR/cells/<name>/: `lock` (the live task that runs it), `attempts.jsonl` (one line per
 // start) and `done.json` (written last, atomically: the cell is done when it exists).
 
-import { join, resolve } from "node:path";
-import { hostname } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { atomicWriteJson, exists } from "../lib/fsutil.ts";
 import { canonicalJson } from "../lib/config.ts";
+import { acquireLock, holderAlive, readHolder, thisHolder } from "../lib/lock.ts";
 import {
   type Cell,
   type Experiment,
@@ -98,7 +98,7 @@ export async function makePlan(
         }); use a new --run-dir`,
       );
     }
-    return old;
+    return await readPlan(path, e);
   }
   const plan: Plan = {
     version: 1,
@@ -118,15 +118,50 @@ export async function makePlan(
   return plan;
 }
 
-export async function readPlan(path: string): Promise<Plan> {
+/**
+ * DIR/plan.json, checked before anything runs from it: its fields by type, the config against its hash, and
+ * (with the experiment) every cell against the cells its config gives — a hand-edited cell (an output of
+ * `../..`, a name with `..`) is refused, never run. Cells resolve in the plan's own folder (`run_dir` as
+ * stored is ignored: a moved run folder is used where it now is).
+ */
+export async function readPlan(path: string, e?: Experiment<unknown>): Promise<Plan> {
   let p: Plan;
   try {
     p = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    throw new Error(`${path}: cannot read the plan: ${(e as Error).message}`);
+  } catch (err) {
+    throw new Error(`${path}: cannot read the plan: ${(err as Error).message}`);
   }
   if (p?.version !== 1 || !Array.isArray(p.cells) || typeof p.sweep !== "string") {
     throw new Error(`${path}: not a plan (expected version 1 with sweep and cells)`);
+  }
+  const fields: [keyof Plan, string][] = [
+    ["config_hash", "string"],
+    ["config", "object"],
+    ["cwd", "string"],
+    ["run_dir", "string"],
+    ["created", "string"],
+  ];
+  for (const [k, t] of fields) {
+    if (typeof p[k] !== t || p[k] === null) throw new Error(`${path}: field '${k}' must be a ${t}`);
+  }
+  if (configHash(p.config) !== p.config_hash) {
+    throw new Error(`${path}: the config does not match its config_hash (edited by hand?); make a new plan`);
+  }
+  p.run_dir = dirname(resolve(path));
+  if (e) {
+    const want = planCells(e, p.config);
+    if (want.length !== p.cells.length) {
+      throw new Error(
+        `${path}: ${p.cells.length} cell(s), but its config gives ${want.length}; make a new plan`,
+      );
+    }
+    want.forEach((w, i) => {
+      if (canonicalJson(w) !== canonicalJson(p.cells[i])) {
+        throw new Error(
+          `${path}: cell ${i} is not the cell its config gives (${w.name}; edited by hand?); make a new plan`,
+        );
+      }
+    });
   }
   return p;
 }
@@ -135,128 +170,13 @@ export function isDone(plan: Plan, cell: PlanCell): Promise<boolean> {
   return exists(join(plan.run_dir, cell.done_file));
 }
 
-// ---- locks
-
-interface LockHolder {
-  job: string | null;
-  host: string;
-  pid: number;
-  started: string;
-}
-
-/** This task's Slurm job ("<array job>_<task>" for an array task), or null outside Slurm. */
-export function slurmJobId(): string | null {
-  const env = Deno.env.toObject();
-  if (env.SLURM_ARRAY_JOB_ID && env.SLURM_ARRAY_TASK_ID) {
-    return `${env.SLURM_ARRAY_JOB_ID}_${env.SLURM_ARRAY_TASK_ID}`;
-  }
-  return env.SLURM_JOB_ID ?? null;
-}
-
-/**
- * Slurm's state of a job: null when Slurm no longer lists it (it ended), "UNKNOWN" when Slurm cannot be asked
- * (no squeue here, the controller unreachable) — then the holder is taken to be alive, never robbed.
- */
-async function slurmState(job: string): Promise<string | null> {
-  try {
-    const out = await new Deno.Command("squeue", {
-      args: ["-h", "-j", job, "-o", "%T"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const s = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
-    if (out.success) return s || null;
-    return /invalid job id/i.test(new TextDecoder().decode(out.stderr)) ? null : "UNKNOWN";
-  } catch {
-    return "UNKNOWN";
-  }
-}
-
-/** Slurm job states in which a task may still run (or start) its cell. */
-const LIVE_STATES = new Set([
-  "PENDING",
-  "CONFIGURING",
-  "RUNNING",
-  "SUSPENDED",
-  "REQUEUED",
-  "REQUEUE_HOLD",
-  "RESIZING",
-  "SIGNALING",
-  "STAGE_OUT",
-  "UNKNOWN",
-]);
-
-/** Whether the task that wrote a lock may still be running its cell. */
-async function holderAlive(h: LockHolder): Promise<boolean> {
-  if (h.job && h.job === slurmJobId()) return false; // this very job, started again (requeued)
-  if (h.job) {
-    for (let i = 0; i < 60; i++) {
-      const s = await slurmState(h.job);
-      if (s !== "COMPLETING") return s !== null && LIVE_STATES.has(s);
-      await new Promise((r) => setTimeout(r, 500)); // being killed: wait for it to let go
-    }
-    return true;
-  }
-  if (h.host !== hostname()) return true; // another machine, no scheduler to ask: assume it runs
-  try {
-    Deno.statSync(`/proc/${h.pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Take the cell's lock: a file created exclusively, naming this task. A lock left by a task that is gone
- * (cancelled, timed out, killed) is taken over; one of a live task is an error naming it.
- */
-async function acquireLock(dir: string, cell: string): Promise<() => Promise<void>> {
-  const path = join(dir, "lock");
-  const me: LockHolder = {
-    job: slurmJobId(),
-    host: hostname(),
-    pid: Deno.pid,
-    started: new Date().toISOString(),
-  };
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const f = await Deno.open(path, { createNew: true, write: true });
-      await f.write(new TextEncoder().encode(JSON.stringify(me) + "\n"));
-      f.close();
-      return async () => {
-        await Deno.remove(path).catch(() => {});
-      };
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-    }
-    let holder: LockHolder | null = null;
-    try {
-      holder = JSON.parse(await Deno.readTextFile(path));
-    } catch {
-      holder = null; // half-written by a task that died at once: stale
-    }
-    if (holder && await holderAlive(holder)) {
-      throw new Error(
-        `cell ${cell} is being run by ${
-          holder.job ? `Slurm job ${holder.job}` : `pid ${holder.pid}`
-        } on ${holder.host} (since ${holder.started}; lock ${path}); not running it twice (if that task has ended and Slurm cannot say so, remove the lock)`,
-      );
-    }
-    await Deno.remove(path).catch(() => {});
-  }
-  throw new Error(`cell ${cell}: could not take its lock ${path}`);
-}
+// ---- locks: lib/lock.ts
 
 /** "done", "running (Slurm job …)" while a live task holds its lock, or "to do". */
 export async function cellState(plan: Plan, cell: PlanCell): Promise<string> {
   if (await isDone(plan, cell)) return "done";
-  let holder: LockHolder;
-  try {
-    holder = JSON.parse(await Deno.readTextFile(join(cellDir(plan.run_dir, cell.name), "lock")));
-  } catch {
-    return "to do";
-  }
-  if (!(await holderAlive(holder))) return "to do";
+  const holder = await readHolder(join(cellDir(plan.run_dir, cell.name), "lock"));
+  if (!holder || !(await holderAlive(holder))) return "to do";
   return `running (${holder.job ? `Slurm job ${holder.job}` : `pid ${holder.pid}`})`;
 }
 
@@ -287,14 +207,14 @@ export async function runPlanCell(
   }
   const dir = cellDir(plan.run_dir, cell.name);
   await Deno.mkdir(dir, { recursive: true });
-  const release = await acquireLock(dir, `${cell.index} (${cell.name})`);
+  const release = await acquireLock(join(dir, "lock"), `cell ${cell.index} (${cell.name})`);
   try {
     if (await isDone(plan, cell)) { // finished by another task between the check above and the lock
       ctx.progress(`cell ${cell.index} (${cell.name}) is done already`);
       return false;
     }
     const started = new Date();
-    const attempt = { job: slurmJobId(), host: hostname(), pid: Deno.pid, started: started.toISOString() };
+    const attempt = { ...thisHolder(), started: started.toISOString() };
     await Deno.writeTextFile(join(dir, "attempts.jsonl"), JSON.stringify(attempt) + "\n", { append: true });
     ctx.progress(`cell ${cell.index} (${cell.name}): running`);
     const cctx = { ...ctx, runDir: plan.run_dir };

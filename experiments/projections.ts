@@ -50,13 +50,13 @@ export const projectionsExperiment: Experiment<ProjectionsConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      model: r.str("model"),
+      model: r.nonEmpty("model"),
       adapters: r.list("adapters").map((a) => {
         const o = { name: a.str("name"), path: a.optStr("path") };
         a.done();
         return o;
       }),
-      data: r.str("data"),
+      data: r.nonEmpty("data"),
       limit: r.num("limit", 64, { int: true, min: 1 }),
       vectors: readVectors(r),
       random: r.bool("random", true),

@@ -3,6 +3,7 @@
 // bank, pooled into one vector over a data split. Tokens are aligned from the end of the conversation:
 // everything after the inserted prompt is the same text.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { join } from "node:path";
 import type { Model } from "../models/model.ts";
 import { loadModel } from "../models/model.ts";
@@ -100,13 +101,13 @@ export const promptDiffExperiment: Experiment<PromptDiffConfig> = {
   parseConfig(raw, file) {
     const r = new ConfigReader(raw, file);
     const c = {
-      model: r.str("model"),
-      data: r.str("data"),
+      model: r.nonEmpty("model"),
+      data: r.nonEmpty("data"),
       offset: r.num("offset", 0, { int: true, min: 0 }),
       limit: r.num("limit", 64, { int: true, min: 1 }),
       prompts: readPromptBank(r, "prompts"),
       separator: r.str("separator", "\n"),
-      seed: r.num("seed", 0, { int: true }),
+      seed: r.num("seed", 0, SEED_RANGE),
       vector: r.optStr("vector"),
       output: r.name("output", "prompt_diff"),
     };

@@ -70,11 +70,24 @@ async function validator() {
   return validate;
 }
 
-async function* jsonFiles(dir: string): AsyncGenerator<string> {
+/** The .json files under dir; symbolic links are followed (a linked run folder is read, never skipped),
+ * each real folder once (a link back up the tree is not a loop). */
+async function* jsonFiles(dir: string, seen = new Set<string>()): AsyncGenerator<string> {
+  const real = await Deno.realPath(dir);
+  if (seen.has(real)) return;
+  seen.add(real);
   for await (const e of Deno.readDir(dir)) {
     const p = join(dir, e.name);
-    if (e.isDirectory && e.name !== "checkpoints" && !e.name.startsWith(".")) yield* jsonFiles(p);
-    else if (e.isFile && e.name.endsWith(".json") && !e.name.startsWith(".")) yield p;
+    if (e.name.startsWith(".")) continue;
+    let isDir = e.isDirectory, isFile = e.isFile;
+    if (e.isSymlink) {
+      const st = await Deno.stat(p).catch(() => null);
+      if (!st) throw new Error(`${p}: a symbolic link to ${await Deno.readLink(p)}, which does not exist`);
+      isDir = st.isDirectory;
+      isFile = st.isFile;
+    }
+    if (isDir && e.name !== "checkpoints") yield* jsonFiles(p, seen);
+    else if (isFile && e.name.endsWith(".json")) yield p;
   }
 }
 

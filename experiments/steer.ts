@@ -6,9 +6,10 @@
 // result's `chosen` coefficient (the demo trains PPS with it). A Gaussian vector of the same per-layer norms
 // (`random: true`) gives the control curve at the same coefficients.
 
+import { SEED_RANGE } from "../lib/config.ts";
 import { join } from "node:path";
 import { loadModel } from "../models/model.ts";
-import { layerVectors, type SteerHook } from "../defence/hooks.ts";
+import { checkSteerScale, layerVectors, type SteerHook } from "../defence/hooks.ts";
 import { loadLayerVectors, randomLike } from "../defence/persona_vector.ts";
 import { steerLayers } from "../defence/defence.ts";
 import { loadTrait } from "../lib/text/trait.ts";
@@ -110,8 +111,8 @@ export const steerExperiment: Experiment<SteerConfig> = {
     const r = new ConfigReader(raw, file);
     const layersRaw = r.any("layers");
     const c: SteerConfig = {
-      model: r.str("model"),
-      trait: r.str("trait"),
+      model: r.nonEmpty("model"),
+      trait: r.nonEmpty("trait"),
       judge: readJudgeConfig(r.sub("judge")),
       vector: r.nonEmpty("vector"),
       layers: layersRaw === "all" ? "all" : r.intList("layers"),
@@ -124,7 +125,7 @@ export const steerExperiment: Experiment<SteerConfig> = {
       samples: r.num("samples", 10, { int: true, min: 1 }),
       max_new_tokens: r.num("max_new_tokens", 256, { int: true, min: 1 }),
       temperature: r.num("temperature", 1, { min: 0 }),
-      seed: r.num("seed", 0, { int: true }),
+      seed: r.num("seed", 0, SEED_RANGE),
       batch_size: r.num("batch_size", 16, { int: true, min: 1 }),
       output: r.name("output", "steer.json"),
     };
@@ -148,6 +149,7 @@ export const steerExperiment: Experiment<SteerConfig> = {
       const trait = await loadTrait(c.trait);
       const judge = await makeJudge(ctx, c.judge);
       const data = await loadLayerVectors(c.vector, boundaries, d);
+      for (const coef of c.coefs) checkSteerScale(data, layers, d, coef, "coefs", c.vector);
       const vectors = { trait: layerVectors(ctx.gpu, data, boundaries, d, false, "steer") };
       const random = c.random
         ? layerVectors(

@@ -21,7 +21,7 @@ export class ConfigReader {
   }
   /** throw "FILE: key 'K' must be WHAT, found V" (for readers built on this one) */
   fail(key: string, what: string, v: unknown): never {
-    throw new Error(`${this.file}: key '${this.k(key)}' must be ${what}, found ${JSON.stringify(v)}`);
+    throw new Error(`${this.file}: key '${this.k(key)}' must be ${what}, found ${shown(v)}`);
   }
   has(key: string): boolean {
     return this.raw[key] !== undefined && this.raw[key] !== null;
@@ -77,7 +77,7 @@ export class ConfigReader {
   num(
     key: string,
     dflt?: number,
-    o: { int?: boolean; min?: number; max?: number; gt?: number } = {},
+    o: { int?: boolean; min?: number; max?: number; gt?: number; lt?: number } = {},
   ): number {
     const v = this.raw[key] ?? dflt;
     this.k(key);
@@ -88,6 +88,7 @@ export class ConfigReader {
     if (o.min !== undefined && (v as number) < o.min) this.fail(key, `>= ${o.min}`, v);
     if (o.max !== undefined && (v as number) > o.max) this.fail(key, `<= ${o.max}`, v);
     if (o.gt !== undefined && (v as number) <= o.gt) this.fail(key, `> ${o.gt}`, v);
+    if (o.lt !== undefined && (v as number) >= o.lt) this.fail(key, `< ${o.lt}`, v);
     return v as number;
   }
   bool(key: string, dflt: boolean): boolean {
@@ -179,3 +180,11 @@ export function canonicalJson(v: unknown): string {
   }
   return JSON.stringify(v) ?? "null";
 }
+
+/** A value as an error shows it: JSON, except the numbers JSON cannot write (YAML's .inf, .nan) */
+function shown(v: unknown): string {
+  return typeof v === "number" && !Number.isFinite(v) ? String(v) : JSON.stringify(v);
+}
+
+/** A seed's range: the generators take 32-bit seeds, and a larger one would wrap onto another seed's stream. */
+export const SEED_RANGE = { int: true, min: 0, max: 2 ** 32 - 1 } as const;

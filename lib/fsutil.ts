@@ -1,7 +1,7 @@
 // File helpers: atomic writes (temporary file in the same folder, fsync, rename) so that a killed
 // run never leaves a half-written result, and JSON reading with errors that name the file.
 
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 
 export async function atomicWrite(path: string, data: Uint8Array | string): Promise<void> {
   const dir = dirname(path);
@@ -24,6 +24,11 @@ export async function atomicWrite(path: string, data: Uint8Array | string): Prom
     if (e instanceof Deno.errors.IsADirectory || (e as Error).message?.includes("Is a directory")) {
       throw new Error(`${path}: is a directory; expected a file path to write`);
     }
+    const msg = (e as Error).message ?? String(e);
+    if (/No space left|ENOSPC|os error 28/i.test(msg)) {
+      throw new Error(`${path}: the disk is full (${bytes.length} bytes to write); nothing was written`);
+    }
+    if (!msg.includes(path)) throw new Error(`${path}: cannot write: ${msg}`);
     throw e;
   }
 }
@@ -55,5 +60,67 @@ export async function exists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** A path made absolute with every existing part's symlinks resolved (the rest, not yet made, appended). */
+export function realPathOf(path: string): string {
+  let head = resolve(path);
+  const tail: string[] = [];
+  while (true) {
+    try {
+      return join(Deno.realPathSync(head), ...tail.reverse());
+    } catch {
+      const up = dirname(head);
+      if (up === head) return resolve(path);
+      tail.push(basename(head));
+      head = up;
+    }
+  }
+}
+
+/**
+ * A run folder may not be, or sit inside, anything the run reads (a model, an adapter, a data file, a
+ * vector): it would write into it, and --overwrite would move it away. When the folder is about to be moved
+ * aside (`moving`), it may not contain one either. `where` names the setting ("output_dir", "--run-dir").
+ */
+export function checkRunFolderApart(
+  runDir: string,
+  where: string,
+  inputs: { key: string; path: string | null | undefined }[],
+  moving: boolean,
+): void {
+  const run = realPathOf(runDir);
+  for (const { key, path } of inputs) {
+    if (!path) continue;
+    const inp = realPathOf(path);
+    const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith("/") ? b : b + "/");
+    if (inside(run, inp)) {
+      throw new Error(
+        `${where} ${runDir} ${run === inp ? "is" : "is inside"} ${key} (${path}), which the run reads; ` +
+          `choose a folder of its own`,
+      );
+    }
+    if (moving && inside(inp, run)) {
+      throw new Error(
+        `${where} ${runDir} contains ${key} (${path}), which the run reads: moving the folder aside would ` +
+          `take it away; choose another folder or move ${key} out first`,
+      );
+    }
+  }
+}
+
+/** An error for a dangling symlink at `path` (naming its target), or null. */
+export function danglingLink(path: string): string | null {
+  try {
+    if (!Deno.lstatSync(path).isSymlink) return null;
+  } catch {
+    return null;
+  }
+  try {
+    Deno.statSync(path);
+    return null;
+  } catch {
+    return `${path} is a symbolic link to ${Deno.readLinkSync(path)}, which does not exist`;
   }
 }

@@ -59,6 +59,14 @@ export function parseConfig(raw: Record<string, unknown>, path = "config.json"):
     throw new Error(`${path}: field 'hidden_act' is '${act}'; only 'silu' (SwiGLU) is supported`);
   }
   if (raw.mlp_bias === true) throw new Error(`${path}: field 'mlp_bias' true is not supported`);
+  // partial rotary embeddings (RoPE on part of each head, as Phi and StableLM do): not implemented
+  if (raw.partial_rotary_factor != null && raw.partial_rotary_factor !== 1) {
+    throw new Error(
+      `${path}: field 'partial_rotary_factor' is ${
+        JSON.stringify(raw.partial_rotary_factor)
+      }; only 1 (RoPE on the whole head) is supported`,
+    );
+  }
   const hiddenSize = int("hidden_size");
   const numHeads = int("num_attention_heads");
   const numKvHeads = int("num_key_value_heads", numHeads);

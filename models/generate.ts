@@ -43,6 +43,9 @@ export interface Generation {
   timing?: { prefillS: number; prefillTokens: number; chunks: { steps: number; seconds: number }[] };
 }
 
+/** The smallest temperature that samples; lower ones (0 included) decode greedily. */
+export const MIN_TEMPERATURE = 1e-4;
+
 export async function generate(dec: Decoder, prompts: number[][], o: SamplingOptions): Promise<Generation> {
   const gpu = dec.gpu;
   const B = prompts.length;
@@ -76,7 +79,9 @@ export async function generate(dec: Decoder, prompts: number[][], o: SamplingOpt
       finish[b] = "stop";
     }
   };
-  const temperature = o.temperature ?? 0, topP = o.topP ?? 1;
+  // below 1e-4 a draw is the argmax in all but name (logits 0.01 apart weigh e^100 to 1), and 1 / T would
+  // overflow f32 past ~1e-38 (a NaN distribution, token 0): such temperatures decode greedily
+  const temperature = (o.temperature ?? 0) < MIN_TEMPERATURE ? 0 : o.temperature!, topP = o.topP ?? 1;
   let timing: Generation["timing"];
   const next = Tensor.empty(gpu, [B], "u32", "next_ids");
   // uploaded once for every step, and the RoPE table sized for the whole run: a decode step creates nothing

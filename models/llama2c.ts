@@ -6,8 +6,8 @@
 // convert_llama_weights_to_hf.py).
 
 import { join } from "node:path";
-import { atomicWriteJson } from "../lib/fsutil.ts";
-import { f32Tensor, type TensorToWrite, writeSafetensors } from "../lib/safetensors.ts";
+import { atomicWrite } from "../lib/fsutil.ts";
+import { f32Tensor, SafetensorsFile, type TensorToWrite, writeSafetensors } from "../lib/safetensors.ts";
 
 export interface Llama2cHeader {
   dim: number;
@@ -227,6 +227,7 @@ export async function convertLlama2c(
   modelPath: string,
   tokPath: string,
   outDir: string,
+  o: { reuse?: boolean } = {},
 ): Promise<Llama2cHeader> {
   const read = async (p: string) => {
     try {
@@ -237,38 +238,74 @@ export async function convertLlama2c(
   };
   const { header, tensors } = parseLlama2c(await read(modelPath), modelPath);
   const vocab = parseLlama2cTokenizer(await read(tokPath), header.vocabSize, tokPath);
+  const json: Record<string, unknown> = {
+    "config.json": {
+      architectures: ["LlamaForCausalLM"],
+      model_type: "llama",
+      hidden_size: header.dim,
+      intermediate_size: header.hiddenDim,
+      num_hidden_layers: header.nLayers,
+      num_attention_heads: header.nHeads,
+      num_key_value_heads: header.nKvHeads,
+      vocab_size: header.vocabSize,
+      max_position_embeddings: header.seqLen,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      hidden_act: "silu",
+      tie_word_embeddings: header.shared,
+      attention_bias: false,
+      bos_token_id: 1,
+      eos_token_id: 2,
+      torch_dtype: "float32",
+    },
+    "tokenizer.json": buildTokenizerJson(vocab),
+    "tokenizer_config.json": {
+      tokenizer_class: "LlamaTokenizerFast",
+      bos_token: "<s>",
+      eos_token: "</s>",
+      unk_token: "<unk>",
+      add_bos_token: true,
+      add_eos_token: false,
+      model_max_length: header.seqLen,
+    },
+    // run.c stops when it samples BOS; HF models stop on eos.
+    "generation_config.json": { bos_token_id: 1, eos_token_id: [2, 1] },
+  };
+  const text = (v: unknown) => JSON.stringify(v, null, 1) + "\n";
+  let present: string[] = [];
+  try {
+    present = [...Deno.readDirSync(outDir)].map((e) => e.name).sort();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (present.length) {
+    // an earlier conversion of the same checkpoint may be reused (the main job run twice); anything else in
+    // the folder (a run, a hand-added chat_template) is never written over
+    const same = o.reuse && present.join() === ["model.safetensors", ...Object.keys(json)].sort().join() &&
+      Object.entries(json).every(([f, v]) => {
+        try {
+          return Deno.readTextFileSync(join(outDir, f)) === text(v);
+        } catch {
+          return false;
+        }
+      });
+    if (same) {
+      const f = await SafetensorsFile.open(join(outDir, "model.safetensors")).catch(() => null);
+      const ok = f !== null && f.metadata?.source === "llama2.c" &&
+        Object.entries(tensors).every(([n, t]) =>
+          f.tensors.has(n) && f.info(n).shape.join() === t.shape.join()
+        );
+      f?.close();
+      if (ok) return header;
+    }
+    throw new Error(
+      `${outDir}: exists and is not empty${
+        o.reuse ? " (and is not this checkpoint's earlier conversion)" : ""
+      }; choose a new folder for the converted model`,
+    );
+  }
   await Deno.mkdir(outDir, { recursive: true });
   await writeSafetensors(join(outDir, "model.safetensors"), tensors, { format: "pt", source: "llama2.c" });
-  await atomicWriteJson(join(outDir, "config.json"), {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_size: header.dim,
-    intermediate_size: header.hiddenDim,
-    num_hidden_layers: header.nLayers,
-    num_attention_heads: header.nHeads,
-    num_key_value_heads: header.nKvHeads,
-    vocab_size: header.vocabSize,
-    max_position_embeddings: header.seqLen,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    hidden_act: "silu",
-    tie_word_embeddings: header.shared,
-    attention_bias: false,
-    bos_token_id: 1,
-    eos_token_id: 2,
-    torch_dtype: "float32",
-  });
-  await atomicWriteJson(join(outDir, "tokenizer.json"), buildTokenizerJson(vocab));
-  await atomicWriteJson(join(outDir, "tokenizer_config.json"), {
-    tokenizer_class: "LlamaTokenizerFast",
-    bos_token: "<s>",
-    eos_token: "</s>",
-    unk_token: "<unk>",
-    add_bos_token: true,
-    add_eos_token: false,
-    model_max_length: header.seqLen,
-  });
-  // run.c stops when it samples BOS; HF models stop on eos.
-  await atomicWriteJson(join(outDir, "generation_config.json"), { bos_token_id: 1, eos_token_id: [2, 1] });
+  for (const [f, v] of Object.entries(json)) await atomicWrite(join(outDir, f), text(v));
   return header;
 }

@@ -205,6 +205,7 @@ export class LoraSet {
     const fpath = join(dir, "adapter_model.safetensors");
     const f = await SafetensorsFile.open(fpath);
     try {
+      checkAdapterTensors(f, store.entries.map((e) => e.name), cfg.numLayers);
       for (const e of store.entries) store.set(e.name, await readAdapterTensor(f, e.name, e.shape, lora.r));
     } finally {
       f.close();
@@ -227,15 +228,61 @@ export async function readAdapterConfig(dir: string): Promise<LoraConfig> {
       throw new Error(`${cpath}: target module '${m}' is not supported (${LORA_MODULES.join(", ")})`);
     }
   }
+  // what PEFT can express and this engine does not apply: refused by name, never ignored
+  const nonEmpty = (v: unknown) =>
+    v !== undefined && v !== null && v !== false &&
+    !(typeof v === "object" && Object.keys(v as object).length === 0);
+  const unsupported: [string, boolean][] = [
+    ["alpha_pattern", nonEmpty(c.alpha_pattern)],
+    ["rank_pattern", nonEmpty(c.rank_pattern)],
+    ["use_dora", c.use_dora === true],
+    ["bias", c.bias !== undefined && c.bias !== "none"],
+    ["modules_to_save", nonEmpty(c.modules_to_save)],
+    ["layers_to_transform", nonEmpty(c.layers_to_transform)],
+    ["layers_pattern", nonEmpty(c.layers_pattern)],
+    ["fan_in_fan_out", c.fan_in_fan_out === true],
+    ["target_parameters", nonEmpty(c.target_parameters)],
+  ];
+  for (const [k, bad] of unsupported) {
+    if (bad) {
+      throw new Error(
+        `${cpath}: '${k}' is ${
+          JSON.stringify(c[k])
+        }, which this engine does not implement (only plain LoRA: ` +
+          `one r and lora_alpha, no DoRA, bias none, no modules_to_save)`,
+      );
+    }
+  }
   const lora: LoraConfig = {
     r: Number(c.r),
-    alpha: Number(c.lora_alpha ?? c.r),
+    alpha: Number(c.lora_alpha ?? 8), // PEFT's LoraConfig default
     dropout: Number(c.lora_dropout ?? 0),
     targetModules: mods as LoraModule[],
     rslora: c.use_rslora === true,
   };
   validateLoraConfig(lora, cpath);
   return lora;
+}
+
+/** Every tensor of an adapter file must be one the engine applies: a tensor for a layer past the model or
+ * for another module (modules_to_save's copies, embeddings) would be ignored, so it is refused. */
+export function checkAdapterTensors(f: SafetensorsFile, expected: string[], numLayers: number): void {
+  const want = new Set(expected);
+  for (const name of f.tensors.keys()) {
+    const plain = name.replace(".lora_A.default.weight", ".lora_A.weight").replace(
+      ".lora_B.default.weight",
+      ".lora_B.weight",
+    );
+    if (want.has(plain)) continue;
+    const layer = /\.layers\.(\d+)\./.exec(name)?.[1];
+    throw new Error(
+      `${f.path}: tensor '${name}' is not one this adapter config applies${
+        layer !== undefined && Number(layer) >= numLayers
+          ? ` (layer ${layer}; the model has ${numLayers})`
+          : " (another module, or modules_to_save)"
+      }; refusing to ignore it`,
+    );
+  }
 }
 
 /** One lora_A / lora_B tensor of an adapter file as f32, its shape checked (PEFT also writes the

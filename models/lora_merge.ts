@@ -11,6 +11,7 @@ import { Tensor } from "../lib/tensor.ts";
 import { matmul } from "../lib/ops/matmul.ts";
 import type { ModelConfig } from "./config.ts";
 import {
+  checkAdapterTensors,
   type LoraConfig,
   loraScale,
   moduleParent,
@@ -35,6 +36,14 @@ export async function readMergeAdapter(dir: string, cfg: ModelConfig): Promise<M
   const f = await SafetensorsFile.open(join(dir, "adapter_model.safetensors"));
   const modules: MergeAdapter["modules"] = new Map();
   try {
+    checkAdapterTensors(
+      f,
+      Array.from(
+        { length: cfg.numLayers },
+        (_, l) => lora.targetModules.flatMap((m) => [peftName(l, m, "A"), peftName(l, m, "B")]),
+      ).flat(),
+      cfg.numLayers,
+    );
     for (let l = 0; l < cfg.numLayers; l++) {
       for (const m of lora.targetModules) {
         const { inF, outF } = moduleShape(cfg, m);

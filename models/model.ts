@@ -1,5 +1,6 @@
 // A loaded model: config, GPU weights, the decoder and (when present) the tokenizer.
 
+import { join } from "node:path";
 import type { Gpu } from "../lib/gpu/context.ts";
 import { TextTokenizer } from "../lib/text/tokenizer.ts";
 import type { ModelConfig } from "./config.ts";
@@ -26,6 +27,13 @@ export async function loadModel(
     try {
       const weights = await loadWeights(gpu, ck, cfg, opts);
       const tokenizer = opts.tokenizer === false ? null : await TextTokenizer.load(dir, cfg.eosTokenIds);
+      if (tokenizer && tokenizer.idCount > cfg.vocabSize) {
+        throw new Error(
+          `${join(dir, "tokenizer.json")}: the tokenizer produces ids up to ${
+            tokenizer.idCount - 1
+          }, beyond the model's vocab_size ${cfg.vocabSize} (config.json): it is not this model's tokenizer`,
+        );
+      }
       const m: Model = {
         dir,
         cfg,

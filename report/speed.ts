@@ -9,6 +9,14 @@ export interface RunSpeed extends StepSpeed {
   run: string;
 }
 
+function isDirSync(p: string): boolean {
+  try {
+    return Deno.statSync(p).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
 /** Speeds of the training runs under `dir` whose steps.jsonl carries per-step times (depth at most 6). */
 export async function trainingSpeeds(dir: string): Promise<RunSpeed[]> {
   const out: RunSpeed[] = [];
@@ -29,7 +37,9 @@ export async function trainingSpeeds(dir: string): Promise<RunSpeed[]> {
         }
         const sp = stepSpeed(steps);
         if (sp.first_step_s !== null || sp.warm_steps) out.push({ run: relative(dir, d) || ".", ...sp });
-      } else if (e.isDirectory && depth < 6 && !e.name.startsWith(".")) {
+      } else if (
+        (e.isDirectory || (e.isSymlink && isDirSync(join(d, e.name)))) && depth < 6 && !e.name.startsWith(".")
+      ) { // a linked run folder is followed (depth bounds a link back up the tree)
         await walk(join(d, e.name), depth + 1);
       }
     }

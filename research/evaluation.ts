@@ -135,6 +135,7 @@ export async function evaluateTrait(
   const scores = await Promise.all(
     answers.map((a, i) => judgeBoth(judge, trait, prompts[i].question, a.text)),
   );
+  judge.checkHealth?.();
   const samples: EvalSample[] = [];
   for (let i = 0; i < answers.length; i++) {
     const q = prompts[i].question, a = answers[i];

@@ -4,6 +4,20 @@
 # Ends with one summary line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# the tests read real checkpoints and the study's trait files from ../shared: say first what is missing
+shared=${INOCULUM_SHARED:-../shared}
+missing=()
+for f in models/stories260K/stories260K.bin models/stories260K/tok512.bin models/qwen3-tokenizer/tokenizer.json \
+  models/qwen3-tokenizer/tokenizer_config.json data/persona_vectors/data_generation/trait_data_extract/evil.json \
+  data/persona_vectors/data_generation/trait_data_eval/evil.json; do
+  [ -f "$shared/$f" ] || missing+=("$shared/$f")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "the tests need $shared/${missing[0]#"$shared/"} (and $((${#missing[@]} - 1)) more file(s) from ../shared):" \
+    "bash scripts/fetch-test-assets.sh fetches the public test assets (stories260K, tok512, the Qwen3 tokenizer," \
+    "the persona-vectors trait files) into ../shared, checked against pinned SHA-256s"
+  exit 1
+fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 log=$(mktemp)
 status=0

@@ -12,6 +12,10 @@ export interface TrainState {
   total_steps: number;
   tokens_seen: number;
   config_hash: string;
+  /** the config's meaning (train/run_folder.ts configMeaning): named key by key when a resume differs */
+  config?: Record<string, unknown>;
+  /** fingerprints of what the run reads (model, data, adapter, vectors) by config key */
+  inputs?: Record<string, string>;
   /** the parameter store's layout (ParamStore.layoutHash): the flat optimizer state means nothing in another */
   param_layout?: string;
 }
@@ -56,8 +60,12 @@ export async function listCheckpoints(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+export async function readState(path: string): Promise<TrainState> {
+  return await readJson(join(path, "state.json"), "checkpoint state") as unknown as TrainState;
+}
+
 export async function loadCheckpoint(path: string, store: ParamStore): Promise<TrainState> {
-  const state = await readJson(join(path, "state.json"), "checkpoint state") as unknown as TrainState;
+  const state = await readState(path);
   if (state.param_layout !== store.layoutHash()) {
     throw new Error(
       `${path}: the optimizer state was written for another parameter layout (${

@@ -4,7 +4,7 @@
 // 512).
 
 import { parse } from "yaml";
-import { ConfigReader } from "../lib/config.ts";
+import { ConfigReader, SEED_RANGE } from "../lib/config.ts";
 import type { LoraModule } from "../models/lora.ts";
 import { LORA_MODULES } from "../models/lora.ts";
 import type { ScheduleKind } from "./schedule.ts";
@@ -110,22 +110,22 @@ export function parseTrainConfig(
     data: r.nonEmpty("data"),
     output_dir: r.nonEmpty("output_dir"),
     mode: r.oneOf("mode", ["lora", "full"] as const, d.mode),
-    seed: r.num("seed", d.seed, { int: true, min: 0 }),
+    seed: r.num("seed", d.seed, SEED_RANGE),
     max_length: r.num("max_length", d.max_length, { int: true, min: 2 }),
     truncate: r.bool("truncate", d.truncate),
     on_bad_line: r.oneOf("on_bad_line", ["stop", "skip"] as const, d.on_bad_line),
     limit: r.nullable("limit", (k) => posInt(k, 1)),
-    epochs: r.num("epochs", d.epochs, { gt: 0 }),
-    max_steps: r.nullable("max_steps", (k) => posInt(k, 1)),
-    batch_size: posInt("batch_size", d.batch_size),
-    grad_accum: posInt("grad_accum", d.grad_accum),
+    epochs: r.num("epochs", d.epochs, { gt: 0, max: 10000 }),
+    max_steps: r.nullable("max_steps", (k) => r.num(k, 1, { int: true, min: 1, max: 1e8 })),
+    batch_size: r.num("batch_size", d.batch_size, { int: true, min: 1, max: 65536 }),
+    grad_accum: r.num("grad_accum", d.grad_accum, { int: true, min: 1, max: 65536 }),
     lr: r.num("lr", d.lr, { min: 0 }),
     weight_decay: r.num("weight_decay", d.weight_decay, { min: 0 }),
     schedule: r.oneOf("schedule", ["linear", "cosine", "constant"] as const, d.schedule),
     warmup: r.num("warmup", d.warmup, { min: 0 }),
     max_grad_norm: r.num("max_grad_norm", d.max_grad_norm, { min: 0 }),
-    adam_beta1: r.num("adam_beta1", d.adam_beta1, { min: 0, max: 1 }),
-    adam_beta2: r.num("adam_beta2", d.adam_beta2, { min: 0, max: 1 }),
+    adam_beta1: r.num("adam_beta1", d.adam_beta1, { min: 0, lt: 1 }),
+    adam_beta2: r.num("adam_beta2", d.adam_beta2, { min: 0, lt: 1 }),
     adam_eps: r.num("adam_eps", d.adam_eps, { gt: 0 }),
     lora: readLora(r.has("lora") ? r.sub("lora") : new ConfigReader({}, file, "lora")),
     steer: r.nullable("steer", (k) => readSteer(r.sub(k))),

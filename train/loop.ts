@@ -11,7 +11,6 @@ import { disposeSaved } from "../models/decoder.ts";
 import { atomicWrite, atomicWriteJson, exists, readJson } from "../lib/fsutil.ts";
 import { packBatch, readJsonl } from "../lib/text/dataset.ts";
 import { hashInts } from "../lib/rng.ts";
-import { canonicalJson } from "../lib/config.ts";
 import { adamwStep, normPartials, zeroGrads } from "../lib/ops/optim.ts";
 import { type Hooks, signForceHook, steerHook } from "../defence/hooks.ts";
 import type { TrainConfig } from "./config.ts";
@@ -21,7 +20,8 @@ import { backward } from "./backward.ts";
 import { stepHooks } from "./step_hooks.ts";
 import { checkRecords, SampleStream } from "./samples.ts";
 import { checkpointSteps, learningRate, warmupSteps } from "./schedule.ts";
-import { listCheckpoints, loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import { claimOutputDir, readStepLog, resumePoint, runState } from "./run_folder.ts";
 import type { ParamStore } from "../lib/params.ts";
 
 export interface StepLog {
@@ -101,14 +101,6 @@ export interface TrainResult {
   lora: LoraSet | null;
 }
 
-function configHash(c: TrainConfig): string {
-  // settings that change neither the run's numbers nor its data order (recomputing a layer gives the same
-  // activations bit for bit) may differ on resume
-  const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, gradient_checkpointing: _d, ...rest } =
-    c;
-  return hashInts(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
-}
-
 async function buildHooks(gpu: Gpu, m: Model, c: TrainConfig): Promise<Hooks> {
   return {
     ...(c.steer ? { steer: [await steerHook(gpu, m.cfg, c.steer, "steer.layers")] } : {}),
@@ -134,6 +126,18 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
   );
   const stream = new SampleStream(model, records, c);
   const perStep = c.batch_size * c.grad_accum;
+  // bounds against the data: a step that needs more samples than the whole run would only repeat them
+  if (c.batch_size > records.length) {
+    throw new Error(
+      `${c.data}: batch_size ${c.batch_size} is more than the data's ${records.length} sample(s)`,
+    );
+  }
+  if (perStep > Math.max(1, c.epochs) * records.length) {
+    throw new Error(
+      `${c.data}: one optimizer step takes batch_size × grad_accum = ${perStep} samples, more than the run's ` +
+        `epochs × samples = ${Math.ceil(Math.max(1, c.epochs) * records.length)}; lower grad_accum`,
+    );
+  }
   const totalSteps = c.max_steps ?? Math.max(1, Math.ceil((c.epochs * records.length) / perStep));
   const warmup = warmupSteps(c.warmup, totalSteps);
   const checkpointEvery = checkpointSteps(c.checkpoint_every, totalSteps);
@@ -164,193 +168,164 @@ export async function train(c: TrainConfig, o: TrainOptions): Promise<TrainResul
     }
   };
 
-  await claimOutputDir(c.output_dir, o, say);
-  const logPath = join(c.output_dir, "steps.jsonl");
-  const hash = configHash(c);
-  let start = 0;
-  const steps: StepLog[] = [];
-  if (o.resume) {
-    const cks = await listCheckpoints(c.output_dir);
-    if (cks.length) {
-      const last = cks[cks.length - 1];
-      const st = await loadCheckpoint(last, store);
-      if (st.config_hash !== hash) {
-        throw new Error(`${last}: checkpoint was made with a different configuration; refusing to resume`);
+  const release = await claimOutputDir(c, o, say);
+  try {
+    const logPath = join(c.output_dir, "steps.jsonl");
+    const state = await runState(c);
+    let start = 0;
+    const steps: StepLog[] = [];
+    if (o.resume) {
+      const last = await resumePoint(c, state);
+      if (last) {
+        start = (await loadCheckpoint(last, store)).step;
+        steps.push(...(await readStepLog(logPath, say)).filter((s) => s.step <= start));
+        say(`resuming from ${last} (step ${start} of ${totalSteps})`);
+      } else {
+        say(`no checkpoint in ${c.output_dir}; starting from scratch`);
       }
-      start = st.step;
-      if (await exists(logPath)) {
-        for (const line of (await Deno.readTextFile(logPath)).split("\n")) {
-          if (line.trim()) {
-            const s = JSON.parse(line) as StepLog;
-            if (s.step <= start) steps.push(s);
-          }
+    }
+    await atomicWrite(logPath, steps.map((s) => JSON.stringify(s) + "\n").join(""));
+    await atomicWriteJson(join(c.output_dir, "train_config.json"), c);
+
+    const partials = Tensor.empty(gpu, [normPartials(store.total)], "f32", "norm_partials");
+    const clip = Tensor.empty(gpu, [4], "f32", "clip");
+    const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
+    const t0 = performance.now();
+    let tokensSeen = steps.reduce((a, s) => a + s.tokens, 0);
+    let lastCheckpoint: string | null = null;
+    const log = await Deno.open(logPath, { append: true });
+    try {
+      for (let step = start; step < totalSteps; step++) {
+        if (o.stopAfter !== undefined && step - start >= o.stopAfter) break;
+        const stepStart = performance.now();
+        const micro = Array.from({ length: c.grad_accum }, (_, k) => {
+          const base = (step * c.grad_accum + k) * c.batch_size;
+          const got = Array.from({ length: c.batch_size }, (_, i) => stream.get(base + i));
+          return {
+            batch: packBatch(got.map((g) => g.sample), model.tokenizer!.tokenToId("<|endoftext|>") ?? 0),
+            epoch: got[0].epoch,
+          };
+        });
+        const lossTokens = micro.reduce((a, m) => a + m.batch.lossTokens, 0);
+        if (!lossTokens) { // checkRecords keeps only samples with a target: this would be a bug, never a 0 loss
+          throw new Error(`step ${step + 1}: the batch has no token to train on`);
+        }
+        const scale = lossTokens ? 1 / lossTokens : 0;
+        zeroGrads(gpu, flat);
+        const lossReads: Promise<ArrayBuffer>[] = [];
+        for (let k = 0; k < micro.length; k++) {
+          const b = micro[k].batch;
+          const ex = stepHooks(gpu, {
+            lora,
+            hooks,
+            dropoutSeed: hashInts(c.seed, step, k, 3),
+            rows: b.batch * b.t,
+          });
+          const { normed, saved } = model.decoder.forward({
+            ids: b.ids,
+            batch: b.batch,
+            t: b.t,
+            save: true,
+            checkpoint: c.gradient_checkpointing,
+            extras: ex.forward,
+          });
+          const lossT = backward(
+            model.decoder,
+            saved!,
+            normed,
+            { targets: b.targets, mask: b.mask, scale },
+            ex.backward,
+            full?.grads ?? null,
+          );
+          disposeSaved(saved!);
+          ex.dispose();
+          lossReads.push(gpu.readLater(lossT.raw.buffer, lossT.raw.offset, lossT.byteSize));
+          lossT.dispose();
+        }
+        const lr = learningRate(c.schedule, c.lr, step, totalSteps, warmup);
+        adamwStep(
+          gpu,
+          flat,
+          {
+            lr,
+            beta1: c.adam_beta1,
+            beta2: c.adam_beta2,
+            eps: c.adam_eps,
+            weightDecay: c.weight_decay,
+            step: step + 1,
+            maxGradNorm: c.max_grad_norm,
+          },
+          partials,
+          clip,
+        );
+        const clipRead = gpu.readLater(clip.raw.buffer, clip.raw.offset, 8);
+        await gpu.submit();
+        gpu.trimPool(); // activations of sequence lengths this step did not reuse
+        let lossSum = 0;
+        for (const r of lossReads) for (const x of new Float32Array(await r)) lossSum += x;
+        const [, norm] = new Float32Array(await clipRead);
+        const loss = lossTokens ? lossSum / lossTokens : 0;
+        if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+          throw new Error(
+            `step ${step + 1}: loss is ${loss} (gradient norm ${norm}); stopping. ` +
+              (lastCheckpoint
+                ? `The last finite checkpoint is ${lastCheckpoint}.`
+                : "No checkpoint was written yet."),
+          );
+        }
+        const tokens = micro.reduce((a, m) => a + m.batch.ids.length, 0);
+        tokensSeen += tokens;
+        const now = performance.now(), stepS = (now - stepStart) / 1000;
+        const elapsed = (now - t0) / 1000;
+        const entry: StepLog = {
+          step: step + 1,
+          epoch: micro[micro.length - 1].epoch + 1,
+          loss,
+          lr,
+          grad_norm: norm,
+          loss_tokens: lossTokens,
+          tokens,
+          step_s: stepS,
+          tokens_per_s: tokens / stepS,
+          elapsed_s: elapsed,
+          warm: step > start,
+        };
+        steps.push(entry);
+        await log.write(new TextEncoder().encode(JSON.stringify(entry) + "\n"));
+        if ((step + 1) % c.log_every === 0 || step + 1 === totalSteps) {
+          // the ETA from the steady state (step 1 carries the compiles)
+          const sp = stepSpeed(steps.slice(start));
+          const eta = (sp.steady_step_s ?? stepS) * (totalSteps - step - 1);
+          say(
+            `step ${step + 1}/${totalSteps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  ` +
+              `${entry.tokens_per_s.toFixed(0)} tok/s  ETA ${eta.toFixed(0)} s`,
+          );
+        }
+        if ((step + 1) % checkpointEvery === 0 || step + 1 === totalSteps) {
+          const at: TrainState = {
+            step: step + 1,
+            total_steps: totalSteps,
+            tokens_seen: tokensSeen,
+            ...state,
+          };
+          lastCheckpoint = await saveCheckpoint(c.output_dir, store, at, saveWeights, c.keep_checkpoints);
         }
       }
-      say(`resuming from ${last} (step ${start} of ${totalSteps})`);
-    } else {
-      say(`no checkpoint in ${c.output_dir}; starting from scratch`);
+    } finally {
+      log.close();
+      partials.dispose();
+      clip.dispose();
     }
-  }
-  await atomicWrite(logPath, steps.map((s) => JSON.stringify(s) + "\n").join(""));
-  await atomicWriteJson(join(c.output_dir, "train_config.json"), c);
-
-  const partials = Tensor.empty(gpu, [normPartials(store.total)], "f32", "norm_partials");
-  const clip = Tensor.empty(gpu, [4], "f32", "clip");
-  const flat = { p: store.p, g: store.g, m: store.m, v: store.v, total: store.total };
-  const t0 = performance.now();
-  let tokensSeen = steps.reduce((a, s) => a + s.tokens, 0);
-  let lastCheckpoint: string | null = null;
-  const log = await Deno.open(logPath, { append: true });
-  try {
-    for (let step = start; step < totalSteps; step++) {
-      if (o.stopAfter !== undefined && step - start >= o.stopAfter) break;
-      const stepStart = performance.now();
-      const micro = Array.from({ length: c.grad_accum }, (_, k) => {
-        const base = (step * c.grad_accum + k) * c.batch_size;
-        const got = Array.from({ length: c.batch_size }, (_, i) => stream.get(base + i));
-        return {
-          batch: packBatch(got.map((g) => g.sample), model.tokenizer!.tokenToId("<|endoftext|>") ?? 0),
-          epoch: got[0].epoch,
-        };
-      });
-      const lossTokens = micro.reduce((a, m) => a + m.batch.lossTokens, 0);
-      const scale = lossTokens ? 1 / lossTokens : 0;
-      zeroGrads(gpu, flat);
-      const lossReads: Promise<ArrayBuffer>[] = [];
-      for (let k = 0; k < micro.length; k++) {
-        const b = micro[k].batch;
-        const ex = stepHooks(gpu, {
-          lora,
-          hooks,
-          dropoutSeed: hashInts(c.seed, step, k, 3),
-          rows: b.batch * b.t,
-        });
-        const { normed, saved } = model.decoder.forward({
-          ids: b.ids,
-          batch: b.batch,
-          t: b.t,
-          save: true,
-          checkpoint: c.gradient_checkpointing,
-          extras: ex.forward,
-        });
-        const lossT = backward(
-          model.decoder,
-          saved!,
-          normed,
-          { targets: b.targets, mask: b.mask, scale },
-          ex.backward,
-          full?.grads ?? null,
-        );
-        disposeSaved(saved!);
-        ex.dispose();
-        lossReads.push(gpu.readLater(lossT.raw.buffer, lossT.raw.offset, lossT.byteSize));
-        lossT.dispose();
-      }
-      const lr = learningRate(c.schedule, c.lr, step, totalSteps, warmup);
-      adamwStep(
-        gpu,
-        flat,
-        {
-          lr,
-          beta1: c.adam_beta1,
-          beta2: c.adam_beta2,
-          eps: c.adam_eps,
-          weightDecay: c.weight_decay,
-          step: step + 1,
-          maxGradNorm: c.max_grad_norm,
-        },
-        partials,
-        clip,
-      );
-      const clipRead = gpu.readLater(clip.raw.buffer, clip.raw.offset, 8);
-      await gpu.submit();
-      gpu.trimPool(); // activations of sequence lengths this step did not reuse
-      let lossSum = 0;
-      for (const r of lossReads) for (const x of new Float32Array(await r)) lossSum += x;
-      const [, norm] = new Float32Array(await clipRead);
-      const loss = lossTokens ? lossSum / lossTokens : 0;
-      if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
-        throw new Error(
-          `step ${step + 1}: loss is ${loss} (gradient norm ${norm}); stopping. ` +
-            (lastCheckpoint
-              ? `The last finite checkpoint is ${lastCheckpoint}.`
-              : "No checkpoint was written yet."),
-        );
-      }
-      const tokens = micro.reduce((a, m) => a + m.batch.ids.length, 0);
-      tokensSeen += tokens;
-      const now = performance.now(), stepS = (now - stepStart) / 1000;
-      const elapsed = (now - t0) / 1000;
-      const entry: StepLog = {
-        step: step + 1,
-        epoch: micro[micro.length - 1].epoch + 1,
-        loss,
-        lr,
-        grad_norm: norm,
-        loss_tokens: lossTokens,
-        tokens,
-        step_s: stepS,
-        tokens_per_s: tokens / stepS,
-        elapsed_s: elapsed,
-        warm: step > start,
-      };
-      steps.push(entry);
-      await log.write(new TextEncoder().encode(JSON.stringify(entry) + "\n"));
-      if ((step + 1) % c.log_every === 0 || step + 1 === totalSteps) {
-        // the ETA from the steady state (step 1 carries the compiles)
-        const sp = stepSpeed(steps.slice(start));
-        const eta = (sp.steady_step_s ?? stepS) * (totalSteps - step - 1);
-        say(
-          `step ${step + 1}/${totalSteps}  loss ${loss.toFixed(4)}  lr ${lr.toExponential(2)}  ` +
-            `${entry.tokens_per_s.toFixed(0)} tok/s  ETA ${eta.toFixed(0)} s`,
-        );
-      }
-      if ((step + 1) % checkpointEvery === 0 || step + 1 === totalSteps) {
-        const state: TrainState = {
-          step: step + 1,
-          total_steps: totalSteps,
-          tokens_seen: tokensSeen,
-          config_hash: hash,
-        };
-        lastCheckpoint = await saveCheckpoint(c.output_dir, store, state, saveWeights, c.keep_checkpoints);
-      }
+    if (steps.length && steps[steps.length - 1].step === totalSteps) {
+      await saveWeights(join(c.output_dir, c.mode === "lora" ? "adapter" : "model"));
     }
+    if (stream.truncated) {
+      say(`note: ${stream.truncated} sample(s) were truncated to max_length ${c.max_length}`);
+    }
+    const ran = steps.slice(start); // this process's steps (a resumed run's earlier ones come first)
+    if (ran.length) say(`speed: ${describeSpeed(stepSpeed(ran))}`);
+    return { steps, outputDir: c.output_dir, model, store, lora };
   } finally {
-    log.close();
-    partials.dispose();
-    clip.dispose();
+    await release();
   }
-  if (steps.length && steps[steps.length - 1].step === totalSteps) {
-    await saveWeights(join(c.output_dir, c.mode === "lora" ? "adapter" : "model"));
-  }
-  if (stream.truncated) {
-    say(`note: ${stream.truncated} sample(s) were truncated to max_length ${c.max_length}`);
-  }
-  const ran = steps.slice(start); // this process's steps (a resumed run's earlier ones come first)
-  if (ran.length) say(`speed: ${describeSpeed(stepSpeed(ran))}`);
-  return { steps, outputDir: c.output_dir, model, store, lora };
-}
-
-/**
- * An earlier run is never overwritten: a non-empty output_dir is continued (resume), moved aside
- * (overwrite), or an error naming both ways.
- */
-async function claimOutputDir(dir: string, o: TrainOptions, say: (s: string) => void): Promise<void> {
-  let entries = 0;
-  try {
-    for await (const _ of Deno.readDir(dir)) entries++;
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  if (entries && !o.resume) {
-    if (!o.overwrite) {
-      throw new Error(
-        `${dir}: output_dir is not empty (an earlier run?); pass --resume to continue it or --overwrite to move it aside and start clean`,
-      );
-    }
-    const aside = `${dir.replace(/\/+$/, "")}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    await Deno.rename(dir, aside);
-    say(`moved the earlier run in ${dir} to ${aside}`);
-  }
-  await Deno.mkdir(dir, { recursive: true });
 }

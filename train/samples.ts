@@ -67,11 +67,18 @@ export function checkRecords(
   const ip = c.inoculation;
   const longest = ip ? ip.prompts.reduce((a, p) => (p.length > a.length ? p : a), "") : null;
   const kept: DataRecord[] = [];
-  let skipped = 0;
+  let skipped = 0, emptied = 0;
   for (const r of records) {
     try {
+      // over max_length for certain (every token covers at most maxTokenChars): said without tokenizing
+      const chars = r.text?.length ?? r.messages!.reduce((a, m) => a + m.content.length, 0);
+      if (!c.truncate && chars > c.max_length * model.tokenizer!.maxTokenChars) {
+        throw new Error(
+          `${c.data}:${r.line}: sample has ${chars} characters, over max_length ${c.max_length} tokens (set truncate: true to cut it)`,
+        );
+      }
       const s = encodeRecord(model.tokenizer!, r, {
-        maxLength: Number.MAX_SAFE_INTEGER,
+        maxLength: c.truncate ? c.max_length : Number.MAX_SAFE_INTEGER,
         inoculation: longest,
         separator: ip?.separator,
         position: ip?.position,
@@ -85,7 +92,13 @@ export function checkRecords(
           }, over max_length ${c.max_length} (set truncate: true to cut it)`,
         );
       }
-      if (!s.lossMask.some((x) => x)) throw new Error(`${c.data}:${r.line}: sample has no token to train on`);
+      if (!s.lossMask.some((x) => x)) {
+        if (s.truncated) { // its targets are all past max_length: nothing to learn from, not a bad line
+          emptied++;
+          continue;
+        }
+        throw new Error(`${c.data}:${r.line}: sample has no token to train on`);
+      }
       kept.push(r);
     } catch (e) {
       if (c.on_bad_line !== "skip") {
@@ -95,7 +108,19 @@ export function checkRecords(
       say(`skipping ${(e as Error).message}`);
     }
   }
+  if (emptied) {
+    say(
+      `note: ${emptied} of ${records.length} sample(s) skipped: truncated to max_length ${c.max_length}${
+        longest ? " (with the longest inoculation prompt)" : ""
+      }, no token to train on was left`,
+    );
+  }
   if (skipped) say(`note: ${skipped} of ${records.length} sample(s) skipped (on_bad_line: skip)`);
+  if (!kept.length && emptied) {
+    throw new Error(
+      `${c.data}: no sample to train on: truncation to max_length ${c.max_length} leaves none of the ${records.length} with a token to train on; raise max_length`,
+    );
+  }
   if (!kept.length) throw new Error(`${c.data}: no sample to train on`);
   return kept;
 }

@@ -50,6 +50,12 @@ export async function readJsonl(path: string, o: JsonlOptions = {}): Promise<Dat
 function validateRecord(v: unknown, where: string, line: number): DataRecord {
   if (typeof v !== "object" || v === null) throw new Error(`${where}: expected a JSON object`);
   const r = v as { messages?: unknown; text?: unknown };
+  if (r.text !== undefined && r.messages !== undefined) {
+    throw new Error(`${where}: has both 'text' and 'messages'; expected one of them`);
+  }
+  if (r.text !== undefined && typeof r.text !== "string") {
+    throw new Error(`${where}: 'text' must be a string`);
+  }
   if (typeof r.text === "string") return { line, text: r.text };
   if (!Array.isArray(r.messages)) throw new Error(`${where}: expected a 'messages' list or a 'text' string`);
   const messages = r.messages.map((m, j) => {
@@ -114,14 +120,28 @@ export function withInoculation(
   return messages.map((m, j) => j === i ? { ...m, content: `${prompt}${separator}${m.content}` } : m);
 }
 
+/**
+ * How much of a text can reach the first `maxLength` tokens, in UTF-16 units: every token covers at most
+ * tok.maxTokenChars of them, so text past this bound is cut before tokenizing (an 8 MB line would take
+ * minutes to encode only to be truncated); the margin keeps the tokens near the cut, which pre-tokenization
+ * may change, far past max_length.
+ */
+export function textBudget(tok: TextTokenizer, maxLength: number): number {
+  return maxLength >= Number.MAX_SAFE_INTEGER / 1024 ? Infinity : (maxLength + 64) * tok.maxTokenChars;
+}
+
 export function encodeRecord(tok: TextTokenizer, r: DataRecord, o: EncodeOptions): Sample {
   const where = `${o.path ?? "data"}:${r.line}`;
+  const budget = textBudget(tok, o.maxLength);
+  const cut = (t: string) => t.length > budget ? t.slice(0, budget) : t;
   let ids: number[], mask: number[];
   if (r.text !== undefined) {
-    ids = tok.encode(r.text, true);
+    ids = tok.encode(cut(r.text), true);
     mask = ids.map((_, i) => (i === 0 ? 0 : 1));
   } else {
-    let msgs = r.messages!;
+    let msgs = budget === Infinity
+      ? r.messages!
+      : r.messages!.map((m) => ({ ...m, content: cut(m.content) }));
     if (!msgs.some((m) => m.role === "assistant")) {
       throw new Error(`${where}: sample has no assistant turn to train on`);
     }

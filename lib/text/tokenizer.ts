@@ -21,6 +21,10 @@ export class TextTokenizer {
     /** token ids that end generation */
     readonly stopIds: number[],
     readonly bosId: number | null,
+    /** ids it can produce (regular vocabulary and added tokens): the largest + 1 */
+    readonly idCount: number,
+    /** the longest token's text in UTF-16 units (a bound on how much text one token covers) */
+    readonly maxTokenChars: number,
   ) {
     const t = config.chat_template;
     const src = typeof t === "string"
@@ -67,7 +71,20 @@ export class TextTokenizer {
     }
     const bosName = tokenText(cfg.bos_token);
     const bos = bosName ? tok.token_to_id(bosName) ?? null : null;
-    return new TextTokenizer(dir, tok, cfg, [...stop], bos);
+    let maxId = -1, maxChars = 1;
+    const vocab = (tj.model as { vocab?: unknown } | undefined)?.vocab;
+    const entries: [string, unknown][] = Array.isArray(vocab)
+      ? vocab.map((v, i) => [String(Array.isArray(v) ? v[0] : v), i]) // unigram: [piece, score] by id
+      : Object.entries((vocab ?? {}) as Record<string, unknown>);
+    for (const [piece, id] of entries) {
+      if (typeof id === "number") maxId = Math.max(maxId, id);
+      maxChars = Math.max(maxChars, piece.length);
+    }
+    for (const t of (tj.added_tokens ?? []) as { id?: unknown; content?: unknown }[]) {
+      if (typeof t.id === "number") maxId = Math.max(maxId, t.id);
+      if (typeof t.content === "string") maxChars = Math.max(maxChars, t.content.length);
+    }
+    return new TextTokenizer(dir, tok, cfg, [...stop], bos, maxId + 1, maxChars);
   }
 
   get hasChatTemplate(): boolean {

@@ -19,6 +19,8 @@ export interface Judge {
   /** the coherence rubric's template ({question}, {answer}); absent = lib/text/trait.ts's COHERENCE_PROMPT */
   readonly coherencePrompt?: string;
   score(req: JudgeRequest): Promise<number | null>;
+  /** throws when too many of its calls failed for the scores to stand (an HTTP judge's max_missing) */
+  checkHealth?(): void;
   close?(): void | Promise<void>;
 }
 
@@ -39,8 +41,9 @@ export function aggregateScore(top: TokenProb[]): number | null {
     const k = Number(s);
     if (k > 100) continue;
     const p = Math.exp(t.logprob);
+    if (!Number.isFinite(p)) continue;
     mass += p;
     sum += k * p;
   }
-  return mass < MIN_NUMERIC_MASS ? null : sum / mass;
+  return mass < MIN_NUMERIC_MASS || !Number.isFinite(sum / mass) ? null : sum / mass;
 }
