@@ -1,10 +1,12 @@
 // The conditions experiment's two result files: the sweep's conditions.json and each cell's
 // result.json (conditions.run): their metrics' schemas, figures, summary rows and report sentences.
 
+import { dirname } from "node:path";
 import {
   type Figure,
   FIGURE_HEIGHT,
   FIGURE_WIDTH,
+  INT_AXIS,
   type Json,
   meanSem,
   type ResultKind,
@@ -116,6 +118,7 @@ export interface ConditionsRunMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const conditionsResult: ResultKind = {
   kind: "conditions",
+  section: "fig2",
   metricsSchema: {
     type: "object",
     required: ["trait", "judge", "baseline", "runs"],
@@ -136,6 +139,7 @@ export const conditionsResult: ResultKind = {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const conditionsRunResult: ResultKind = {
   kind: "conditions.run",
+  section: "fig2_training",
   metricsSchema: {
     type: "object",
     required: [
@@ -171,7 +175,7 @@ export const conditionsRunResult: ResultKind = {
       train_losses: { type: "array", items: { type: "number" } },
     },
   },
-  figures: conditionsRunFigures,
+  groupFigures: conditionsRunFigures,
   summary: conditionsRunSummary,
 };
 
@@ -188,68 +192,77 @@ function conditionsFigures(r: Json, file: string): Figure[] {
     hi: a.trait + a.se,
   }));
   const seeds = Math.max(0, ...agg.map((a) => a.seeds));
+  const pres = new Set(runs.map((x) => x.pre)), posts = new Set(runs.map((x) => x.post));
+  const check = fig2Check(r);
+  // a sweep of sign-forced runs only (Tables 1-2) has no Fig. 2 to draw: its numbers are in that table
+  const bars = check !== null || !agg.some((a) => parseForced(a.condition).mode !== "default");
   return [
-    {
-      title: `Trait after fine-tuning by condition (${r.metrics.trait})`,
-      signature: sentence(fig2Check(r)),
-      caption:
-        `${file}: judge ${r.metrics.judge}; mean trait score of the fine-tuned model with the defence removed (error bars ± SE: over samples${
-          seeds > 1
-            ? `, or over the ${seeds} seeds when their spread is larger (between-seed SD: ${
-              agg.filter((a) => a.between_sd !== null).map((a) =>
-                `${a.condition} ${a.between_sd!.toFixed(1)}`
-              )
-                .join(", ")
-            })`
-            : ""
-        }); baseline ${r.metrics.baseline?.trait_mean?.toFixed?.(1) ?? "missing"}.${
-          r.metrics.missing_cells?.length
-            ? ` Cells without a result (failed or not run): ${r.metrics.missing_cells.join(", ")}.`
-            : ""
-        }`,
-      spec: {
-        width: FIGURE_WIDTH,
-        height: FIGURE_HEIGHT,
-        data: { values: agg },
-        layer: [{
-          mark: "bar",
-          encoding: {
-            x: { field: "condition", type: "nominal" },
-            xOffset: { field: "cell" },
-            y: { field: "trait", type: "quantitative", title: "trait score" },
-            color: { field: "cell", type: "nominal" },
-          },
-        }, {
-          mark: { type: "errorbar" },
-          encoding: {
-            x: { field: "condition", type: "nominal" },
-            xOffset: { field: "cell" },
-            y: { field: "lo", type: "quantitative" },
-            y2: { field: "hi" },
-          },
-        }],
-      },
-    },
-    {
-      title: "Pre-finetune × post-finetune matrix",
-      caption:
-        `${file}: mean trait score after the post-finetune stage for each starting model (rows) and training data (columns), one panel per condition.`,
-      spec: {
-        data: { values: runs },
-        facet: { field: "condition", type: "nominal" },
-        columns: 3,
+    ...(bars
+      ? [{
+        title: `Trait after fine-tuning by condition (${r.metrics.trait})`,
+        signature: sentence(check),
+        caption:
+          `${file}: judge ${r.metrics.judge}; mean trait score of the fine-tuned model with the defence removed (error bars ± SE: over samples${
+            seeds > 1
+              ? `, or over the ${seeds} seeds when their spread is larger (between-seed SD: ${
+                agg.filter((a) => a.between_sd !== null).map((a) =>
+                  `${a.condition} ${a.between_sd!.toFixed(1)}`
+                )
+                  .join(", ")
+              })`
+              : ""
+          }); baseline ${r.metrics.baseline?.trait_mean?.toFixed?.(1) ?? "missing"}.${
+            r.metrics.missing_cells?.length
+              ? ` Cells without a result (failed or not run): ${r.metrics.missing_cells.join(", ")}.`
+              : ""
+          }`,
         spec: {
-          width: 160,
-          height: 120,
-          mark: "rect",
-          encoding: {
-            x: { field: "post", type: "nominal" },
-            y: { field: "pre", type: "nominal" },
-            color: { field: "trait_after", type: "quantitative", aggregate: "mean" },
+          width: FIGURE_WIDTH,
+          height: FIGURE_HEIGHT,
+          data: { values: agg },
+          layer: [{
+            mark: "bar",
+            encoding: {
+              x: { field: "condition", type: "nominal" },
+              xOffset: { field: "cell" },
+              y: { field: "trait", type: "quantitative", title: "trait score", scale: { domain: [0, 100] } },
+              color: { field: "cell", type: "nominal" },
+            },
+          }, {
+            mark: { type: "errorbar" },
+            encoding: {
+              x: { field: "condition", type: "nominal" },
+              xOffset: { field: "cell" },
+              y: { field: "lo", type: "quantitative", title: "trait score", scale: { domain: [0, 100] } },
+              y2: { field: "hi" },
+            },
+          }],
+        },
+      }]
+      : []),
+    // a matrix only where it has more than one cell along each axis; otherwise the bars above say it all
+    ...(pres.size > 1 && posts.size > 1
+      ? [{
+        title: "Pre-finetune × post-finetune matrix",
+        caption:
+          `${file}: mean trait score after the post-finetune stage for each starting model (rows) and training data (columns), one panel per condition.`,
+        spec: {
+          data: { values: runs },
+          facet: { field: "condition", type: "nominal" },
+          columns: 3,
+          spec: {
+            width: 160,
+            height: 120,
+            mark: "rect",
+            encoding: {
+              x: { field: "post", type: "nominal" },
+              y: { field: "pre", type: "nominal" },
+              color: { field: "trait_after", type: "quantitative", aggregate: "mean" },
+            },
           },
         },
-      },
-    },
+      }]
+      : []),
     ...signForcingFigure(r, file),
   ];
 }
@@ -281,6 +294,7 @@ function signForcingFigure(r: Json, file: string): Figure[] {
     caption:
       `${file}: mean trait score ± SE after fine-tuning with dL/dh_l's component along the unit ablation vector forced non-negative (attenuate), non-positive (amplify) or zero (neutralize) at the transformer layers, and the mean coherence of the same answers; "default" is the same defence without forcing.`,
     signature: sentence(tablesCheck(r)),
+    section: "tables12",
     spec: {
       data: { values: shown },
       width: 480,
@@ -305,30 +319,100 @@ function signForcingFigure(r: Json, file: string): Figure[] {
   }];
 }
 
-function conditionsRunFigures(r: Json, file: string): Figure[] {
-  const m: ConditionsRunMetrics = r.metrics;
-  const vals = m.over_training.map((o) => ({
-    step: o.step,
-    trait: o.summary.trait_mean,
-    coherence: o.summary.coherence_mean,
-  }));
-  return [{
-    title: `Trait over training: ${m.id}`,
-    caption: `${file}: trait and coherence at each checkpoint (defence removed).`,
-    spec: {
-      width: FIGURE_WIDTH,
-      height: FIGURE_HEIGHT,
-      data: { values: vals },
-      transform: [{ fold: ["trait", "coherence"] }],
-      mark: { type: "line", point: true },
-      encoding: {
-        x: { field: "step", type: "quantitative" },
-        y: { field: "value", type: "quantitative", title: "score" },
-        color: { field: "key", type: "nominal" },
-      },
-    },
-  }];
+/**
+ * Fig. 2d-f: every run of a sweep (the runs under one folder) in one chart, a line per condition (the mean
+ * over seeds at each checkpoint) with trait and coherence in two panels; runs evaluated only once (no
+ * curve to draw) go in a table instead.
+ */
+function conditionsRunFigures(results: { file: string; result: Json }[]): Figure[] {
+  const sweeps = new Map<string, { file: string; m: ConditionsRunMetrics }[]>();
+  for (const { file, result } of results) {
+    const folder = dirname(dirname(file));
+    sweeps.set(folder, [...(sweeps.get(folder) ?? []), { file, m: result.metrics }]);
+  }
+  const out: Figure[] = [];
+  for (const [folder, runs] of [...sweeps].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const where = folder === "." ? "" : ` (${folder})`;
+    const cells = new Set(runs.map((r) => `${r.m.pre} → ${r.m.post}`));
+    const label = (m: ConditionsRunMetrics) =>
+      cells.size > 1 ? `${m.condition.name} (${m.pre} → ${m.post})` : m.condition.name;
+    const curves = runs.filter((r) => r.m.over_training.length > 1);
+    const single = runs.filter((r) => r.m.over_training.length <= 1);
+    if (curves.length) {
+      const values = curves.flatMap((r) =>
+        r.m.over_training.flatMap((o) => [
+          {
+            condition: label(r.m),
+            seed: r.m.seed,
+            step: o.step,
+            score: "trait",
+            value: o.summary.trait_mean,
+          },
+          {
+            condition: label(r.m),
+            seed: r.m.seed,
+            step: o.step,
+            score: "coherence",
+            value: o.summary.coherence_mean,
+          },
+        ])
+      );
+      const seeds = new Set(curves.map((r) => r.m.seed)).size;
+      out.push({
+        title: `Trait and coherence over training, a line per condition${where}`,
+        caption: `${
+          folder === "." ? "The run folder's runs" : folder
+        }: each run's checkpoints judged with the defence removed${
+          seeds > 1 ? `; each line the mean over ${seeds} seeds` : ""
+        } (${curves.length} runs).`,
+        spec: {
+          data: { values },
+          facet: { row: { field: "score", type: "nominal", title: null, sort: ["trait", "coherence"] } },
+          spec: {
+            width: FIGURE_WIDTH,
+            height: 170,
+            mark: { type: "line", point: true },
+            encoding: {
+              x: { field: "step", type: "quantitative", title: "optimizer step", axis: INT_AXIS },
+              y: {
+                field: "value",
+                type: "quantitative",
+                aggregate: "mean",
+                title: "mean score",
+                scale: { domain: [0, 100] },
+              },
+              color: { field: "condition", type: "nominal" },
+            },
+          },
+        },
+      });
+    }
+    if (single.length) {
+      out.push({
+        title: `Runs judged once (after training)${where}`,
+        caption:
+          `${folder}: runs with no checkpoint before the last have no curve; their scores after training.`,
+        table: {
+          columns: ["run", "seed", "step", "trait", "coherence"],
+          rows: single.map((r) => {
+            const o = r.m.over_training[r.m.over_training.length - 1];
+            return [
+              r.m.id,
+              r.m.seed,
+              o?.step ?? null,
+              round1(o?.summary.trait_mean),
+              round1(o?.summary.coherence_mean),
+            ];
+          }),
+        },
+      });
+    }
+  }
+  return out;
 }
+
+const round1 = (x: number | null | undefined) =>
+  x === null || x === undefined ? null : Math.round(x * 10) / 10;
 
 function conditionsRunSummary(m: ConditionsRunMetrics): SummaryCells {
   return {

@@ -43,6 +43,7 @@ export interface CrossTraitMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const crossTraitResult: ResultKind = {
   kind: "cross_trait",
+  section: "fig5",
   metricsSchema: {
     type: "object",
     required: ["samples", "trait_a", "trait_b", "cosines", "after"],
@@ -177,7 +178,12 @@ function crossTraitFigures(r: Json, file: string): Figure[] {
         mark: "bar",
         encoding: {
           x: { field: "condition", type: "nominal" },
-          y: { field: "trait_after", type: "quantitative", title: "trait score after" },
+          y: {
+            field: "trait_after",
+            type: "quantitative",
+            title: "trait score after",
+            scale: { domain: [0, 100] },
+          },
         },
       },
     });

@@ -56,6 +56,7 @@ export interface DeltaHMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const deltaHResult: ResultKind = {
   kind: "delta_h",
+  section: "fig12",
   metricsSchema: {
     type: "object",
     required: ["samples", "rows", "layer_means"],

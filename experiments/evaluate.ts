@@ -55,6 +55,7 @@ export interface EvaluateMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const evaluateResult: ResultKind = {
   kind: "evaluate",
+  section: "evaluate",
   metricsSchema: {
     type: "object",
     required: ["trait", "judge", "summary", "samples"],

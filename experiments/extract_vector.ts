@@ -23,7 +23,14 @@ import {
   readJudgeConfig,
   writeResult,
 } from "./common.ts";
-import { type Figure, type Json, lineChart, type ResultKind, type SummaryCells } from "./result_kind.ts";
+import {
+  type Figure,
+  INT_AXIS,
+  type Json,
+  lineChart,
+  type ResultKind,
+  type SummaryCells,
+} from "./result_kind.ts";
 
 export function article(trait: string): string {
   return /^[aeiou]/i.test(trait) ? "an" : "a";
@@ -199,6 +206,7 @@ export interface ExtractMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const extractResult: ResultKind = {
   kind: "extract",
+  section: "vectors",
   metricsSchema: {
     type: "object",
     required: ["trait", "vector_file", "kept", "total", "norms", "pairs"],
@@ -211,7 +219,7 @@ export const extractResult: ResultKind = {
       },
     },
   },
-  figures: extractFigures,
+  groupFigures: extractFigures,
   summary: extractSummary,
 };
 
@@ -290,17 +298,23 @@ export const extractExperiment: Experiment<ExtractConfig> = {
 
 // ---- the result's figures and report lines
 
-function extractFigures(r: Json, file: string): Figure[] {
-  const m: ExtractMetrics = r.metrics;
-  const vals = m.norms.map((n: number, l: number) => ({
-    layer: l,
-    norm: n,
-    series: m.trait,
-  }));
+/** Every extracted vector's norm per layer in one chart (a line per trait). */
+function extractFigures(results: { file: string; result: Json }[]): Figure[] {
+  const vals = results.flatMap(({ result }) =>
+    (result.metrics as ExtractMetrics).norms.map((n: number, l: number) => ({
+      layer: l,
+      norm: n,
+      trait: (result.metrics as ExtractMetrics).trait,
+    }))
+  );
   return [{
-    title: `Persona vector norm per layer (${m.trait})`,
-    caption: `${file}: ${m.kept} of ${m.total} pairs kept.`,
-    spec: lineChart(vals, "layer", "norm", "series", { x: "layer l", y: "|v_l|" }),
+    title: "Persona vector norm per layer",
+    caption: results.map(({ file, result }) =>
+      `${file}: ${result.metrics.trait}, ${result.metrics.kept} of ${result.metrics.total} pairs kept.`
+    ).join(" "),
+    spec: lineChart(vals, "layer", "norm", "trait", { x: "layer l", y: "|v_l|" }, {
+      x: { field: "layer", type: "quantitative", title: "layer l", axis: INT_AXIS },
+    }),
   }];
 }
 

@@ -112,6 +112,7 @@ export function positionCosines(g: AlignedGradients, vec: Float32Array, d: numbe
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const gradCosineResult: ResultKind = {
   kind: "grad_cosine",
+  section: "fig3",
   metricsSchema: {
     type: "object",
     required: ["samples", "rows", "layer_means"],

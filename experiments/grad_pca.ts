@@ -52,6 +52,7 @@ export interface GradPcaMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const gradPcaResult: ResultKind = {
   kind: "grad_pca",
+  section: "fig18",
   metricsSchema: {
     type: "object",
     required: [
@@ -64,7 +65,7 @@ export const gradPcaResult: ResultKind = {
     ],
     properties: { explained: { type: "array", items: { type: "number", minimum: 0, maximum: 1 } } },
   },
-  figures: gradPcaFigures,
+  groupFigures: gradPcaFigures,
   outcomes: pcaComparison,
 };
 
@@ -128,42 +129,83 @@ export const gradPcaExperiment: Experiment<GradPcaConfig> = {
 
 // ---- the result's figures and report lines
 
-function gradPcaFigures(r: Json, file: string): Figure[] {
-  const m: GradPcaMetrics = r.metrics;
-  const ev = m.explained.map((e: number, i: number) => ({ component: `PC${i + 1}`, explained: e }));
-  const cos = m.component_cosines.flatMap((c: Json, i: number) =>
-    Object.entries(c).map(([k, v]) => ({ component: `PC${i + 1}`, vector: k, cos: v }))
+/** Fig. 18: every PCA run side by side — explained variance per component (PC1 with its bootstrap interval),
+ * a bar group per component with a bar per defence — and the components' cosines, a panel per defence. */
+function gradPcaFigures(results: { file: string; result: Json }[]): Figure[] {
+  const name = (r: Json) => r.config.defence?.name ?? (r.config.defence?.steer ? "PPS" : "IP");
+  const ev = results.flatMap(({ result }) =>
+    (result.metrics as GradPcaMetrics).explained.map((e: number, i: number) => {
+      const ci = i === 0 ? (result.metrics as GradPcaMetrics).pc1_interval : undefined;
+      return {
+        defence: name(result),
+        component: `PC${i + 1}`,
+        explained: e,
+        lo: ci?.lo ?? e,
+        hi: ci?.hi ?? e,
+      };
+    })
   );
+  const cos = results.flatMap(({ result }) =>
+    (result.metrics as GradPcaMetrics).component_cosines.flatMap((c: Json, i: number) =>
+      Object.entries(c).map(([k, v]) => ({
+        defence: name(result),
+        component: `PC${i + 1}`,
+        vector: k,
+        cos: v,
+      }))
+    )
+  );
+  const files = results.map(({ file, result }) =>
+    `${file}: ${
+      name(result)
+    }, layer ${result.metrics.layer}, ${result.metrics.samples} samples (${result.metrics.method} path)`
+  ).join("; ");
   return [
     {
-      title: "Gradient-difference PCA: explained variance",
-      signature: gradPcaSignature(r),
+      title: "Gradient-difference PCA: explained variance, the defences side by side",
+      signature: results.map(({ result }) => gradPcaSignature(result)).filter(Boolean).join(" "),
       caption:
-        `${file}: uncentered PCA (${m.method} path) of per-sample defended − defenceless gradients at layer ${m.layer}, ${m.samples} samples; components up to 95 % of the variance.`,
+        `Uncentered PCA of per-sample defended − defenceless gradients, components up to 95 % of the variance; PC1's error bar is its 95 % bootstrap interval over samples. ${files}.`,
       spec: {
         width: FIGURE_WIDTH,
         height: FIGURE_HEIGHT,
         data: { values: ev },
-        mark: "bar",
-        encoding: {
-          x: { field: "component", type: "nominal" },
-          y: { field: "explained", type: "quantitative", title: "fraction of variance" },
-        },
+        layer: [{
+          mark: "bar",
+          encoding: {
+            x: { field: "component", type: "nominal", sort: null },
+            xOffset: { field: "defence" },
+            y: { field: "explained", type: "quantitative", title: "fraction of variance" },
+            color: { field: "defence", type: "nominal" },
+          },
+        }, {
+          mark: "errorbar",
+          encoding: {
+            x: { field: "component", type: "nominal", sort: null },
+            xOffset: { field: "defence" },
+            y: { field: "lo", type: "quantitative", title: "fraction of variance" },
+            y2: { field: "hi" },
+          },
+        }],
       },
     },
     {
-      title: "PCA components: cosine with reference vectors",
-      caption: `${file}: each component is oriented to a non-negative cosine with the trait vector.`,
+      title: "Gradient-difference PCA: components' cosines with the reference vectors",
+      caption:
+        `Each component is oriented to a non-negative cosine with the trait vector; a panel per defence.`,
       spec: {
-        width: FIGURE_WIDTH,
-        height: FIGURE_HEIGHT,
         data: { values: cos },
-        mark: "bar",
-        encoding: {
-          x: { field: "component", type: "nominal" },
-          xOffset: { field: "vector" },
-          y: { field: "cos", type: "quantitative" },
-          color: { field: "vector", type: "nominal" },
+        facet: { column: { field: "defence", type: "nominal", title: null } },
+        spec: {
+          width: 200,
+          height: 200,
+          mark: "bar",
+          encoding: {
+            x: { field: "component", type: "nominal", sort: null },
+            xOffset: { field: "vector" },
+            y: { field: "cos", type: "quantitative" },
+            color: { field: "vector", type: "nominal" },
+          },
         },
       },
     },

@@ -42,6 +42,7 @@ export interface IpVsPpsMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const ipVsPpsResult: ResultKind = {
   kind: "ip_vs_pps",
+  section: "fig16",
   metricsSchema: {
     type: "object",
     required: ["samples", "sweep"],

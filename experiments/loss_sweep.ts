@@ -68,6 +68,7 @@ export interface LossSweepMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const lossSweepResult: ResultKind = {
   kind: "loss_sweep",
+  section: "fig4",
   metricsSchema: {
     type: "object",
     required: ["samples", "per_sample", "sweep"],

@@ -30,6 +30,7 @@ export interface ProjectionsMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const projectionsResult: ResultKind = {
   kind: "projections",
+  section: "fig6",
   metricsSchema: {
     type: "object",
     required: ["samples", "projections"],

@@ -80,6 +80,7 @@ export interface PromptDiffMetrics {
 /** The result file this experiment writes: its metrics' schema, figures and report lines. */
 export const promptDiffResult: ResultKind = {
   kind: "prompt_diff",
+  section: "fig16",
   metricsSchema: {
     type: "object",
     required: ["file", "samples", "tokens", "prompt_counts", "norms", "vector_cosines"],

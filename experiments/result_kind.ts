@@ -11,8 +11,30 @@ export interface Figure {
   caption: string;
   /** whether the run shows the paper's signature for this figure, in words (experiments/signatures.ts) */
   signature?: string;
-  spec: Record<string, unknown>;
+  /** a Vega-Lite chart; absent for a figure that is only a table */
+  spec?: Record<string, unknown>;
+  /** numbers shown as a table instead of a chart (e.g. runs with one checkpoint); a chart's own numbers are
+   * tabled from its data by the report */
+  table?: { columns: string[]; rows: (string | number | null)[][] };
+  /** the report section (report/sections.ts) it goes in; default: its kind's `section` */
+  section?: SectionKey;
 }
+
+/** The report's sections, one per figure or table of the paper (report/sections.ts gives their order). */
+export type SectionKey =
+  | "vectors"
+  | "steer"
+  | "evaluate"
+  | "fig2"
+  | "fig2_training"
+  | "tables12"
+  | "fig3"
+  | "fig4"
+  | "fig5"
+  | "fig6"
+  | "fig12"
+  | "fig16"
+  | "fig18";
 
 /** The cells `deno task exp summarize` prints for a result (beside its file and kind). */
 export interface SummaryCells {
@@ -29,8 +51,13 @@ export interface ResultKind {
   kind: string;
   /** JSON schema of the result's `metrics` (the envelope is common: experiments/results.ts) */
   metricsSchema: Record<string, unknown>;
+  /** the report section its figures go in unless a figure names another */
+  section: SectionKey;
   /** the report's figures for one result */
   figures?(r: Json, file: string): Figure[];
+  /** figures drawn from every result of this kind at once (curves of many runs overlaid, two defences side
+   * by side); used besides `figures` */
+  groupFigures?(results: { file: string; result: Json }[]): Figure[];
   /** the summarize row's cells (absent: dashes) */
   summary?(metrics: Json): SummaryCells;
   /** the report's "What came out" sentences over every result of this kind */
@@ -38,6 +65,9 @@ export interface ResultKind {
 }
 
 export const FIGURE_WIDTH = 420, FIGURE_HEIGHT = 260;
+
+/** An integer axis (steps, layers, epochs): whole-number ticks, never "13.000000". */
+export const INT_AXIS = { format: "d", tickMinStep: 1 } as const;
 
 /** A Vega-Lite line chart with points, one line per value of `color`. */
 export const lineChart = (
@@ -53,12 +83,16 @@ export const lineChart = (
   data: { values },
   mark: { type: "line", point: true },
   encoding: {
-    x: { field: x, type: "quantitative", title: title.x },
+    x: { field: x, type: "quantitative", title: title.x, ...intAxis(x) },
     y: { field: y, type: "quantitative", title: title.y },
     color: { field: color, type: "nominal" },
     ...extra,
   },
 });
+
+/** Counts on the x axis (layers, steps, positions, epochs) get whole-number ticks. */
+const intAxis = (x: string) => INTEGER_FIELDS.has(x) ? { axis: INT_AXIS } : {};
+const INTEGER_FIELDS = new Set(["layer", "step", "position", "epoch"]);
 
 /** "12.3 ± 1.4", "12.3", or "-" for a missing mean. */
 export const meanSem = (m: number | null | undefined, s?: number | null) =>
@@ -86,7 +120,7 @@ export const lineChartSe = (
       {
         mark: { type: "line", point: true },
         encoding: {
-          x: { field: x, type: xType, title: title.x },
+          x: { field: x, type: xType, title: title.x, ...(xType === "quantitative" ? intAxis(x) : {}) },
           y: { field: y, type: "quantitative", title: title.y },
           color: { field: color, type: "nominal" },
         },

@@ -12,15 +12,45 @@ export interface SignatureCheck {
   figure: string;
   ok: boolean;
   text: string;
+  /** the statistic tested, in words (the report's verdict table) */
+  statistic: string;
+  /** what this run measured, and what the paper found */
+  ours: string;
+  paper: string;
 }
+
+/** Each check's statistic, as the verdict table states it. */
+const STATISTICS: Record<string, string> = {
+  "Fig. 2": "mean trait after fine-tuning, each defence minus no defence, against 2 SE",
+  "Fig. 3":
+    "cos(dL/dh, v) per layer: no defence below 0 and below the random vector by 2 SE; IP within 2 SE of 0",
+  "Fig. 4a-b":
+    "paired per-sample loss change: trait IP against a control prompt, PPS against the random vector",
+  "Fig. 4c": "paired per-sample loss change against no defence, against 2 SE",
+  "Fig. 18": "PC1's share of the gradient-difference variance, 95 % bootstrap intervals",
+  "Tables 1, 2": "mean trait after sign-forced training against default, by 2 SE",
+};
 
 const f1 = (x: number) => x.toFixed(1), f3 = (x: number) => x.toFixed(3);
 const verdict = (ok: boolean) => ok ? "shows the paper's signature" : "does not show the paper's signature";
-const check = (figure: string, parts: string[], ok: boolean): SignatureCheck => ({
-  figure,
-  ok,
-  text: `Signature (${figure}): ${parts.join("; ")} — ${verdict(ok)}.`,
-});
+const check = (figure: string, parts: string[], ok: boolean): SignatureCheck => {
+  // the paper's findings are the parts that begin "paper:" and the "(paper: …)" asides; the rest is this run's
+  const paper = parts.flatMap((p) =>
+    p.startsWith("paper:")
+      ? [p.slice(6).trim()]
+      : [...p.matchAll(/(?:\(|; )paper: ([^;)]*)/g)].map((m) => m[1])
+  );
+  return {
+    figure,
+    ok,
+    text: `Signature (${figure}): ${parts.join("; ")} — ${verdict(ok)}.`,
+    statistic: STATISTICS[figure] ?? "",
+    ours: parts.filter((p) => !p.startsWith("paper:")).map((p) =>
+      p.replace(/ ?\(paper: [^)]*\)|; paper: [^;)]*/g, "")
+    ).join("; "),
+    paper: paper.join("; "),
+  };
+};
 /** The sentence of a check, or "" when the result has nothing to check. */
 export const sentence = (c: SignatureCheck | null) => c?.text ?? "";
 

@@ -82,6 +82,7 @@ export function chooseCoefficient(
 
 export const steerResult: ResultKind = {
   kind: "steer",
+  section: "steer",
   metricsSchema: {
     type: "object",
     required: ["trait", "judge", "layers", "trait_prompted", "target", "target_source", "curve", "chosen"],

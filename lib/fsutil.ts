@@ -21,16 +21,20 @@ export async function atomicWrite(path: string, data: Uint8Array | string): Prom
   } catch (e) {
     // no temporary file left behind, whatever failed (a full disk, a directory at `path`, …)
     await Deno.remove(tmp).catch(() => {});
-    if (e instanceof Deno.errors.IsADirectory || (e as Error).message?.includes("Is a directory")) {
-      throw new Error(`${path}: is a directory; expected a file path to write`);
-    }
-    const msg = (e as Error).message ?? String(e);
-    if (/No space left|ENOSPC|os error 28/i.test(msg)) {
-      throw new Error(`${path}: the disk is full (${bytes.length} bytes to write); nothing was written`);
-    }
-    if (!msg.includes(path)) throw new Error(`${path}: cannot write: ${msg}`);
-    throw e;
+    throw writeError(path, e, bytes.length);
   }
+}
+
+/** A failed write as one line naming the path (a full disk said as such; nothing was put in place). */
+export function writeError(path: string, e: unknown, bytes: number): Error {
+  const msg = (e as Error)?.message ?? String(e);
+  if (e instanceof Deno.errors.IsADirectory || msg.includes("Is a directory")) {
+    return new Error(`${path}: is a directory; expected a file path to write`);
+  }
+  if (/No space left|ENOSPC|os error 28/i.test(msg)) {
+    return new Error(`${path}: the disk is full (${bytes} bytes to write); nothing was written`);
+  }
+  return msg.includes(path) ? e as Error : new Error(`${path}: cannot write: ${msg}`);
 }
 
 export function atomicWriteJson(path: string, value: unknown): Promise<void> {

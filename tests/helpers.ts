@@ -101,3 +101,73 @@ export async function runScript(
 export function cli(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<RunResult> {
   return runScript("main.ts", args, env, cwd);
 }
+
+// ---- headless Chromium (the report's rendering tests)
+
+export const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => {
+  try {
+    return Deno.statSync(p).isFile;
+  } catch {
+    return false;
+  }
+});
+
+export async function chromium(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  const profile = await Deno.makeTempDir();
+  const r = await new Deno.Command(CHROMIUM!, {
+    args: [
+      "--headless=new",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--user-data-dir=${profile}`,
+      "--enable-logging=stderr",
+      "--v=0",
+      ...args,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    stdout: new TextDecoder().decode(r.stdout),
+    stderr: new TextDecoder().decode(r.stderr),
+    code: r.code,
+  };
+}
+
+export interface RenderedReport {
+  /** the page's own check after rendering (report/page.ts) */
+  check: {
+    figures: number;
+    charts: number;
+    sections: number;
+    emptyCharts: string[];
+    badAxisLabels: string[];
+    duplicateTitles: string[];
+    exports: number;
+    /** charts whose numbers are embedded for CSV / JSON export (and parse) */
+    dataTables: number;
+  };
+  consoleErrors: string[];
+  dom: string;
+}
+
+/** A report rendered by headless Chromium: its self-check and the console's errors. */
+export async function renderedReport(path: string): Promise<RenderedReport> {
+  if (!CHROMIUM) {
+    throw new Error("Chromium is needed for this test: apt-get install chromium (scripts/setup.sh does)");
+  }
+  const dom = await chromium(["--dump-dom", `file://${path}`]);
+  if (dom.code !== 0) throw new Error(`chromium failed: ${dom.stderr.slice(-2000)}`);
+  const m = /<pre id="selfcheck"[^>]*>([^<]*)<\/pre>/.exec(dom.stdout);
+  if (!m) throw new Error("the rendered report has no self-check (its script did not run)");
+  return {
+    check: JSON.parse(m[1].replace(/&quot;/g, '"').replace(/&amp;/g, "&")),
+    consoleErrors: dom.stderr.split("\n").filter((l) => /CONSOLE/.test(l) && /(error|Uncaught)/i.test(l)),
+    dom: dom.stdout,
+  };
+}

@@ -9,43 +9,8 @@ import { outcomeSentences } from "../report/outcomes.ts";
 import { compareToNone } from "../experiments/conditions_result.ts";
 import { saveLayerVectors } from "../defence/persona_vector.ts";
 import { assertValidResult } from "./schema.ts";
-import { gpuTest, randn, testGpu } from "./helpers.ts";
+import { CHROMIUM, chromium, gpuTest, randn, renderedReport, testGpu } from "./helpers.ts";
 import { SAD_RULES, sadTrait, storiesChat } from "./fixtures.ts";
-
-const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-});
-
-async function chromium(args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  const profile = await Deno.makeTempDir();
-  const r = await new Deno.Command(CHROMIUM!, {
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      `--user-data-dir=${profile}`,
-      "--enable-logging=stderr",
-      "--v=0",
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    stdout: new TextDecoder().decode(r.stdout),
-    stderr: new TextDecoder().decode(r.stderr),
-    code: r.code,
-  };
-}
 
 Deno.test("report outcomes: differences against no defence with their combined SE, whichever way they go", () => {
   const none = { trait_after: 80, trait_after_sem: 3 };
@@ -228,13 +193,22 @@ Deno.test({
     }
     for (const exp of Object.keys(EXPERIMENTS)) assert.ok(validated.has(exp), `no ${exp} result validated`);
 
-    const { path, figures } = await buildReport(runDir);
-    // extract 1, evaluate 1, steer 1, conditions 2 + 3 runs, grad_cosine 3 (per layer, per sample, per response
-    // position), loss_sweep 3 (with the controls' scatter), grad_pca 2, ip_vs_pps 1, projections 1, delta_h 1,
+    const { path, figures, sections } = await buildReport(runDir);
+    // extract 1 (both vectors), evaluate 1, steer 1, conditions 1 (one pre → post cell: no matrix) + the runs'
+    // curves overlaid 1, grad_cosine 3 (per layer, per sample, per response position), loss_sweep 3 (with the
+    // controls' scatter), grad_pca 2 (defences side by side), ip_vs_pps 1, projections 1, delta_h 1,
     // cross_trait 2
-    assert.equal(figures, 1 + 1 + 1 + 2 + 3 + 3 + 3 + 2 + 1 + 1 + 1 + 2);
+    assert.equal(figures, 1 + 1 + 1 + 1 + 1 + 3 + 3 + 2 + 1 + 1 + 1 + 2);
     const html = await Deno.readTextFile(path);
     assert.equal((html.match(/<figure /g) ?? []).length, figures);
+    // verdicts first, then the contents, then the sections in the paper's order
+    assert.ok(html.indexOf('id="verdicts"') < html.indexOf('id="contents"'));
+    assert.ok(html.indexOf('id="sec-fig2"') < html.indexOf('id="sec-fig3"'));
+    assert.ok(html.indexOf('id="sec-fig3"') < html.indexOf('id="sec-fig18"'));
+    assert.match(
+      html,
+      /<h2>Fig\. 2: Trait after fine-tuning by defence <span class="exp">\(conditions\)<\/span><\/h2>/,
+    );
     // the "What came out" section states each defence against no defence, from the results
     assert.match(html, /What came out/);
     assert.match(html, /without a defence; pps -?[\d.]+ ± [\d.]+ \([+-][\d.]+ ± [\d.]+: /);
@@ -243,17 +217,19 @@ Deno.test({
       "self-contained: no external resources",
     );
 
-    const dom = await chromium(["--dump-dom", `file://${path}`]);
-    assert.equal(dom.code, 0, dom.stderr.slice(-2000));
+    const r = await renderedReport(path);
     assert.match(
-      dom.stdout,
+      r.dom,
       new RegExp(`<title>inoculum report: ${figures} figures</title>`),
-      "every figure's SVG is in the rendered DOM",
+      "every figure's SVG",
     );
-    const consoleErrors = dom.stderr.split("\n").filter((l) =>
-      /CONSOLE/.test(l) && /(error|Uncaught)/i.test(l)
-    );
-    assert.deepEqual(consoleErrors, []);
+    assert.deepEqual(r.consoleErrors, []);
+    assert.deepEqual(r.check.emptyCharts, [], "every chart has marks");
+    assert.deepEqual(r.check.badAxisLabels, [], "no axis label like 13.000000");
+    assert.deepEqual(r.check.duplicateTitles, [], "every title is unique");
+    assert.equal(r.check.sections, sections);
+    assert.equal(r.check.exports, 4 * figures, "SVG, PNG, CSV and JSON for every chart");
+    assert.equal(r.check.dataTables, figures, "every chart's numbers embedded for CSV / JSON");
     const png = join(runDir, "report.png");
     const shot = await chromium([`--screenshot=${png}`, "--window-size=1000,3000", `file://${path}`]);
     assert.equal(shot.code, 0, shot.stderr.slice(-2000));

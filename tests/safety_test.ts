@@ -580,3 +580,18 @@ Deno.test("[19] study:check lists every path the study configs read: the missing
   assert.match(r.lines.join("\n"), /^BAD .*misaligned_1\.jsonl .*: 3 samples, the paper's 4,681 \(3\.1\)/m);
   assert.match(r.lines.join("\n"), /^ok .*\/model \(model/m);
 });
+
+Deno.test("[18] a full disk is said as such, naming the file; the temporary file is removed", async () => {
+  const { atomicWrite, writeError } = await import("../lib/fsutil.ts");
+  const e = writeError("/runs/x/steps.jsonl", new Error("No space left on device (os error 28)"), 123);
+  assert.equal(e.message, "/runs/x/steps.jsonl: the disk is full (123 bytes to write); nothing was written");
+  assert.match(
+    writeError("/a/b", new Error("Permission denied (os error 13)"), 1).message,
+    /^\/a\/b: cannot write: Permission denied/,
+  );
+  // a real failure mid-write (the target is a directory): one line, no temporary file left
+  const dir = await Deno.makeTempDir({ prefix: "full-" });
+  await Deno.mkdir(join(dir, "out.json"));
+  await assert.rejects(atomicWrite(join(dir, "out.json"), "x"), /out\.json: is a directory/);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((x) => x.name), ["out.json"]);
+});

@@ -12,7 +12,7 @@ import { loadTrait } from "../lib/text/trait.ts";
 import { readJsonl } from "../lib/text/dataset.ts";
 import { pretrainWorldModel, REDUCED_SIZE } from "../world/model.ts";
 import { runDemo } from "../cli/demo_pipeline.ts";
-import { gpuTest, testGpu } from "./helpers.ts";
+import { gpuTest, renderedReport, testGpu } from "./helpers.ts";
 
 Deno.test("world: same seed → same files; disjoint question splits; trait files in the persona-vectors format", async () => {
   const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
@@ -103,6 +103,14 @@ Deno.test({
       seed: 0,
     });
     assert.ok((await Deno.stat(d.report)).size > 10_000);
+    // the full demo's report in headless Chromium: rendered without errors, every chart drawn, within 30
+    // sections; the default demo's (below) within 15
+    const rendered = await renderedReport(d.report);
+    assert.deepEqual(rendered.consoleErrors, []);
+    assert.deepEqual(rendered.check.emptyCharts, []);
+    assert.deepEqual(rendered.check.badAxisLabels, []);
+    assert.deepEqual(rendered.check.duplicateTitles, []);
+    assert.ok(rendered.check.sections <= 30, `${rendered.check.sections} sections`);
     // the report says beside each figure whether the run shows the paper's signature (either way)
     const html = await Deno.readTextFile(d.report);
     for (
@@ -150,6 +158,24 @@ Deno.test({
       "Fig. 18",
       "Tables 1, 2",
     ]);
+    const plainDir = await Deno.makeTempDir({ prefix: "demo-default-" });
+    const plain = await runDemo({ gpu, runDir: plainDir, progress: () => {} }, {
+      model: out,
+      out: plainDir,
+      traits: null,
+      data: null,
+      judge: null,
+      layer: null,
+      coef: null,
+      quick: true,
+      full: false,
+      seeds: 1,
+      seed: 0,
+    });
+    const r2 = await renderedReport(plain.report);
+    assert.deepEqual(r2.consoleErrors, []);
+    assert.deepEqual([r2.check.emptyCharts, r2.check.badAxisLabels, r2.check.duplicateTitles], [[], [], []]);
+    assert.ok(r2.check.sections <= 15, `${r2.check.sections} sections in the default demo's report`);
   },
 });
 
