@@ -8,6 +8,7 @@ import type { Model } from "../models/model.ts";
 import { LORA_MODULES, LoraSet } from "../models/lora.ts";
 import { FullParams } from "../train/full.ts";
 import { stepHooks } from "../train/step_hooks.ts";
+import type { Hooks } from "../defence/hooks.ts";
 import { backward } from "../train/backward.ts";
 import { adamwStep, normPartials, zeroGrads } from "../lib/ops/optim.ts";
 import { generate } from "../models/generate.ts";
@@ -99,7 +100,7 @@ export function trainStepRecorder(
   B: number,
   T: number,
   rank: number,
-  o: { dropout?: number; checkpoint?: boolean } = {},
+  o: { dropout?: number; checkpoint?: boolean; hooks?: Hooks } = {},
 ): StepBench {
   const dropout = o.dropout ?? 0;
   const lora = kind === "lora"
@@ -121,7 +122,7 @@ export function trainStepRecorder(
   return {
     record: () => {
       zeroGrads(gpu, flat);
-      const ex = stepHooks(gpu, { lora, rows: B * T, dropoutSeed: n++ });
+      const ex = stepHooks(gpu, { lora, hooks: o.hooks, rows: B * T, dropoutSeed: n++ });
       const { normed, saved } = m.decoder.forward({
         ids,
         batch: B,

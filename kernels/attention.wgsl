@@ -723,6 +723,9 @@ fn flash_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   let j = wg.x * BQ + row;
   let live = j < params.tq;
   let ks = kv_slot(b, min(j, params.tq - 1u), wg.y);
+  // the head range from the workgroup alone: the loop holds barriers, and Tint's uniformity analysis takes
+  // anything computed from the invocation's key j as non-uniform
+  let heads = kv_slot(b, 0u, wg.y);
   let kvw = params.kv_heads * D;
   let start = kv_start[b];
   for (var e = lid.x; e < BQ * D4; e += FT) {
@@ -742,7 +745,7 @@ fn flash_dkv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   var dk_${C} = vec4<f32>(0.0);
   var dv_${C} = vec4<f32>(0.0);
 #endfor
-  for (var h = ks.h_first; h < ks.h_end; h++) {
+  for (var h = heads.h_first; h < heads.h_end; h++) {
     for (var t0 = (wg.x * BQ / BKV) * BKV; t0 < params.tq; t0 += BKV) {
       for (var e = lid.x; e < BKV * D4; e += FT) {
         let r = e / D4;

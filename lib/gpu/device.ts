@@ -8,6 +8,8 @@ export interface GpuOptions {
   wantF16?: boolean;
   /** Ask for timestamp-query when the adapter has it (the profiler). */
   timestamps?: boolean;
+  /** the WebGPU implementation (default: INOCULUM_WEBGPU, else wgpu) */
+  impl?: WebGpuImpl;
 }
 
 export interface GpuCaps {
@@ -29,7 +31,59 @@ export interface GpuCaps {
 
 export class NoAdapterError extends Error {}
 
+/** The WebGPU implementation: Deno's own (wgpu, naga's WGSL compiler) or Dawn (Chrome's, the Tint compiler). */
+export type WebGpuImpl = "wgpu" | "dawn";
+
+export function webGpuImpl(): WebGpuImpl {
+  const v = Deno.env.get("INOCULUM_WEBGPU") ?? "wgpu";
+  if (v !== "wgpu" && v !== "dawn") {
+    throw new NoAdapterError(
+      `INOCULUM_WEBGPU: expected wgpu (Deno's WebGPU, the default) or dawn, got '${v}'`,
+    );
+  }
+  return v;
+}
+
+// the Dawn instance stays referenced for the process's life (its adapters and devices belong to it)
+let dawnInstance: unknown = null;
+
+/**
+ * Dawn's adapter (npm `webgpu`, Node-API): Dawn's own choice first (Vulkan, Metal, D3D12); where that gives
+ * none — Linux without a GPU, whose Mesa lavapipe Dawn's Vulkan refuses — its OpenGL backend at the
+ * compatibility feature level (llvmpipe, EGL without a display).
+ */
+async function dawnAdapter(): Promise<{ adapter: GPUAdapter; backend: string }> {
+  if (Deno.build.os === "linux" && !Deno.env.get("EGL_PLATFORM")) Deno.env.set("EGL_PLATFORM", "surfaceless");
+  let mod: { create: (flags: string[]) => GPU };
+  try {
+    mod = await import("webgpu") as unknown as typeof mod;
+  } catch (e) {
+    throw new NoAdapterError(
+      `INOCULUM_WEBGPU=dawn: the npm package 'webgpu' cannot be loaded (${
+        (e as Error).message.split("\n")[0]
+      }); \`npm ci\` installs it`,
+    );
+  }
+  const tries: { flags: string[]; options: Record<string, unknown>; backend: string }[] = [
+    { flags: [], options: { powerPreference: "high-performance" }, backend: "dawn" },
+    { flags: ["backend=opengl"], options: { featureLevel: "compatibility" }, backend: "dawn:opengl-compat" },
+  ];
+  for (const t of tries) {
+    const gpu = mod.create(t.flags);
+    const adapter = await gpu.requestAdapter(t.options as GPURequestAdapterOptions).catch(() => null);
+    if (adapter) {
+      dawnInstance = gpu;
+      return { adapter, backend: t.backend };
+    }
+  }
+  throw new NoAdapterError(
+    "INOCULUM_WEBGPU=dawn: Dawn found no adapter (neither its default backend nor OpenGL at the compatibility " +
+      "feature level; on Linux without a GPU, Mesa's llvmpipe and EGL are needed: apt-get install libegl1 libgl1-mesa-dri)",
+  );
+}
+
 export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDevice; caps: GpuCaps }> {
+  if ((opts.impl ?? webGpuImpl()) === "dawn") return await deviceOf(await dawnAdapter(), opts);
   if (typeof navigator === "undefined" || !("gpu" in navigator)) {
     throw new NoAdapterError(
       "WebGPU is not available in this runtime: run Deno with --unstable-webgpu (the deno tasks do).",
@@ -48,6 +102,13 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
         "On Vulkan, XDG_RUNTIME_DIR must also be set (e.g. XDG_RUNTIME_DIR=/tmp).",
     );
   }
+  return await deviceOf({ adapter, backend: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default" }, opts);
+}
+
+async function deviceOf(
+  { adapter, backend }: { adapter: GPUAdapter; backend: string },
+  opts: GpuOptions,
+): Promise<{ device: GPUDevice; caps: GpuCaps }> {
   const al = adapter.limits;
   // Request everything the adapter offers: the WebGPU defaults (128/256 MiB) are too small for 7B models.
   const requiredLimits: Record<string, number> = {
@@ -71,8 +132,9 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
     opts.maxBindingBytes ?? Infinity,
   );
   const caps: GpuCaps = {
-    description: adapter.info?.description || adapter.info?.vendor || "unknown adapter",
-    backend: Deno.env.get("DENO_WEBGPU_BACKEND") ?? "default",
+    description: [adapter.info?.description, adapter.info?.device].filter(Boolean).join(", ") ||
+      adapter.info?.vendor || "unknown adapter",
+    backend: backend.startsWith("dawn") ? backend : `wgpu:${backend}`,
     maxBindingBytes: Math.floor(binding / 256) * 256,
     maxBufferBytes: device.limits.maxBufferSize,
     maxWorkgroupsPerDim: device.limits.maxComputeWorkgroupsPerDimension,
@@ -81,12 +143,16 @@ export async function requestGpu(opts: GpuOptions = {}): Promise<{ device: GPUDe
     shaderF16: device.features.has("shader-f16"),
     timestamps: device.features.has("timestamp-query"),
     uniformAlign: Math.max(256, device.limits.minUniformBufferOffsetAlignment),
+    // Dawn's GL backend describes the adapter by its GL version and names llvmpipe in `device`
     cpuAdapter: !!adapter.info?.isFallbackAdapter ||
-      /llvmpipe|lavapipe|swiftshader|warp|software/i.test(adapter.info?.description ?? ""),
+      /llvmpipe|lavapipe|swiftshader|warp|software/i.test(
+        [adapter.info?.description, adapter.info?.device, adapter.info?.architecture].join(" "),
+      ),
   };
-  device.addEventListener("uncapturederror", (e) => {
-    // Errors outside our error scopes: report loudly rather than continue with garbage.
-    console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
-  });
+  // Errors outside our error scopes: report loudly rather than continue with garbage.
+  const report = (e: Event) => console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+  if (typeof device.addEventListener === "function") device.addEventListener("uncapturederror", report);
+  else (device as unknown as { onuncapturederror: unknown }).onuncapturederror = report;
+  void dawnInstance;
   return { device, caps };
 }
