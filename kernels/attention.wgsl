@@ -78,8 +78,8 @@ var<workgroup> chunk_p: array<f32, WG>;
 var<workgroup> chunk_ds: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
 
-// sum (or max) of v over the workgroup; every invocation gets the result. Its barriers also publish any
-// workgroup memory written before the call.
+// sum (or max) of v over the workgroup; every invocation gets the result. Callers publish what they wrote to
+// workgroup memory with a barrier of their own before calling it.
 fn wg_reduce(v: f32, i: u32, is_max: bool) -> f32 {
   red[i] = v;
   workgroupBarrier();
@@ -123,8 +123,11 @@ fn attend_row(b: u32, h: u32, qbase: u32, i: u32, j_lo: u32, j_hi: u32) -> RowPa
     let m_new = max(r.mx, wg_reduce(s, i, true));
     let p = select(0.0, exp(s - m_new), j <= j_hi);
     chunk_p[i] = p;
+    // published by a barrier here, not by the reduction's: Dawn's GL backend on llvmpipe does not make
+    // writes before a call visible through the callee's barriers (rows past the first 8 came out wrong)
+    workgroupBarrier();
     let corr = exp(r.mx - m_new);
-    r.den = r.den * corr + wg_reduce(p, i, false); // the reduction's barriers also publish chunk_p
+    r.den = r.den * corr + wg_reduce(p, i, false);
     r.mx = m_new;
     let n = min(WG, j_hi + 1u - c);
 #for R in 0..DPT
@@ -386,7 +389,8 @@ fn backward_dq_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     row_b[d] = d_o[qbase + d];
     part = fma(row_b[d], o_in[qbase + d], part);
   }
-  let dsum_t = wg_reduce(part, i, false); // its barriers publish row_a / row_b
+  workgroupBarrier(); // publishes row_a / row_b (not left to the reduction's barriers: see attend_row)
+  let dsum_t = wg_reduce(part, i, false);
   if (i == 0u) { dsum[li] = dsum_t; }
   let l = lse_in[li];
 #for R in 0..DPT

@@ -44,8 +44,10 @@ export function webGpuImpl(): WebGpuImpl {
   return v;
 }
 
-// the Dawn instance stays referenced for the process's life (its adapters and devices belong to it)
-let dawnInstance: unknown = null;
+// Dawn's instances, one per backend flag set, made once and referenced for the process's life: an instance
+// collected by the GC takes its adapters and devices with it (a crash inside dawn.node when a test made a
+// second device and the first instance went out of reach)
+const dawnInstances = new Map<string, GPU>();
 
 /**
  * Dawn's adapter (npm `webgpu`, Node-API): Dawn's own choice first (Vulkan, Metal, D3D12); where that gives
@@ -69,12 +71,11 @@ async function dawnAdapter(): Promise<{ adapter: GPUAdapter; backend: string }> 
     { flags: ["backend=opengl"], options: { featureLevel: "compatibility" }, backend: "dawn:opengl-compat" },
   ];
   for (const t of tries) {
-    const gpu = mod.create(t.flags);
-    const adapter = await gpu.requestAdapter(t.options as GPURequestAdapterOptions).catch(() => null);
-    if (adapter) {
-      dawnInstance = gpu;
-      return { adapter, backend: t.backend };
-    }
+    const key = t.flags.join(",");
+    if (!dawnInstances.has(key)) dawnInstances.set(key, mod.create(t.flags));
+    const adapter = await dawnInstances.get(key)!.requestAdapter(t.options as GPURequestAdapterOptions)
+      .catch(() => null);
+    if (adapter) return { adapter, backend: t.backend };
   }
   throw new NoAdapterError(
     "INOCULUM_WEBGPU=dawn: Dawn found no adapter (neither its default backend nor OpenGL at the compatibility " +
@@ -153,6 +154,5 @@ async function deviceOf(
   const report = (e: Event) => console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
   if (typeof device.addEventListener === "function") device.addEventListener("uncapturederror", report);
   else (device as unknown as { onuncapturederror: unknown }).onuncapturederror = report;
-  void dawnInstance;
   return { device, caps };
 }
