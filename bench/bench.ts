@@ -14,6 +14,7 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Gpu } from "../lib/gpu/context.ts";
+import { DAWN_PACKAGE, webGpuImpl } from "../lib/gpu/device.ts";
 import { Tensor } from "../lib/tensor.ts";
 import { linear } from "../lib/ops/matmul.ts";
 import { convertLlama2c } from "../models/llama2c.ts";
@@ -80,9 +81,9 @@ async function reference(args: string[]): Promise<RefResult | null> {
 
 const gpu = await Gpu.create();
 console.log(
-  `inoculum bench, ${
-    new Date().toISOString().slice(0, 10)
-  }; adapter: ${gpu.caps.description} (backend ${gpu.caps.backend}` +
+  `inoculum bench, ${new Date().toISOString().slice(0, 10)}; adapter: ${gpu.caps.description} (WebGPU ${
+    webGpuImpl() === "dawn" ? `Dawn, npm ${DAWN_PACKAGE}` : `wgpu, Deno ${Deno.version.deno}`
+  }; backend ${gpu.caps.backend}` +
     `, shader-f16 ${gpu.caps.shaderF16}${gpu.caps.cpuAdapter ? ", a CPU implementation" : ""})`,
 );
 console.log(

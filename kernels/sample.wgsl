@@ -26,6 +26,7 @@ const F32_MAX = 3.4028234e38;
 var<workgroup> best_v: array<f32, WG>;
 var<workgroup> best_i: array<u32, WG>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> red_out: atomic<u32>;
 
 // (v, i) beats (w, j): larger value, or the same value at a lower index; an empty slot (NONE) never wins
 fn beats(v: f32, i: u32, w: f32, j: u32) -> bool {
@@ -80,7 +81,11 @@ fn wg_reduce(v: f32, i: u32, is_max: bool) -> f32 {
     if (i < s) { red[i] = select(red[i] + red[i + s], max(red[i], red[i + s]), is_max); }
     workgroupBarrier();
   }
-  let r = red[0];
+  // the result goes out through an atomic: Mesa's GL compiler (Dawn's GL backend on llvmpipe) hoisted a plain
+  // load of red[0] out of the nucleus bisection's loop, so every step saw the first step's mass
+  if (i == 0u) { atomicStore(&red_out, bitcast<u32>(red[0])); }
+  workgroupBarrier();
+  let r = bitcast<f32>(atomicLoad(&red_out));
   workgroupBarrier();
   return r;
 }

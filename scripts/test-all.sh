@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: every test on Vulkan (Mesa lavapipe), then the kernel tests again on GL
-# (Mesa llvmpipe): two independent shader compilers that do disagree on edge cases.
+# (Mesa llvmpipe) and on Dawn: independent shader compilers (naga to SPIR-V and to GLSL, Tint) that do
+# disagree on edge cases.
 # Ends with one summary line "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,9 @@ run "static checks (fmt, lint, type check)" deno task check
 checks_failed=$(( status != 0 ))
 run "all tests on Vulkan (lavapipe)" env DENO_WEBGPU_BACKEND=vulkan deno test --unstable-webgpu -A tests/
 run "kernel tests on GL (llvmpipe)" env DENO_WEBGPU_BACKEND=gl deno test --unstable-webgpu -A tests/kernels_test.ts tests/matmul_test.ts tests/backward_test.ts
+# a second WebGPU implementation, Dawn (the Tint compiler): Dawn's own backend, or on a machine without a GPU
+# its OpenGL backend over llvmpipe (lib/gpu/device.ts)
+run "kernel, gradient and model tests on Dawn" env INOCULUM_WEBGPU=dawn deno test --unstable-webgpu -A tests/kernels_test.ts tests/matmul_test.ts tests/backward_test.ts tests/train_grad_test.ts tests/model_test.ts
 # deno test closes each run with "ok | N passed | M failed (time)"; add them up
 read -r passed failed < <(strip "$log" | awk '/^(ok|FAILED) \| [0-9]+ passed/ {
   for (i = 1; i <= NF; i++) { if ($(i+1) == "passed") p += $i; if ($(i+1) == "failed") f += $i } }

@@ -34,6 +34,9 @@ export class NoAdapterError extends Error {}
 /** The WebGPU implementation: Deno's own (wgpu, naga's WGSL compiler) or Dawn (Chrome's, the Tint compiler). */
 export type WebGpuImpl = "wgpu" | "dawn";
 
+/** The npm package Dawn comes from (pinned in package.json; the bench names it). */
+export const DAWN_PACKAGE = "webgpu 0.6.2";
+
 export function webGpuImpl(): WebGpuImpl {
   const v = Deno.env.get("INOCULUM_WEBGPU") ?? "wgpu";
   if (v !== "wgpu" && v !== "dawn") {
