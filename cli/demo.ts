@@ -18,7 +18,6 @@ export async function demoCommand(a: Record<string, string | boolean | undefined
       cache_dir: null,
       concurrency: 8,
       retries: 5,
-      max_missing: 0.5,
       coherence_prompt: null,
     }
     : null;

@@ -64,7 +64,8 @@ export async function studyCheck(dir = "configs/study"): Promise<StudyCheck> {
     try {
       const config = EXPERIMENTS[name].parseConfig(await readYaml(file), file);
       for (const p of paths(config)) {
-        if (p.key === "output" || p.key.endsWith(".output")) continue;
+        // outputs, the judge's cache (made on demand) and rubric text (read at parse time) are not inputs
+        if (/(^|\.)(output|cache_dir|coherence_prompt)$/.test(p.key)) continue;
         const r = readers.get(p.path) ?? { key: p.key, files: [] };
         r.files.push(f);
         readers.set(p.path, r);

@@ -86,8 +86,9 @@ export type JudgeConfig =
     cache_dir: string | null;
     concurrency: number;
     retries: number;
-    /** the share of failed calls above which a run stops */
-    max_missing: number;
+    /** the share of failed calls above which a run stops (absent: 0.5; absent rather than written, so that
+     * plans made before the key existed keep their config hash) */
+    max_missing?: number;
     /** coherence rubric template ({question}, {answer}) read from `coherence_prompt: FILE`; null = ours */
     coherence_prompt: string | null;
   }
@@ -108,7 +109,7 @@ export function readJudgeConfig(r: ConfigReader): JudgeConfig {
       cache_dir: r.optStr("cache_dir"),
       concurrency: r.num("concurrency", 8, { int: true, min: 1 }),
       retries: r.num("retries", 5, { int: true, min: 0, max: 10 }),
-      max_missing: r.num("max_missing", 0.5, { min: 0, max: 1 }),
+      ...(r.has("max_missing") ? { max_missing: r.num("max_missing", 0.5, { min: 0, max: 1 }) } : {}),
       coherence_prompt: readRubric(r, "coherence_prompt"),
     };
   } else if (type === "local") {
@@ -178,7 +179,7 @@ async function makeJudgeOf(ctx: ExperimentContext, c: JudgeConfig): Promise<Judg
       cacheDir: c.cache_dir ?? join(ctx.runDir, "judge-cache"),
       concurrency: c.concurrency,
       retries: c.retries,
-      maxMissing: c.max_missing,
+      maxMissing: c.max_missing ?? 0.5,
       log: ctx.progress,
     });
   }

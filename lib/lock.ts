@@ -62,7 +62,11 @@ const LIVE_STATES = new Set([
 
 /** Whether the task that wrote a lock may still be running. */
 export async function holderAlive(h: LockHolder): Promise<boolean> {
-  if (h.job && h.job === slurmJobId()) return false; // this very job, started again (requeued)
+  if (h.job && h.job === slurmJobId()) {
+    // this very job: started again after a requeue (the old process is gone), or a second run inside the same
+    // allocation (alive): the process decides
+    return h.host === hostname() && pidAlive(h.pid);
+  }
   if (h.job) {
     for (let i = 0; i < 60; i++) {
       const s = await slurmState(h.job);
@@ -72,8 +76,12 @@ export async function holderAlive(h: LockHolder): Promise<boolean> {
     return true;
   }
   if (h.host !== hostname()) return true; // another machine, no scheduler to ask: assume it runs
+  return pidAlive(h.pid);
+}
+
+function pidAlive(pid: number): boolean {
   try {
-    Deno.statSync(`/proc/${h.pid}`);
+    Deno.statSync(`/proc/${pid}`);
     return true;
   } catch {
     return false;
@@ -97,31 +105,61 @@ export function describeHolder(h: LockHolder): string {
 /**
  * Take the lock file `path` for `what` (a phrase for the error: "cell 3 (x)", "the run in DIR"). Returns its
  * release. A lock left by a task that is gone is taken over; one of a live task is an error naming it.
+ * The lock appears with its content at once (written to a private file, then hard-linked into place, which
+ * fails if a lock exists); a stale lock is taken over by renaming it away and checking that what was renamed
+ * is the lock judged stale (another task taking it over at the same time cannot lose its fresh lock); the
+ * release removes the lock only while it is still this process's.
  */
 export async function acquireLock(path: string, what: string): Promise<() => Promise<void>> {
-  const me = thisHolder();
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const f = await Deno.open(path, { createNew: true, write: true });
-      await f.write(new TextEncoder().encode(JSON.stringify(me) + "\n"));
-      f.close();
-      return async () => {
-        await Deno.remove(path).catch(() => {});
-      };
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+  const me = JSON.stringify(thisHolder()) + "\n";
+  const mine = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.writeTextFile(mine, me);
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await Deno.link(mine, path);
+        return async () => {
+          if ((await Deno.readTextFile(path).catch(() => null)) === me) {
+            await Deno.remove(path).catch(() => {});
+          }
+        };
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+      const seen = await Deno.readTextFile(path).catch(() => null);
+      if (seen === null) continue; // released meanwhile: try again
+      let holder: LockHolder | null = null;
+      try {
+        holder = JSON.parse(seen);
+      } catch { /* unreadable: a lock is never written partly (see above), so it is no one's */ }
+      if (holder && await holderAlive(holder)) {
+        throw new Error(
+          `${what} is being run by ${
+            describeHolder(holder)
+          } (lock ${path}); not running it twice (if that task has ended and Slurm cannot say so, remove the lock)`,
+        );
+      }
+      const away = `${path}.stale-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+      try {
+        await Deno.rename(path, away);
+      } catch {
+        continue; // someone else moved it first
+      }
+      const moved = await Deno.readTextFile(away).catch(() => null);
+      if (moved !== seen) {
+        // a fresh lock of a task that took the stale one over first: put it back, and stop
+        await Deno.link(away, path).catch(() => {});
+        await Deno.remove(away).catch(() => {});
+        throw new Error(
+          `${what}: another task took over its stale lock ${path} at the same moment; not running it twice`,
+        );
+      }
+      await Deno.remove(away).catch(() => {});
     }
-    const holder = await readHolder(path);
-    if (holder && await holderAlive(holder)) {
-      throw new Error(
-        `${what} is being run by ${
-          describeHolder(holder)
-        } (lock ${path}); not running it twice (if that task has ended and Slurm cannot say so, remove the lock)`,
-      );
-    }
-    await Deno.remove(path).catch(() => {});
+    throw new Error(`${what}: could not take its lock ${path}`);
+  } finally {
+    await Deno.remove(mine).catch(() => {});
   }
-  throw new Error(`${what}: could not take its lock ${path}`);
 }
 
 export const lockIn = (dir: string) => join(dir, "lock");

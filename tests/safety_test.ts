@@ -595,3 +595,31 @@ Deno.test("[18] a full disk is said as such, naming the file; the temporary file
   await assert.rejects(atomicWrite(join(dir, "out.json"), "x"), /out\.json: is a directory/);
   assert.deepEqual([...Deno.readDirSync(dir)].map((x) => x.name), ["out.json"]);
 });
+
+Deno.test("[1] locks: a second run inside the same Slurm job is refused while the first lives; a requeued job's dead process is taken over; a release leaves another's lock", async () => {
+  const { acquireLock } = await import("../lib/lock.ts");
+  const dir = await Deno.makeTempDir({ prefix: "lock-" });
+  const path = join(dir, "lock");
+  const write = (pid: number) =>
+    Deno.writeTextFile(path, JSON.stringify({ job: "4242", host: hostname(), pid, started: "x" }) + "\n");
+  const before = Deno.env.get("SLURM_JOB_ID");
+  Deno.env.set("SLURM_JOB_ID", "4242");
+  try {
+    await write(Deno.pid); // the same job, a live process: another run in the allocation
+    await assert.rejects(acquireLock(path, "the run"), /the run is being run by Slurm job 4242/);
+    await write(2 ** 22 + 17); // the same job, its process gone: the job was requeued
+    const release = await acquireLock(path, "the run");
+    assert.equal(JSON.parse(await Deno.readTextFile(path)).pid, Deno.pid);
+    // someone else's lock at the path (ours was removed by hand and retaken): the release leaves it
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({ job: null, host: "elsewhere", pid: 1, started: "y" }) + "\n",
+    );
+    await release();
+    assert.equal(JSON.parse(await Deno.readTextFile(path)).host, "elsewhere");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["lock"], "no temporary files left");
+  } finally {
+    if (before === undefined) Deno.env.delete("SLURM_JOB_ID");
+    else Deno.env.set("SLURM_JOB_ID", before);
+  }
+});

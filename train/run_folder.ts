@@ -43,7 +43,10 @@ export async function claimOutputDir(
         );
       }
       // the contents move, not the folder: this run's lock stays where a second run looks for it
-      const aside = `${dir.replace(/\/+$/, "")}.old-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+      // beside the real folder (a symlinked output_dir's contents live on its target's filesystem)
+      const aside = `${Deno.realPathSync(dir).replace(/\/+$/, "")}.old-${
+        new Date().toISOString().replace(/[:.]/g, "-")
+      }`;
       await Deno.mkdir(aside);
       for (const n of entries) await Deno.rename(join(dir, n), join(aside, n));
       say(`moved the earlier run in ${dir} to ${aside}`);
@@ -108,6 +111,15 @@ export async function runState(
   };
 }
 
+/** The config hash checkpoints recorded before they recorded the config's meaning (inoculum before
+ * 2026-12-02): the config's text less the settings that change nothing, paths included — so a run
+ * interrupted under that version still resumes, in its own folder. */
+function legacyConfigHash(c: TrainConfig): string {
+  const { checkpoint_every: _a, keep_checkpoints: _b, log_every: _c, gradient_checkpointing: _d, ...rest } =
+    c;
+  return hashInts(...new TextEncoder().encode(canonicalJson(rest))).toString(16);
+}
+
 /** The differing keys of two config meanings, as "key: then → now". */
 function differences(then: unknown, now: unknown, prefix = ""): string[] {
   if (canonicalJson(then) === canonicalJson(now)) return [];
@@ -151,7 +163,7 @@ export async function resumePoint(
         );
       }
     }
-  } else if (then.config_hash !== now.config_hash) {
+  } else if (then.config_hash !== legacyConfigHash(c)) {
     throw new Error(
       `${last}: checkpoint was made with a different configuration (written by an older inoculum, which ` +
         `recorded no keys to compare); refusing to resume`,

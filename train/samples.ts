@@ -65,7 +65,9 @@ export function checkRecords(
   say: (s: string) => void,
 ): DataRecord[] {
   const ip = c.inoculation;
-  const longest = ip ? ip.prompts.reduce((a, p) => (p.length > a.length ? p : a), "") : null;
+  // the prompt that leaves the fewest tokens of a truncated sample: the longest in tokens, not characters
+  const tokens = (p: string) => model.tokenizer!.encode(p, false).length;
+  const longest = ip ? ip.prompts.reduce((a, p) => (tokens(p) > tokens(a) ? p : a), ip.prompts[0]) : null;
   const kept: DataRecord[] = [];
   let skipped = 0, emptied = 0;
   for (const r of records) {
