@@ -18,6 +18,7 @@ import {
 import { SLURM_DEFAULTS, type SlurmOptions, slurmScripts } from "../experiments/slurm.ts";
 import { buildReport } from "../report/build.ts";
 import { atomicWrite, checkRunFolderApart, danglingLink } from "../lib/fsutil.ts";
+import { configReads } from "../lib/config.ts";
 import { need, parseNumber, startGpu, UsageError } from "./common.ts";
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -123,22 +124,16 @@ async function claimResultFiles(runDir: string, config: unknown, overwrite: bool
   }
 }
 
-/** Every string in a config that names an existing file or folder: what the run reads. */
-function configInputs(config: unknown, key = ""): { key: string; path: string }[] {
-  if (typeof config === "string") {
-    if (key.endsWith("output") || key.endsWith("cache_dir")) return [];
+/** The config's strings that name an existing file or folder: what the run reads. */
+function configInputs(config: unknown): { key: string; path: string }[] {
+  return configReads(config).filter(({ value }) => {
     try {
-      Deno.statSync(config);
-      return config.includes("/") || config.includes(".") ? [{ key, path: config }] : [];
+      Deno.statSync(value);
+      return value.includes("/") || value.includes(".");
     } catch {
-      return [];
+      return false;
     }
-  }
-  if (Array.isArray(config)) return config.flatMap((v, i) => configInputs(v, `${key}[${i}]`));
-  if (config && typeof config === "object") {
-    return Object.entries(config).flatMap(([k, v]) => configInputs(v, key ? `${key}.${k}` : k));
-  }
-  return [];
+  }).map(({ key, value }) => ({ key, path: value }));
 }
 
 async function planCommand(a: Flags, pos: string[]): Promise<void> {

@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { experimentOfConfigFile, EXPERIMENTS } from "../experiments/index.ts";
 import { readYaml } from "../experiments/common.ts";
+import { configReads } from "../lib/config.ts";
 import { UsageError } from "./common.ts";
 
 /** The paper's sample counts by the data file's path ending (3.1: "4,681 samples"). */
@@ -22,19 +23,6 @@ const HOW = {
 export interface StudyCheck {
   lines: string[];
   ok: boolean;
-}
-
-/** Strings of a parsed config that name files or folders, with their keys. */
-function paths(v: unknown, key = ""): { key: string; path: string }[] {
-  if (typeof v === "string") {
-    const isPath = v.includes("/") && !/^https?:/.test(v) && !key.endsWith("base_url");
-    return isPath ? [{ key, path: v }] : [];
-  }
-  if (Array.isArray(v)) return v.flatMap((x, i) => paths(x, `${key}[${i}]`));
-  if (v && typeof v === "object") {
-    return Object.entries(v).flatMap(([k, x]) => paths(x, key ? `${key}.${k}` : k));
-  }
-  return [];
 }
 
 function countLines(path: string): number {
@@ -63,12 +51,11 @@ export async function studyCheck(dir = "configs/study"): Promise<StudyCheck> {
     }
     try {
       const config = EXPERIMENTS[name].parseConfig(await readYaml(file), file);
-      for (const p of paths(config)) {
-        // outputs, the judge's cache (made on demand) and rubric text (read at parse time) are not inputs
-        if (/(^|\.)(output|cache_dir|coherence_prompt)$/.test(p.key)) continue;
-        const r = readers.get(p.path) ?? { key: p.key, files: [] };
+      for (const { key, value } of configReads(config)) {
+        if (!value.includes("/")) continue; // names (a judge model, a trait) are not paths
+        const r = readers.get(value) ?? { key, files: [] };
         r.files.push(f);
-        readers.set(p.path, r);
+        readers.set(value, r);
       }
     } catch (e) {
       lines.push(`BAD      ${(e as Error).message}`);

@@ -23,14 +23,7 @@ import {
   readJudgeConfig,
   writeResult,
 } from "./common.ts";
-import {
-  type Figure,
-  INT_AXIS,
-  type Json,
-  lineChart,
-  type ResultKind,
-  type SummaryCells,
-} from "./result_kind.ts";
+import { type Figure, type Json, lineChart, type ResultKind, type SummaryCells } from "./result_kind.ts";
 
 export function article(trait: string): string {
   return /^[aeiou]/i.test(trait) ? "an" : "a";
@@ -312,9 +305,7 @@ function extractFigures(results: { file: string; result: Json }[]): Figure[] {
     caption: results.map(({ file, result }) =>
       `${file}: ${result.metrics.trait}, ${result.metrics.kept} of ${result.metrics.total} pairs kept.`
     ).join(" "),
-    spec: lineChart(vals, "layer", "norm", "trait", { x: "layer l", y: "|v_l|" }, {
-      x: { field: "layer", type: "quantitative", title: "layer l", axis: INT_AXIS },
-    }),
+    spec: lineChart(vals, "layer", "norm", "trait", { x: "layer l", y: "|v_l|" }),
   }];
 }
 

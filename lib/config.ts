@@ -188,3 +188,20 @@ function shown(v: unknown): string {
 
 /** A seed's range: the generators take 32-bit seeds, and a larger one would wrap onto another seed's stream. */
 export const SEED_RANGE = { int: true, min: 0, max: 2 ** 32 - 1 } as const;
+
+/**
+ * The strings of a parsed config that may name something it reads, with their key paths ("post[1].data"):
+ * every string but URLs and those under keys that are outputs, caches (made on demand) or rubric text. Callers
+ * decide what counts as a path (an existing file; anything with a "/").
+ */
+export function configReads(v: unknown, key = ""): { key: string; value: string }[] {
+  if (typeof v === "string") {
+    const skip = /(^|\.)(output|cache_dir|coherence_prompt|base_url)$/.test(key) || /^https?:/.test(v);
+    return skip ? [] : [{ key, value: v }];
+  }
+  if (Array.isArray(v)) return v.flatMap((x, i) => configReads(x, `${key}[${i}]`));
+  if (v && typeof v === "object") {
+    return Object.entries(v).flatMap(([k, x]) => configReads(x, key ? `${key}.${k}` : k));
+  }
+  return [];
+}

@@ -14,7 +14,7 @@ import type { Figure, SectionKey } from "../experiments/result_kind.ts";
 import { allChecks } from "../experiments/signatures.ts";
 import { trainingSpeeds } from "./speed.ts";
 import { sectionOfCheck, SECTIONS } from "./sections.ts";
-import { chartRows, esc, htmlTable, rowsTable, SCRIPT, scriptJson, STYLE } from "./page.ts";
+import { chartRows, esc, htmlTable, RawCell, rowsTable, SCRIPT, scriptJson, STYLE } from "./page.ts";
 
 export async function renderSvg(spec: Record<string, unknown>): Promise<string> {
   // deno-lint-ignore no-explicit-any
@@ -107,17 +107,19 @@ export async function buildReport(
   const checks = allChecks(loaded);
   const verdicts = checks.length
     ? `<section id="verdicts"><h2>Verdicts: the paper's signatures in this run</h2>${
-      htmlTable(["paper", "statistic", "this run", "paper's finding", "verdict"], [])
-        .replace(
-          "</table>",
-          checks.map((c) => {
-            const sec = sectionOfCheck(c.figure);
-            const fig = sec ? `<a href="#sec-${sec}">${esc(c.figure)}</a>` : esc(c.figure);
-            return `<tr><td>${fig}</td><td>${esc(c.statistic)}</td><td>${esc(c.ours)}</td><td>${
-              esc(c.paper)
-            }</td><td class="${c.ok ? "shows" : "not"}">${c.ok ? "shows it" : "does not show it"}</td></tr>`;
-          }).join("") + "</table>",
-        )
+      htmlTable(
+        ["paper", "statistic", "this run", "paper's finding", "verdict"],
+        checks.map((c) => {
+          const sec = sectionOfCheck(c.figure);
+          return [
+            sec ? new RawCell(`<a href="#sec-${sec}">${esc(c.figure)}</a>`) : c.figure,
+            c.statistic,
+            c.ours,
+            c.paper,
+            new RawCell(c.ok ? "shows it" : "does not show it", c.ok ? "shows" : "not"),
+          ];
+        }),
+      )
     }<p>Each row's statistic is computed from the results below (experiments/signatures.ts); "does not show it" is a finding, not an error.</p></section>`
     : "";
   const outcomes = outcomeSentences(loaded);
@@ -165,6 +167,6 @@ ${speedHtml}
 <script>${SCRIPT}</script>
 </body></html>`;
   await atomicWrite(out, html);
-  const sections = (verdicts ? 1 : 0) + 1 + (outcomeHtml ? 1 : 0) + sectionsHtml.length + (speedHtml ? 1 : 0);
+  const sections = (html.match(/<section /g) ?? []).length;
   return { path: out, figures: charts, sections, skipped: read.skipped };
 }

@@ -4,8 +4,15 @@
 export const esc = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]!));
 
+/** A table cell given as HTML (a link, a class), not as a value to escape. */
+export class RawCell {
+  constructor(readonly html: string, readonly cls = "") {}
+}
+
 const cell = (v: unknown) =>
-  v === null || v === undefined
+  v instanceof RawCell
+    ? v.html
+    : v === null || v === undefined
     ? "–"
     : typeof v === "number"
     ? (Number.isInteger(v) ? String(v) : String(Math.round(v * 1e4) / 1e4))
@@ -15,7 +22,13 @@ const cell = (v: unknown) =>
 
 export function htmlTable(columns: string[], rows: unknown[][]): string {
   return `<table><tr>${columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${
-    rows.map((r) => `<tr>${r.map((v) => `<td>${cell(v)}</td>`).join("")}</tr>`).join("")
+    rows.map((r) =>
+      `<tr>${
+        r.map((v) => `<td${v instanceof RawCell && v.cls ? ` class="${v.cls}"` : ""}>${cell(v)}</td>`).join(
+          "",
+        )
+      }</tr>`
+    ).join("")
   }</table>`;
 }
 

@@ -3,12 +3,10 @@
 // Nothing runs, so these are exact counts, not timings.
 
 import assert from "node:assert/strict";
-import { Gpu, WIDE_FLOPS, WIDE_WORKGROUPS } from "../lib/gpu/context.ts";
+import { WIDE_FLOPS, WIDE_WORKGROUPS } from "../lib/gpu/context.ts";
 import { dynamicPrivateArrays } from "../lib/gpu/wgsl_lint.ts";
 import { decodeSchedule, loraStepSchedule, narrowDispatches } from "../bench/schedule.ts";
-import { dryModel } from "../models/dry.ts";
-import { trainStepRecorder } from "../bench/measure.ts";
-import { generate } from "../models/generate.ts";
+import { engineVariants } from "../bench/variants.ts";
 
 Deno.test(
   "a 0.5B LoRA step (4 x 256, r 64 on every projection, dropout 0.05) is at most 1,000 dispatches, " +
@@ -62,25 +60,14 @@ Deno.test(
   "the hot kernels (matmul, gemv, attention) index no private array by a variable, on GPUs and " +
     "CPU adapters",
   async () => {
-    for (const cpuAdapter of [false, true]) {
-      const gpu = Gpu.dry({ cpuAdapter });
-      const m = dryModel(gpu, "qwen2.5-0.5b", { layers: 2 });
-      const step = trainStepRecorder(gpu, m, "lora", 2, 64, 8, { dropout: 0.05 });
-      step.record();
-      await generate(m.decoder, [[5, 6, 7], [8, 9]], { maxNewTokens: 3 });
-      await generate(m.decoder, Array.from({ length: 10 }, (_, i) => [5 + i, 6]), {
-        maxNewTokens: 2,
-        temperature: 1,
-      });
-      const kernels = gpu.compiledKernels().filter((k) => /^(matmul|gemv|attention):/.test(k.name));
-      assert.ok(kernels.length >= 10, `${kernels.length} variants`);
-      for (const k of kernels) {
-        // the CPU adapters' invocation attention keeps a head's vectors in arrays (threads are CPU cores there);
-        // the GPU schedule never compiles it
-        if (cpuAdapter && /^attention:(forward|backward_dq|backward_dkv)\{/.test(k.name)) continue;
-        const entry = /^\w+:(\w+)/.exec(k.name)![1];
-        assert.deepEqual(dynamicPrivateArrays(k.code, entry), [], k.name);
-      }
+    // every variant the engine creates (bench/variants.ts: GPU- and CPU-shaped devices, steps, decoding)
+    const kernels = (await engineVariants()).filter((k) => /^(matmul|gemv|attention):/.test(k.name));
+    assert.ok(kernels.length >= 10, `${kernels.length} variants`);
+    for (const k of kernels) {
+      // the CPU adapters' invocation attention keeps a head's vectors in arrays (threads are CPU cores there);
+      // the GPU schedule never compiles it
+      if (/^attention:(forward|backward_dq|backward_dkv)\{/.test(k.name)) continue;
+      assert.deepEqual(dynamicPrivateArrays(k.code, k.entry), [], k.name);
     }
     // the check itself finds one
     assert.deepEqual(
